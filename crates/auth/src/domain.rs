@@ -1,0 +1,93 @@
+//! Values that are valid by construction. No I/O here.
+
+use std::fmt;
+
+/// A username: 3 to 32 characters of `[a-z0-9_]`, lower-cased on the way in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Lower-cases `raw` and checks it.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let name = raw.to_ascii_lowercase();
+        let len = name.chars().count();
+        if !(3..=32).contains(&len) {
+            return Err("username must be 3..=32 characters".into());
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err("username may contain only a-z, 0-9 and _".into());
+        }
+        Ok(Self(name))
+    }
+
+    /// The normalised name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password as given at registration: 8 to 128 characters. Never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks the length of a new password.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let len = raw.chars().count();
+        if !(8..=128).contains(&len) {
+            return Err("password must be 8..=128 characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The password's bytes, for hashing.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_lower_cased_and_checked() {
+        assert_eq!(
+            Username::parse("Alice_01").map(|u| u.0),
+            Ok("alice_01".to_owned())
+        );
+        assert!(Username::parse("al").is_err());
+        assert!(Username::parse(&"a".repeat(33)).is_err());
+        assert!(Username::parse("al ice").is_err());
+        assert!(Username::parse("ålice").is_err());
+        assert!(Username::parse("al-ice").is_err());
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters() {
+        assert!(Password::parse("1234567").is_err());
+        assert!(Password::parse("12345678").is_ok());
+        assert!(Password::parse(&"é".repeat(128)).is_ok());
+        assert!(Password::parse(&"é".repeat(129)).is_err());
+        assert_eq!(
+            format!("{:?}", Password::parse("hunter2hunter2")),
+            "Ok(Password(***))"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The auth service's errors and their one mapping to gRPC.
+
+use realchat_runtime::grpc::status;
+use tonic::Code;
+
+/// Everything that can go wrong in the auth service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The username exists already (in any letter case).
+    #[error("username is taken")]
+    UsernameTaken,
+    /// Unknown user or wrong password; deliberately the same error for both.
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// A refresh token that is unknown, expired, spent or revoked.
+    #[error("refresh token is not valid")]
+    InvalidRefreshToken,
+    /// No such user.
+    #[error("not found")]
+    NotFound,
+    /// The database cannot be reached; worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A bug or an unexpected state; the cause is logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        if realchat_runtime::db::is_transient(&error) {
+            Error::Unavailable(error)
+        } else {
+            Error::Internal(error.into())
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(message) => {
+                status(Code::InvalidArgument, "invalid_argument", message)
+            }
+            Error::UsernameTaken => {
+                status(Code::AlreadyExists, "username_taken", error.to_string())
+            }
+            Error::InvalidCredentials => status(
+                Code::Unauthenticated,
+                "invalid_credentials",
+                error.to_string(),
+            ),
+            Error::InvalidRefreshToken => {
+                status(Code::Unauthenticated, "unauthenticated", error.to_string())
+            }
+            Error::NotFound => status(Code::NotFound, "not_found", "user not found"),
+            Error::Unavailable(ref cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                status(
+                    Code::Unavailable,
+                    "unavailable",
+                    "temporarily unavailable, retry",
+                )
+            }
+            Error::Internal(ref cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                status(Code::Internal, "internal", "internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The auth service: users, password hashes, access and refresh tokens, signing keys.
+//!
+//! It owns the `auth` database and serves gRPC `realchat.auth.v1.Auth`. Access tokens are
+//! Ed25519-signed JWTs that every other service verifies with the public keys from `GetJwks`;
+//! refresh tokens are opaque, stored hashed, single-use and grouped in families so a replayed
+//! token revokes the whole login (see [`store::rotate`]).
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod error;
+mod grpc;
+pub mod keys;
+pub mod metrics;
+pub mod password;
+pub mod store;
+pub mod tokens;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use realchat_proto::auth::v1::auth_server::AuthServer;
+use realchat_runtime::{Shutdown, admin, config::Secret, telemetry::propagation};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use grpc::AuthApi;
+
+/// The migrations of the `auth` database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Configuration of the auth service. Every field has a default that works with `cargo xtask up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Address of the gRPC server.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_ADMIN_ADDR",
+        default_value = "127.0.0.1:9181"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// PostgreSQL URL of the `auth` database.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/auth",
+        hide_env_values = true
+    )]
+    pub database_url: Secret<String>,
+
+    /// Largest number of database connections.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub database_max_connections: u32,
+
+    /// Apply pending migrations at startup.
+    #[arg(long, env = "REALCHAT_AUTH_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "REALCHAT_AUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of a refresh token, in days.
+    #[arg(long, env = "REALCHAT_AUTH_REFRESH_TOKEN_TTL_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub refresh_token_ttl_days: u64,
+
+    /// How long one signing key signs before its successor takes over, in days.
+    #[arg(long, env = "REALCHAT_AUTH_KEY_ROTATION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub key_rotation_days: u64,
+
+    /// Password hashes computed at once (each takes 19 MiB); 0 means one per CPU.
+    #[arg(long, env = "REALCHAT_AUTH_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+}
+
+impl Options {
+    /// Defaults, with the given database; for tests and embedding.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: Secret::new(database_url.into()),
+            database_max_connections: 16,
+            migrate: true,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
+            key_rotation_days: 30,
+            hash_concurrency: 0,
+        }
+    }
+}
+
+/// Creates the database if missing and applies the migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+        .await
+        .context("migrating the auth database")
+}
+
+/// A built auth service: listeners bound, database reachable, keys loaded.
+#[derive(Debug)]
+pub struct Service {
+    grpc: TcpListener,
+    admin: TcpListener,
+    api: AuthApi,
+    pool: PgPool,
+}
+
+impl Service {
+    /// Binds the listeners (port 0 picks a free one), prepares the database and the keys.
+    pub async fn build(options: Options) -> anyhow::Result<Self> {
+        metrics::describe();
+        let url = options.database_url.expose();
+        if options.migrate {
+            migrate(url).await?;
+        }
+        let pool = realchat_runtime::db::pool(
+            url,
+            options.database_max_connections,
+            Duration::from_secs(3),
+        )
+        .context("REALCHAT_AUTH_DATABASE_URL")?;
+        let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
+        let keys = keys::KeyRing::load(
+            pool.clone(),
+            Duration::from_secs(options.key_rotation_days * 86_400),
+            access_ttl,
+        )
+        .await
+        .context("loading the signing keys")?;
+        let concurrency = match options.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let api = AuthApi {
+            pool: pool.clone(),
+            hasher: password::Hasher::new(concurrency)?,
+            keys,
+            access_ttl,
+            refresh_ttl: Duration::from_secs(options.refresh_token_ttl_days * 86_400),
+        };
+        let grpc = TcpListener::bind(options.grpc_addr)
+            .await
+            .with_context(|| format!("binding REALCHAT_AUTH_GRPC_ADDR={}", options.grpc_addr))?;
+        let admin = TcpListener::bind(options.admin_addr)
+            .await
+            .with_context(|| format!("binding REALCHAT_AUTH_ADMIN_ADDR={}", options.admin_addr))?;
+        Ok(Self {
+            grpc,
+            admin,
+            api,
+            pool,
+        })
+    }
+
+    /// Where the gRPC server listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Where the admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The database pool (tests inspect state through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` starts, then drains within its grace period.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let token = shutdown.token();
+        let Self {
+            grpc,
+            admin,
+            api,
+            pool,
+        } = self;
+
+        let server_token = token.clone();
+        let server_api = api.clone();
+        shutdown.spawn("grpc-server", async move {
+            tonic::transport::Server::builder()
+                .trace_fn(propagation::grpc_server_span)
+                .add_service(AuthServer::new(server_api))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    server_token.cancelled_owned(),
+                )
+                .await
+                .context("gRPC server")
+        });
+
+        let ready_pool = pool.clone();
+        let readiness = admin::readiness(move || {
+            let pool = ready_pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("database: {e}"))
+            }
+        });
+        shutdown.spawn(
+            "admin-server",
+            admin::serve(admin, readiness, token.clone()),
+        );
+
+        let keys = api.keys.clone();
+        let maintenance_token = token.clone();
+        shutdown.spawn("key-maintenance", async move {
+            let mut every = tokio::time::interval(Duration::from_secs(300));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = maintenance_token.cancelled() => return Ok(()),
+                    _ = every.tick() => {
+                        // A database blip must not take tokens down: the loaded keys keep signing.
+                        if let Err(error) = keys.maintain().await {
+                            tracing::warn!(%error, "key maintenance failed, will retry");
+                        }
+                    }
+                }
+            }
+        });
+
+        let result = shutdown.wait().await;
+        pool.close().await;
+        result.map_err(Into::into)
+    }
+}

@@ -1,0 +1,37 @@
+//! `auth`: the auth service binary.
+
+use clap::{Parser, Subcommand};
+use realchat_auth::{Options, Service};
+use realchat_runtime::{Shutdown, config::CommonOptions, telemetry};
+
+/// RealChat auth service: users, passwords, tokens and signing keys.
+#[derive(Debug, Parser)]
+#[command(name = "auth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: CommonOptions,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if missing, apply migrations, and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("auth", &cli.common)?;
+    if let Some(Command::Migrate) = cli.command {
+        return realchat_auth::migrate(cli.options.database_url.expose()).await;
+    }
+    let shutdown = Shutdown::new(cli.common.shutdown_grace());
+    shutdown.listen_for_signals();
+    let service = Service::build(cli.options).await?;
+    tracing::info!(grpc = %service.grpc_addr(), admin = %service.admin_addr(), "auth service started");
+    service.run(shutdown).await
+}

@@ -1,0 +1,24 @@
+//! Protobuf definitions shared by every RealChat service: the gRPC APIs and the Kafka events.
+//!
+//! The code is generated at build time from `proto/` (see `build.rs`); this crate only gives it
+//! stable module paths.
+
+#![forbid(unsafe_code)]
+// Generated code is not ours to lint.
+#![allow(unreachable_pub, clippy::all, missing_debug_implementations)]
+
+/// `realchat.auth.v1`: the auth service.
+pub mod auth {
+    /// Version 1 of the auth API.
+    pub mod v1 {
+        tonic::include_proto!("realchat.auth.v1");
+    }
+}
+
+/// `realchat.events.v1`: the event envelope and every event payload.
+pub mod events {
+    /// Version 1 of the events.
+    pub mod v1 {
+        tonic::include_proto!("realchat.events.v1");
+    }
+}

@@ -1,0 +1,103 @@
+//! Options every RealChat binary shares, and the [`Secret`] wrapper.
+//!
+//! Each service defines its own `clap` options struct and flattens [`CommonOptions`] into it, so
+//! `--help` lists every variable with its default, and a wrong value stops the process before it
+//! binds anything, naming the variable.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// Logging and lifecycle options shared by every service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonOptions {
+    /// Log filter, in `tracing` `EnvFilter` syntax (e.g. `info,realchat_auth=debug`).
+    #[arg(long = "log", env = "REALCHAT_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log format: `human` for people, `json` for log shippers.
+    #[arg(long, env = "REALCHAT_LOG_FORMAT", default_value = "human", value_enum)]
+    pub log_format: LogFormat,
+
+    /// Seconds to drain in-flight work after SIGTERM before the process gives up and exits.
+    #[arg(long, env = "REALCHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub shutdown_grace_secs: u64,
+}
+
+impl CommonOptions {
+    /// The drain budget after the first shutdown signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines with colours on a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A value that must never reach a log line or a `Debug` print (database URLs with passwords,
+/// keys). Read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a value.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The wrapped value, for the one place that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<T: FromStr> FromStr for Secret<T> {
+    type Err = T::Err;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Secret)
+    }
+}
+
+/// Parses a duration given in whole seconds, for `clap` value parsers.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("expected whole seconds: {e}"))
+}
+
+/// Parses a duration given in milliseconds, for `clap` value parsers.
+pub fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("expected whole milliseconds: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_never_prints_the_value() {
+        let secret = Secret::new("postgres://user:hunter2@db/auth".to_string());
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert!(secret.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_parse_and_reject_garbage() {
+        assert_eq!(parse_secs("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_secs("15s").is_err());
+        assert_eq!(parse_millis("250"), Ok(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP server loop every RealChat HTTP listener uses (the gateway, delivery, admin ports).
+//!
+//! `axum::serve` hides the connection builder, and we need three things from it:
+//!
+//! - a header-read timeout, so a client that trickles headers (slowloris) cannot hold a connection;
+//! - optional TLS (rustls), with the handshake on the connection's own task and under a timeout so
+//!   a slow handshake never stalls the accept loop;
+//! - a graceful drain: on shutdown stop accepting, let in-flight requests finish (keep-alive
+//!   connections close after their current request), bounded by a drain timeout.
+//!
+//! Every request carries the peer address as an [`axum::extract::ConnectInfo`] extension.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// How a listener serves its connections.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Longest time a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest time in-flight requests get after shutdown starts.
+    pub drain_timeout: Duration,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+            tls: None,
+        }
+    }
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server configuration.
+pub fn load_tls(
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context as _;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert_path)
+            .with_context(|| format!("opening {}", cert_path.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("reading certificates from {}", cert_path.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key_path).with_context(|| format!("opening {}", key_path.display()))?,
+    ))
+    .with_context(|| format!("reading the private key from {}", key_path.display()))?
+    .with_context(|| format!("no private key in {}", key_path.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Usually EMFILE: back off instead of spinning, the listener is still good.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = connection_service(app.clone(), peer);
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                let handshake_timeout = options.header_read_timeout;
+                tokio::spawn(async move {
+                    let Some(tls_stream) =
+                        tls_handshake(&acceptor, stream, handshake_timeout, peer).await
+                    else {
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                        .into_owned();
+                    if let Err(error) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("all connections drained"),
+        () = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!("connections still open after the drain timeout, closing them");
+        }
+    }
+    Ok(())
+}
+
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// `app` with the peer address attached to every request, as hyper wants a service.
+#[derive(Clone)]
+struct ConnectionService {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        tower::Service::call(&mut self.app.clone(), request)
+    }
+}
+
+fn connection_service(app: Router, peer: SocketAddr) -> ConnectionService {
+    ConnectionService { app, peer }
+}

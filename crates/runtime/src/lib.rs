@@ -1,0 +1,25 @@
+//! The runtime every RealChat service stands on.
+//!
+//! - [`config`]: options shared by every binary (logging, shutdown grace, secrets).
+//! - [`telemetry`]: `tracing` with human or JSON logs, OpenTelemetry export, Prometheus metrics,
+//!   and W3C trace-context propagation across gRPC calls.
+//! - [`shutdown`]: named tasks owned by one [`Shutdown`], signal handling, a bounded drain.
+//! - [`admin`]: the per-service admin server (`/metrics`, `/healthz`, `/readyz`).
+//! - [`http`]: an HTTP server loop with header-read timeouts, optional TLS and graceful drain.
+//! - [`jwt`]: access-token claims and a verifier that caches public keys by `kid`.
+//! - `db` (feature `postgres`): pools, creating a service's database, migrations.
+//! - [`grpc`]: how an API error code travels inside a gRPC status.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+#[cfg(feature = "postgres")]
+pub mod db;
+pub mod grpc;
+pub mod http;
+pub mod jwt;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use shutdown::Shutdown;
