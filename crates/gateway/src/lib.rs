@@ -1,0 +1,343 @@
+//! The gateway: RealChat's public HTTP edge.
+//!
+//! It owns no data. It serves API.md on one port, checks access tokens itself with auth's public
+//! keys ([`realchat_runtime::jwt::Verifier`]), applies rate limits in Redis ([`rate_limit`]),
+//! bounds every request (64 KiB bodies, header-read and request timeouts), and turns REST calls
+//! into gRPC calls on the services. Every error leaves through [`error::ApiError`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod extract;
+mod keys;
+pub mod metrics;
+mod middleware;
+mod openapi;
+pub mod rate_limit;
+mod routes;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware::{from_fn, from_fn_with_state},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use realchat_proto::auth::v1::{GetJwksRequest, auth_client};
+use realchat_runtime::{
+    Shutdown,
+    admin::{self, Readiness},
+    http::ServeOptions,
+    jwt::Verifier,
+    telemetry::propagation::GrpcClientPropagation,
+};
+use tokio::net::TcpListener;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+use crate::rate_limit::{Limit, RateLimiter};
+
+/// Largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The gRPC client of the auth service, with trace propagation.
+pub(crate) type AuthClient =
+    auth_client::AuthClient<InterceptedService<Channel, GrpcClientPropagation>>;
+
+/// Configuration of the gateway. Every field has a default that works with `cargo xtask up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Address of the public API.
+    #[arg(long, env = "REALCHAT_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "REALCHAT_GATEWAY_ADMIN_ADDR",
+        default_value = "127.0.0.1:9180"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// gRPC endpoint of the auth service.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_endpoint: String,
+
+    /// Redis for rate limits. When it is unreachable, requests pass (and are counted).
+    #[arg(
+        long,
+        env = "REALCHAT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6390"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key the gateway writes.
+    #[arg(
+        long,
+        env = "REALCHAT_GATEWAY_REDIS_PREFIX",
+        default_value = "realchat:"
+    )]
+    pub redis_prefix: String,
+
+    /// Apply rate limits at all.
+    #[arg(long, env = "REALCHAT_GATEWAY_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+
+    /// Sustained requests per second per client IP on register/login/refresh/logout.
+    #[arg(long, env = "REALCHAT_GATEWAY_AUTH_IP_RATE", default_value_t = 5.0)]
+    pub auth_ip_rate: f64,
+
+    /// Burst of requests per client IP on register/login/refresh/logout.
+    #[arg(long, env = "REALCHAT_GATEWAY_AUTH_IP_BURST", default_value_t = 50)]
+    pub auth_ip_burst: u32,
+
+    /// Sustained requests per second per user on every authenticated endpoint.
+    #[arg(long, env = "REALCHAT_GATEWAY_USER_RATE", default_value_t = 50.0)]
+    pub user_rate: f64,
+
+    /// Burst of requests per user on every authenticated endpoint.
+    #[arg(long, env = "REALCHAT_GATEWAY_USER_BURST", default_value_t = 200)]
+    pub user_burst: u32,
+
+    /// Take the client IP from the first `X-Forwarded-For` hop (only behind a trusted proxy).
+    #[arg(long, env = "REALCHAT_GATEWAY_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// Longest a whole request may take, body included, in seconds.
+    #[arg(long, env = "REALCHAT_GATEWAY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_secs: u64,
+
+    /// Longest a client may take to send its request headers, in seconds.
+    #[arg(long, env = "REALCHAT_GATEWAY_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub header_timeout_secs: u64,
+
+    /// Clock skew allowed when checking token expiry, in seconds.
+    #[arg(long, env = "REALCHAT_GATEWAY_TOKEN_LEEWAY_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub token_leeway_secs: u64,
+
+    /// PEM certificate chain; with `--tls-key`, the public port serves HTTPS.
+    #[arg(long, env = "REALCHAT_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "REALCHAT_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Options {
+    /// Defaults with the given upstreams, on free ports; for tests and embedding.
+    pub fn new(auth_endpoint: impl Into<String>, redis_url: impl Into<String>) -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 0).into(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            auth_endpoint: auth_endpoint.into(),
+            redis_url: redis_url.into(),
+            redis_prefix: "realchat:".into(),
+            rate_limits: true,
+            auth_ip_rate: 5.0,
+            auth_ip_burst: 50,
+            user_rate: 50.0,
+            user_burst: 200,
+            trust_forwarded_for: false,
+            request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            token_leeway_secs: 5,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The rate limits in force.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) auth_ip: Limit,
+    pub(crate) user: Limit,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) auth: AuthClient,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) limits: Limits,
+    pub(crate) trust_forwarded_for: bool,
+    pub(crate) request_timeout: Duration,
+    pub(crate) readiness: Readiness,
+}
+
+/// A built gateway: listeners bound, upstream clients created (they connect lazily, so the
+/// gateway starts, and answers 503, while a backend is down).
+pub struct Service {
+    public: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+    serve_options: ServeOptions,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Binds the listeners (port 0 picks a free one) and prepares the clients.
+    pub async fn build(options: Options) -> anyhow::Result<Self> {
+        metrics::describe();
+        let channel = Channel::from_shared(options.auth_endpoint.clone())
+            .with_context(|| {
+                format!(
+                    "REALCHAT_AUTH_ENDPOINT={:?} is not a URL",
+                    options.auth_endpoint
+                )
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let auth = auth_client::AuthClient::with_interceptor(channel, GrpcClientPropagation);
+        let verifier = Arc::new(Verifier::new(
+            Arc::new(keys::AuthKeySource {
+                client: auth.clone(),
+            }),
+            Duration::from_secs(options.token_leeway_secs),
+        ));
+        let limiter = if options.rate_limits {
+            RateLimiter::new(&options.redis_url, &options.redis_prefix)
+                .with_context(|| format!("REALCHAT_REDIS_URL={:?}", options.redis_url))?
+        } else {
+            RateLimiter::disabled()
+        };
+        let tls = match (&options.tls_cert, &options.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                realchat_runtime::http::load_tls(cert, key)
+                    .context("REALCHAT_GATEWAY_TLS_CERT/KEY")?,
+            ),
+            _ => None,
+        };
+        let ready_client = auth.clone();
+        let readiness = admin::readiness(move || {
+            let mut client = ready_client.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(1), client.get_jwks(GetJwksRequest {}))
+                    .await
+                    .map_err(|_| "auth: timed out".to_owned())?
+                    .map(|_| ())
+                    .map_err(|status| format!("auth: {}", status.message()))
+            }
+        });
+        let state = AppState {
+            auth,
+            verifier,
+            limiter,
+            limits: Limits {
+                auth_ip: Limit {
+                    rate_per_sec: options.auth_ip_rate,
+                    burst: options.auth_ip_burst,
+                },
+                user: Limit {
+                    rate_per_sec: options.user_rate,
+                    burst: options.user_burst,
+                },
+            },
+            trust_forwarded_for: options.trust_forwarded_for,
+            request_timeout: Duration::from_secs(options.request_timeout_secs),
+            readiness,
+        };
+        let public = TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("binding REALCHAT_GATEWAY_ADDR={}", options.addr))?;
+        let admin = TcpListener::bind(options.admin_addr)
+            .await
+            .with_context(|| {
+                format!("binding REALCHAT_GATEWAY_ADMIN_ADDR={}", options.admin_addr)
+            })?;
+        let serve_options = ServeOptions {
+            header_read_timeout: Duration::from_secs(options.header_timeout_secs),
+            tls,
+            ..ServeOptions::default()
+        };
+        Ok(Self {
+            public,
+            admin,
+            state,
+            serve_options,
+        })
+    }
+
+    /// Where the public API listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Where the admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Serves until `shutdown` starts, then finishes in-flight requests within the grace period.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let token = shutdown.token();
+        let Self {
+            public,
+            admin,
+            state,
+            mut serve_options,
+        } = self;
+        serve_options.drain_timeout = shutdown.grace();
+        let readiness = state.readiness.clone();
+        let app = router(state);
+        shutdown.spawn(
+            "public-server",
+            realchat_runtime::http::serve(public, app, serve_options, token.clone()),
+        );
+        shutdown.spawn("admin-server", admin::serve(admin, readiness, token));
+        shutdown.wait().await.map_err(Into::into)
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let by_ip = Router::new()
+        .route("/v1/auth/register", post(routes::auth::register))
+        .route("/v1/auth/login", post(routes::auth::login))
+        .route("/v1/auth/refresh", post(routes::auth::refresh))
+        .route("/v1/auth/logout", post(routes::auth::logout))
+        .route_layer(from_fn_with_state(state.clone(), middleware::limit_by_ip));
+    let authenticated = Router::new()
+        .route("/v1/auth/me", get(routes::auth::me))
+        .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
+    Router::new()
+        .merge(by_ip)
+        .merge(authenticated)
+        .route("/.well-known/jwks.json", get(routes::meta::jwks))
+        .route("/v1/openapi.json", get(routes::meta::openapi))
+        .route("/healthz", get(routes::meta::healthz))
+        .route("/readyz", get(routes::meta::readyz))
+        .fallback(routes::meta::not_found)
+        .method_not_allowed_fallback(routes::meta::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(from_fn(middleware::record))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked");
+            error::ApiError::internal().into_response()
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,28 @@
+//! Metric names of the gateway, described once.
+
+/// Requests by `route` (the matched path template), `method` and `status`.
+pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
+/// Request latency in seconds by `route` and `method`.
+pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
+/// Requests refused by a rate limit, by `scope`.
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+/// Requests let through because Redis could not be asked, by `scope`.
+pub const RATE_LIMIT_FAIL_OPEN: &str = "gateway_rate_limit_fail_open_total";
+/// Access tokens refused, by `reason` (`missing`, `expired`, `invalid`).
+pub const TOKENS_REFUSED: &str = "gateway_tokens_refused_total";
+
+/// Registers the descriptions with the recorder.
+pub fn describe() {
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency"
+    );
+    metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    metrics::describe_counter!(
+        RATE_LIMIT_FAIL_OPEN,
+        "Requests allowed without a limit check because Redis was unreachable"
+    );
+    metrics::describe_counter!(TOKENS_REFUSED, "Access tokens refused by reason");
+}

@@ -1,0 +1,146 @@
+//! Request middleware: authentication, rate limits, timeouts and request metrics.
+
+use std::time::Instant;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use realchat_runtime::jwt::VerifyError;
+
+use crate::{
+    AppState,
+    error::ApiError,
+    extract::{AuthUser, ClientIp, TrustForwardedFor},
+    metrics,
+    rate_limit::{Decision, Scope},
+};
+
+/// Requires a valid bearer token and applies the per-user limit. Puts [`AuthUser`] in the request.
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = match bearer_token(&request) {
+        Ok(token) => token,
+        Err(error) => return error.into_response(),
+    };
+    let claims = match state.verifier.verify(token).await {
+        Ok(claims) => claims,
+        Err(error) => return token_error(error).into_response(),
+    };
+    if let Decision::Deny { retry_after_secs } = state
+        .limiter
+        .check(Scope::User, &claims.sub.to_string(), state.limits.user)
+        .await
+    {
+        return ApiError::rate_limited(retry_after_secs).into_response();
+    }
+    request.extensions_mut().insert(AuthUser {
+        user_id: claims.sub,
+    });
+    next.run(request).await
+}
+
+fn bearer_token(request: &Request) -> Result<&str, ApiError> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "missing").increment(1);
+            ApiError::unauthenticated("missing bearer token")
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "invalid").increment(1);
+            ApiError::unauthenticated("authorization must be `Bearer <access_token>`")
+        })
+}
+
+/// Maps a verification failure to the API's 401s (or 503 when auth's keys cannot be fetched).
+pub(crate) fn token_error(error: VerifyError) -> ApiError {
+    match error {
+        VerifyError::Expired => {
+            ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "expired").increment(1);
+            ApiError::token_expired()
+        }
+        VerifyError::Invalid(reason) => {
+            ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "invalid").increment(1);
+            tracing::debug!(reason, "refused an access token");
+            ApiError::unauthenticated("the access token is not valid")
+        }
+        VerifyError::KeysUnavailable(reason) => {
+            tracing::warn!(reason, "cannot fetch signing keys from auth");
+            ApiError::unavailable("cannot verify tokens right now, retry shortly")
+        }
+    }
+}
+
+/// Applies the per-IP limit of the unauthenticated auth endpoints.
+pub(crate) async fn limit_by_ip(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if state.trust_forwarded_for {
+        parts.extensions.insert(TrustForwardedFor);
+    }
+    let ip = match <ClientIp as axum::extract::FromRequestParts<()>>::from_request_parts(
+        &mut parts,
+        &(),
+    )
+    .await
+    {
+        Ok(ClientIp(ip)) => ip,
+        Err(error) => return error.into_response(),
+    };
+    if let Decision::Deny { retry_after_secs } = state
+        .limiter
+        .check(Scope::AuthIp, &ip.to_string(), state.limits.auth_ip)
+        .await
+    {
+        return ApiError::rate_limited(retry_after_secs).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Bounds the whole request, body reading included, so a slow client cannot hold a worker.
+pub(crate) async fn timeout(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the request took too long").into_response(),
+    }
+}
+
+/// Counts and times requests by route template (never by raw path: ids would explode the labels).
+pub(crate) async fn record(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    ::metrics::counter!(metrics::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    ::metrics::histogram!(metrics::HTTP_DURATION, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

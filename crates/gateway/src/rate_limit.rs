@@ -1,0 +1,193 @@
+//! Rate limits in Redis, failing open.
+//!
+//! Each limit is a GCRA bucket (the "generic cell rate algorithm": one timestamp per key, no
+//! counters to reset): `rate_per_sec` sustained with bursts of `burst`. The check and update run in
+//! one Lua script, so replicas of the gateway share the limit exactly.
+//!
+//! Redis is not allowed to take the API down with it: when it is unreachable or slow the request
+//! passes, [`metrics::RATE_LIMIT_FAIL_OPEN`] counts it, and for a short while the limiter does not
+//! even try (a circuit breaker), so an outage costs no latency. The connection manager reconnects
+//! in the background and limits resume by themselves.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::metrics;
+
+/// A sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub rate_per_sec: f64,
+    pub burst: u32,
+}
+
+/// What the limiter decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Refused; the client may retry after this many seconds.
+    Deny {
+        retry_after_secs: u64,
+    },
+}
+
+/// The scopes the gateway limits, as metric labels and key parts.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// Per client IP, on register/login/refresh/logout.
+    AuthIp,
+    /// Per user, on every authenticated request.
+    User,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::AuthIp => "auth_ip",
+            Scope::User => "user",
+        }
+    }
+}
+
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then
+  return allow_at - now
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+return -1
+";
+
+/// How long the limiter stops asking Redis after a failure.
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// Longest a limit check may add to a request.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(150);
+
+/// The Redis-backed limiter, shared by every request.
+#[derive(Clone)]
+pub struct RateLimiter {
+    connection: Option<ConnectionManager>,
+    script: Arc<redis::Script>,
+    prefix: Arc<str>,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which Redis is not asked.
+    breaker_until_ms: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// A limiter on the Redis at `url`. Connects lazily: Redis may be down at startup.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(250)))
+            .set_response_timeout(Some(CHECK_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            connection: Some(connection),
+            script: Arc::new(redis::Script::new(GCRA)),
+            prefix: prefix.into(),
+            epoch: Instant::now(),
+            breaker_until_ms: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A limiter that allows everything (limits switched off).
+    pub fn disabled() -> Self {
+        Self {
+            connection: None,
+            script: Arc::new(redis::Script::new(GCRA)),
+            prefix: "".into(),
+            epoch: Instant::now(),
+            breaker_until_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes one request from `key`'s bucket in `scope`.
+    pub async fn check(&self, scope: Scope, key: &str, limit: Limit) -> Decision {
+        let Some(connection) = &self.connection else {
+            return Decision::Allow;
+        };
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if now_ms < self.breaker_until_ms.load(Ordering::Relaxed) {
+            ::metrics::counter!(metrics::RATE_LIMIT_FAIL_OPEN, "scope" => scope.as_str())
+                .increment(1);
+            return Decision::Allow;
+        }
+        let interval_ms = (1000.0 / limit.rate_per_sec.max(0.001)).max(1.0);
+        let mut connection = connection.clone();
+        let mut invocation = self
+            .script
+            .key(format!("{}rl:{}:{key}", self.prefix, scope.as_str()));
+        invocation.arg(interval_ms).arg(limit.burst.max(1));
+        let result = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            invocation.invoke_async::<i64>(&mut connection),
+        )
+        .await;
+        match result {
+            Ok(Ok(wait_ms)) if wait_ms >= 0 => {
+                ::metrics::counter!(metrics::RATE_LIMITED, "scope" => scope.as_str()).increment(1);
+                Decision::Deny {
+                    retry_after_secs: (wait_ms as u64).div_ceil(1000).max(1),
+                }
+            }
+            Ok(Ok(_)) => Decision::Allow,
+            Ok(Err(error)) => self.fail_open(scope, now_ms, &error.to_string()),
+            Err(_) => self.fail_open(scope, now_ms, "timed out"),
+        }
+    }
+
+    fn fail_open(&self, scope: Scope, now_ms: u64, error: &str) -> Decision {
+        let until = now_ms + BREAKER_OPEN_FOR.as_millis() as u64;
+        let previous = self.breaker_until_ms.swap(until, Ordering::Relaxed);
+        // Log once per breaker opening, not once per request.
+        if previous <= now_ms {
+            tracing::warn!(
+                error,
+                "rate limiter cannot reach Redis, letting requests through"
+            );
+        }
+        ::metrics::counter!(metrics::RATE_LIMIT_FAIL_OPEN, "scope" => scope.as_str()).increment(1);
+        Decision::Allow
+    }
+
+    /// Whether Redis answers a PING (for diagnostics; readiness does not depend on it).
+    pub async fn ping(&self) -> bool {
+        let Some(connection) = &self.connection else {
+            return true;
+        };
+        let mut connection = connection.clone();
+        matches!(
+            tokio::time::timeout(
+                CHECK_TIMEOUT,
+                redis::cmd("PING").query_async::<String>(&mut connection)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+}

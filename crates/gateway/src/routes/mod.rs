@@ -1,0 +1,4 @@
+//! The HTTP routes of API.md, grouped by section.
+
+pub(crate) mod auth;
+pub(crate) mod meta;

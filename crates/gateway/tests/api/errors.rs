@@ -1,0 +1,178 @@
+//! API.md § Conventions: every error in the one shape, never a 500, never a dropped connection.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use test_support::TestApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::assert_error;
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_400_malformed_json() {
+    let app = TestApp::spawn().await;
+    for body in ["{", "{\"username\": }", "not json", "", "\u{0}\u{1}"] {
+        let response = app
+            .http
+            .post(format!("{}/v1/auth/login", app.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "malformed_json").await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_without_the_json_content_type_is_415() {
+    let app = TestApp::spawn().await;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = app
+            .http
+            .post(format!("{}/v1/auth/register", app.base))
+            .body(r#"{"username":"someone","password":"long enough"}"#);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        assert_error(request.send().await.unwrap(), 415, "unsupported_media_type").await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413_whether_announced_or_streamed() {
+    let app = TestApp::spawn().await;
+    let big = json!({"username": "someone", "password": "x".repeat(70 * 1024)}).to_string();
+
+    let announced = app
+        .http
+        .post(format!("{}/v1/auth/register", app.base))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(announced, 413, "payload_too_large").await;
+
+    // Chunked, so the size is only known by reading.
+    let chunks = big
+        .into_bytes()
+        .chunks(8 * 1024)
+        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+        .collect::<Vec<_>>();
+    let streamed = app
+        .http
+        .post(format!("{}/v1/auth/register", app.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(streamed, 413, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_answer_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    assert_error(app.get("/v1/nothing-here", None).await, 404, "not_found").await;
+    assert_error(
+        app.get("/v1/auth/login", None).await,
+        405,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn probes_and_the_openapi_document_are_served() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+    let doc: serde_json::Value = app
+        .get("/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/auth/me",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_bodies_never_produce_a_500() {
+    let app = TestApp::spawn().await;
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let bodies = [
+        deep.as_str(),
+        r#"{"username": "a", "password": "b", "username": "c"}"#,
+        r#"{"username": "\ud800", "password": "long enough"}"#,
+        r#"{"username": "alice", "password": 1e999}"#,
+        "[1,2,3]",
+        "null",
+        "true",
+    ];
+    for path in [
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+    ] {
+        for body in bodies {
+            let response = app
+                .http
+                .post(format!("{}{path}", app.base))
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(
+                (400..500).contains(&status),
+                "{path} {body:.40} gave {status}"
+            );
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert!(body["error"]["code"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_disconnected() {
+    let app = TestApp::builder()
+        .gateway(|o| o.header_timeout_secs = 1)
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+
+    // Never finish the headers; the server must not wait forever.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+
+    assert!(
+        read.is_ok(),
+        "the server kept a slow-header connection open past its timeout"
+    );
+}

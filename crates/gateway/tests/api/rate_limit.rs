@@ -1,0 +1,134 @@
+//! Rate limits: 429 with Retry-After per IP and per user, and failing open without Redis.
+
+use std::time::Duration;
+
+use serde_json::json;
+use test_support::{RedisServer, TestApp, counter_value, eventually};
+
+use crate::assert_error;
+
+#[tokio::test]
+async fn hammering_the_auth_endpoints_from_one_ip_gets_429_with_retry_after() {
+    let app = TestApp::builder()
+        .gateway(|o| {
+            o.auth_ip_rate = 0.2;
+            o.auth_ip_burst = 3;
+        })
+        .spawn()
+        .await;
+    let body = json!({"username": "nobody_here", "password": "long enough"});
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.post("/v1/auth/login", &body).await.status().as_u16());
+    }
+    let limited = app.post("/v1/auth/login", &body).await;
+
+    assert_eq!(statuses, [401, 401, 401]);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
+    assert_error(limited, 429, "rate_limited").await;
+    // Register and refresh share the per-IP bucket.
+    let register = app.post("/v1/auth/register", &body).await;
+    assert_error(register, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
+    let app = TestApp::builder()
+        .gateway(|o| {
+            o.user_rate = 0.2;
+            o.user_burst = 2;
+        })
+        .spawn()
+        .await;
+    let greedy = app.signed_up().await;
+    let polite = app.signed_up().await;
+
+    let first = app
+        .get("/v1/auth/me", Some(&greedy.access_token))
+        .await
+        .status();
+    let second = app
+        .get("/v1/auth/me", Some(&greedy.access_token))
+        .await
+        .status();
+    let third = app.get("/v1/auth/me", Some(&greedy.access_token)).await;
+
+    assert_eq!((first.as_u16(), second.as_u16()), (200, 200));
+    assert!(third.headers().contains_key("retry-after"));
+    assert_error(third, 429, "rate_limited").await;
+    assert_eq!(
+        app.get("/v1/auth/me", Some(&polite.access_token))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn with_redis_stopped_requests_pass_and_are_counted_and_limits_return_with_it() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = TestApp::builder()
+        .gateway(move |o| {
+            o.redis_url = url;
+            o.user_rate = 0.1;
+            o.user_burst = 2;
+        })
+        .spawn()
+        .await;
+    let session = app.signed_up().await;
+    assert_eq!(
+        [
+            me(&app, &session.access_token).await,
+            me(&app, &session.access_token).await,
+            me(&app, &session.access_token).await
+        ],
+        [200, 200, 429]
+    );
+    let fail_open_before = counter_value(
+        &app.metrics().await,
+        "gateway_rate_limit_fail_open_total",
+        "scope=\"user\"",
+    );
+
+    redis.stop();
+
+    for _ in 0..5 {
+        assert_eq!(
+            me(&app, &session.access_token).await,
+            200,
+            "a Redis outage must not refuse requests"
+        );
+    }
+    let fail_open_after = counter_value(
+        &app.metrics().await,
+        "gateway_rate_limit_fail_open_total",
+        "scope=\"user\"",
+    );
+    assert!(
+        fail_open_after >= fail_open_before + 5.0,
+        "{fail_open_before} -> {fail_open_after}"
+    );
+
+    // Redis comes back (empty): the limiter finds it again by itself.
+    redis.resume().await;
+    eventually(
+        "the limiter to use Redis again",
+        Duration::from_secs(15),
+        || {
+            let request = app.get("/v1/auth/me", Some(&session.access_token));
+            async move { (request.await.status() == 429).then_some(()) }
+        },
+    )
+    .await;
+}
+
+async fn me(app: &TestApp, token: &str) -> u16 {
+    app.get("/v1/auth/me", Some(token)).await.status().as_u16()
+}

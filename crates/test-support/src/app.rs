@@ -1,0 +1,214 @@
+//! The whole slice under test, in process: auth on its own database, the gateway in front of it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use realchat_runtime::Shutdown;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::TestDatabase;
+
+type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
+
+/// Configures a [`TestApp`] before it starts.
+pub struct TestAppBuilder {
+    auth: Vec<Tweak<realchat_auth::Options>>,
+    gateway: Vec<Tweak<realchat_gateway::Options>>,
+}
+
+impl std::fmt::Debug for TestAppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestAppBuilder").finish_non_exhaustive()
+    }
+}
+
+impl TestAppBuilder {
+    /// Changes the auth service's options.
+    pub fn auth(
+        mut self,
+        tweak: impl FnOnce(&mut realchat_auth::Options) + Send + 'static,
+    ) -> Self {
+        self.auth.push(Box::new(tweak));
+        self
+    }
+
+    /// Changes the gateway's options.
+    pub fn gateway(
+        mut self,
+        tweak: impl FnOnce(&mut realchat_gateway::Options) + Send + 'static,
+    ) -> Self {
+        self.gateway.push(Box::new(tweak));
+        self
+    }
+
+    /// Starts auth, then the gateway, and waits until the gateway is ready.
+    pub async fn spawn(self) -> TestApp {
+        let auth_db = TestDatabase::new("auth");
+        let mut auth_options = realchat_auth::Options::with_database(auth_db.url());
+        auth_options.hash_concurrency = 2;
+        for tweak in self.auth {
+            tweak(&mut auth_options);
+        }
+        let auth = realchat_auth::Service::build(auth_options).await.unwrap();
+        let auth_addr = auth.grpc_addr();
+        let auth_shutdown = Shutdown::new(Duration::from_secs(5));
+        tokio::spawn(auth.run(auth_shutdown.clone()));
+
+        let mut gateway_options =
+            realchat_gateway::Options::new(format!("http://{auth_addr}"), crate::redis_url());
+        gateway_options.redis_prefix = crate::unique("rctest:") + ":";
+        for tweak in self.gateway {
+            tweak(&mut gateway_options);
+        }
+        let gateway = realchat_gateway::Service::build(gateway_options)
+            .await
+            .unwrap();
+        let gateway_addr = gateway.local_addr();
+        let gateway_admin = gateway.admin_addr();
+        let gateway_shutdown = Shutdown::new(Duration::from_secs(5));
+        tokio::spawn(gateway.run(gateway_shutdown.clone()));
+
+        let app = TestApp {
+            base: format!("http://{gateway_addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            auth_db,
+            auth_addr,
+            gateway_admin,
+            shutdowns: vec![gateway_shutdown, auth_shutdown],
+        };
+        let base = app.base.clone();
+        let http = app.http.clone();
+        crate::eventually("the gateway to be ready", Duration::from_secs(15), || {
+            let request = http.get(format!("{base}/readyz"));
+            async move {
+                request
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await;
+        app
+    }
+}
+
+/// A running auth + gateway pair and an HTTP client for it.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Base URL of the gateway's public API.
+    pub base: String,
+    /// A client with a generous timeout.
+    pub http: reqwest::Client,
+    /// The auth service's database.
+    pub auth_db: TestDatabase,
+    /// The auth service's gRPC address.
+    pub auth_addr: SocketAddr,
+    /// The gateway's admin address (`/metrics`).
+    pub gateway_admin: SocketAddr,
+    shutdowns: Vec<Shutdown>,
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub username: String,
+    pub password: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    /// Starts the default slice.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    /// Starts a configured slice.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            auth: Vec::new(),
+            gateway: Vec::new(),
+        }
+    }
+
+    /// `POST` a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Registers a fresh user and logs in.
+    pub async fn signed_up(&self) -> Session {
+        let username = crate::unique("u_");
+        let password = "correct horse battery".to_owned();
+        let registered = self
+            .post(
+                "/v1/auth/register",
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        let login = self
+            .post(
+                "/v1/auth/login",
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(login.status(), StatusCode::OK);
+        let body: Value = login.json().await.unwrap();
+        Session {
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            username,
+            password,
+            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The gateway's Prometheus exposition.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.gateway_admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for shutdown in &self.shutdowns {
+            shutdown.trigger();
+        }
+    }
+}
+
+/// Reads a counter's total (summed over labels matching `label_filter`) from an exposition.
+pub fn counter_value(exposition: &str, name: &str, label_filter: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label_filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

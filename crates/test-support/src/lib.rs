@@ -1,0 +1,74 @@
+//! Test helpers shared by the integration tests. A dev-dependency only.
+//!
+//! Tests run against real PostgreSQL, Redis and (later) Kafka, and isolate themselves by name,
+//! not by new servers: a fresh database per test, a random Redis key prefix per test. Where a test
+//! needs to break a dependency it gets a private one ([`RedisServer`]) so it can stop it without
+//! disturbing its neighbours.
+//!
+//! Where the servers are comes from the environment that `cargo xtask test` sets, with defaults
+//! that match a developer machine:
+//!
+//! | variable | default |
+//! |---|---|
+//! | `REALCHAT_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//! | `REALCHAT_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should stop the test loudly
+
+mod app;
+mod db;
+mod redis_server;
+
+use std::time::Duration;
+
+pub use app::{Session, TestApp, TestAppBuilder, counter_value};
+pub use db::TestDatabase;
+pub use redis_server::RedisServer;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_url() -> String {
+    std::env::var("REALCHAT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The shared Redis tests use with a random key prefix.
+pub fn redis_url() -> String {
+    std::env::var("REALCHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A short random string for unique names.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`. Panics with `what` on timeout.
+/// The bounded alternative to sleeping in a test.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
