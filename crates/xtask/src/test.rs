@@ -1,0 +1,116 @@
+//! `cargo xtask test`: formatting, lints, then the workspace tests against
+//! real infrastructure, leaving the machine as it was found.
+
+use std::process::{Command, ExitCode, ExitStatus};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    config::{self, Settings},
+    lifecycle::{self, Ensured, System},
+    topology::Component,
+    ui::{self, step},
+};
+
+/// Runs the stages in order, stopping at the first failure, and returns the
+/// exit code of the failing stage (or of `cargo test`).
+pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<ExitCode> {
+    let root = settings.root.clone();
+
+    step!("[1/4] Formatting: cargo fmt --all --check");
+    let status = cargo(&root, &["fmt", "--all", "--check"]).status()?;
+    if !status.success() {
+        step!("Formatting differs; `cargo fmt --all` fixes it");
+        return Ok(exit_code(status));
+    }
+
+    step!("[2/4] Lints: cargo clippy --workspace --all-targets -- -D warnings");
+    let status = cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .status()?;
+    if !status.success() {
+        return Ok(exit_code(status));
+    }
+
+    step!("[3/4] Infrastructure: PostgreSQL, the broker and the topology's Redis");
+    lifecycle::check_postgres(&settings)?;
+    let system = System::load(settings)?;
+    // Declared before anything starts, so an early return stops what did start.
+    let mut started = StartedByUs::new(&system);
+    for component in [Component::Kafka, Component::Redis] {
+        if system.ensure_running(component)? == Ensured::Started {
+            started.components.push(component);
+        }
+    }
+
+    let settings = system.settings();
+    let mut command_line = vec!["test", "--workspace"];
+    command_line.extend(cargo_test_args.iter().map(String::as_str));
+    step!("[4/4] Tests: cargo {}", command_line.join(" "));
+    let status = cargo(&root, &command_line)
+        .env("REALCHAT_TEST_POSTGRES_URL", settings.postgres.as_str())
+        .env("REALCHAT_TEST_KAFKA_BROKERS", &settings.kafka_brokers)
+        .env("REALCHAT_TEST_REDIS_URL", settings.redis_url())
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        ui::warning!("cargo test failed ({status})");
+    }
+    drop(started);
+    Ok(exit_code(status))
+}
+
+/// A cargo command run from the workspace root with inherited output.
+fn cargo(root: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(config::cargo());
+    command.args(args).current_dir(root);
+    command
+}
+
+/// Passes a child's exit code through; death by signal becomes 1.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    status
+        .code()
+        .and_then(|code| u8::try_from(code).ok())
+        .map_or(ExitCode::FAILURE, ExitCode::from)
+}
+
+/// Infrastructure that `test` started itself and therefore stops again, on
+/// success, failure or early return alike; what was already running stays.
+/// (Ctrl-C ends xtask without this cleanup; `cargo xtask down` does it then.)
+struct StartedByUs<'a> {
+    system: &'a System,
+    components: Vec<Component>,
+}
+
+impl<'a> StartedByUs<'a> {
+    fn new(system: &'a System) -> Self {
+        Self {
+            system,
+            components: Vec::new(),
+        }
+    }
+}
+
+impl Drop for StartedByUs<'_> {
+    fn drop(&mut self) {
+        if self.components.is_empty() {
+            return;
+        }
+        step!("Stopping what `xtask test` started");
+        for component in self.components.iter().rev() {
+            if let Err(err) = self.system.stop(*component, false) {
+                ui::warning!("cannot stop {component}: {err:#}");
+            }
+        }
+    }
+}

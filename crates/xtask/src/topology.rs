@@ -1,0 +1,519 @@
+//! The components of the local topology, as data.
+//!
+//! Ports, environment variables and the wiring between services all derive
+//! from the [`SERVICES`] table, so adding a service is one new row.
+
+use std::fmt;
+
+use anyhow::{Result, bail};
+
+use crate::{config::Settings, probe::Probe};
+
+/// One of RealChat's Rust services, as the local topology runs it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ServiceSpec {
+    /// Crate directory under `crates/`, binary name, and component name (`<name>-<i>` when replicated).
+    pub(crate) name: &'static str,
+    /// Infix of the service's own variables: `REALCHAT_<ENV>_ADMIN_ADDR`, `…_DATABASE_URL`, ….
+    pub(crate) env: &'static str,
+    /// Variable carrying the main listen address.
+    pub(crate) listen_var: &'static str,
+    /// URL scheme peers use to reach the main listener.
+    pub(crate) scheme: &'static str,
+    /// Main listener port; replica `i` of a replicated service uses `port + i`.
+    pub(crate) port: u16,
+    /// Admin listener port (`/readyz`, `/metrics`); same replica offset.
+    pub(crate) admin_port: u16,
+    /// Owns a PostgreSQL database named after the service, managed by `<bin> migrate`.
+    pub(crate) database: bool,
+    /// Talks to the topology's Redis.
+    pub(crate) redis: bool,
+    /// Services it calls, each passed as `REALCHAT_<ENV>_ENDPOINT`
+    /// (`…_ENDPOINTS`, comma-separated, for a replicated one).
+    pub(crate) upstreams: &'static [&'static str],
+    /// Runs as `<name>-1..N`, N chosen by `up --delivery-replicas`.
+    pub(crate) replicated: bool,
+}
+
+/// All services, in start order: every service comes after the ones it calls.
+pub(crate) const SERVICES: &[ServiceSpec] = &[
+    ServiceSpec {
+        name: "auth",
+        env: "AUTH",
+        listen_var: "REALCHAT_AUTH_GRPC_ADDR",
+        scheme: "http",
+        port: 50051,
+        admin_port: 9181,
+        database: true,
+        redis: false,
+        upstreams: &[],
+        replicated: false,
+    },
+    ServiceSpec {
+        name: "profile",
+        env: "PROFILE",
+        listen_var: "REALCHAT_PROFILE_GRPC_ADDR",
+        scheme: "http",
+        port: 50053,
+        admin_port: 9183,
+        database: true,
+        redis: false,
+        upstreams: &[],
+        replicated: false,
+    },
+    ServiceSpec {
+        name: "messaging",
+        env: "MESSAGING",
+        listen_var: "REALCHAT_MESSAGING_GRPC_ADDR",
+        scheme: "http",
+        port: 50052,
+        admin_port: 9182,
+        database: true,
+        redis: false,
+        upstreams: &[],
+        replicated: false,
+    },
+    ServiceSpec {
+        name: "delivery",
+        env: "DELIVERY",
+        listen_var: "REALCHAT_DELIVERY_ADDR",
+        scheme: "ws",
+        // delivery-1 is 127.0.0.1:8081 with admin 9184, delivery-2 8082/9185, …
+        port: 8080,
+        admin_port: 9183,
+        database: false,
+        redis: true,
+        upstreams: &["messaging", "auth"],
+        replicated: true,
+    },
+    ServiceSpec {
+        name: "gateway",
+        env: "GATEWAY",
+        listen_var: "REALCHAT_GATEWAY_ADDR",
+        scheme: "http",
+        port: 8080,
+        admin_port: 9180,
+        database: false,
+        redis: true,
+        upstreams: &["auth", "messaging", "profile", "delivery"],
+        replicated: false,
+    },
+];
+
+/// Something `up` starts and `down` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Component {
+    /// The Tansu broker.
+    Kafka,
+    /// The topology's own redis-server.
+    Redis,
+    /// A service instance; `replica` is `Some(i)` for `<name>-<i>`.
+    Service {
+        spec: &'static ServiceSpec,
+        replica: Option<u16>,
+    },
+}
+
+impl Component {
+    /// Parses a component name (`kafka`, `redis`, `auth`, `delivery-2`, …)
+    /// regardless of whether the current topology includes it.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kafka" => return Some(Self::Kafka),
+            "redis" => return Some(Self::Redis),
+            _ => {}
+        }
+        SERVICES.iter().find_map(|spec| {
+            if !spec.replicated {
+                return (name == spec.name).then_some(Self::Service {
+                    spec,
+                    replica: None,
+                });
+            }
+            let replica: u16 = name
+                .strip_prefix(spec.name)?
+                .strip_prefix('-')?
+                .parse()
+                .ok()?;
+            (replica >= 1).then_some(Self::Service {
+                spec,
+                replica: Some(replica),
+            })
+        })
+    }
+
+    /// The name of the executable, which `/proc/<pid>/comm` reports.
+    pub(crate) fn process_name(&self) -> &'static str {
+        match self {
+            Self::Kafka => "tansu",
+            Self::Redis => "redis-server",
+            Self::Service { spec, .. } => spec.name,
+        }
+    }
+
+    /// The address clients use.
+    pub(crate) fn address(&self, settings: &Settings) -> String {
+        match self {
+            Self::Kafka => settings.kafka_addr().to_owned(),
+            Self::Redis => settings.redis_addr(),
+            Self::Service { spec, replica } => local(spec.port + replica.unwrap_or(0)),
+        }
+    }
+
+    /// The admin (health and metrics) address of a service.
+    pub(crate) fn admin_address(&self) -> Option<String> {
+        match self {
+            Self::Service { spec, replica } => Some(local(spec.admin_port + replica.unwrap_or(0))),
+            Self::Kafka | Self::Redis => None,
+        }
+    }
+
+    /// The service's spec, if this is a service.
+    pub(crate) fn service(&self) -> Option<&'static ServiceSpec> {
+        match self {
+            Self::Service { spec, .. } => Some(spec),
+            Self::Kafka | Self::Redis => None,
+        }
+    }
+
+    /// How to tell that the component is ready.
+    pub(crate) fn probe(&self, settings: &Settings) -> Probe {
+        match self {
+            Self::Kafka => Probe::Tcp(self.address(settings)),
+            Self::Redis => Probe::RedisPing(self.address(settings)),
+            Self::Service { .. } => Probe::HttpReady(
+                self.admin_address()
+                    .unwrap_or_else(|| self.address(settings)),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kafka => f.write_str("kafka"),
+            Self::Redis => f.write_str("redis"),
+            Self::Service {
+                spec,
+                replica: Some(replica),
+            } => write!(f, "{}-{replica}", spec.name),
+            Self::Service {
+                spec,
+                replica: None,
+            } => f.write_str(spec.name),
+        }
+    }
+}
+
+fn local(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// The components to run: the infrastructure, plus every service whose crate
+/// exists (the workspace grows service by service).
+#[derive(Debug, Clone)]
+pub(crate) struct Topology {
+    components: Vec<Component>,
+    delivery_replicas: u16,
+}
+
+impl Topology {
+    pub(crate) fn new(settings: &Settings, delivery_replicas: u16) -> Self {
+        let crates = settings.root.join("crates");
+        Self::with_services(
+            SERVICES
+                .iter()
+                .filter(|spec| crates.join(spec.name).is_dir()),
+            delivery_replicas,
+        )
+    }
+
+    /// The infrastructure plus the given services.
+    fn with_services(
+        services: impl IntoIterator<Item = &'static ServiceSpec>,
+        delivery_replicas: u16,
+    ) -> Self {
+        let mut components = vec![Component::Kafka, Component::Redis];
+        for spec in services {
+            if spec.replicated {
+                components.extend((1..=delivery_replicas).map(|i| Component::Service {
+                    spec,
+                    replica: Some(i),
+                }));
+            } else {
+                components.push(Component::Service {
+                    spec,
+                    replica: None,
+                });
+            }
+        }
+        Self {
+            components,
+            delivery_replicas,
+        }
+    }
+
+    /// All components, in start order.
+    pub(crate) fn components(&self) -> &[Component] {
+        &self.components
+    }
+
+    /// The service instances, in start order.
+    pub(crate) fn services(&self) -> impl Iterator<Item = Component> + '_ {
+        self.components
+            .iter()
+            .copied()
+            .filter(|component| component.service().is_some())
+    }
+
+    /// Looks a component up by name, explaining why a name is not there.
+    pub(crate) fn find(&self, name: &str) -> Result<Component> {
+        if let Some(component) = self.components.iter().find(|c| c.to_string() == name) {
+            return Ok(*component);
+        }
+        match Component::parse(name) {
+            Some(Component::Service { spec, .. })
+                if !self.services().any(|c| c.service() == Some(spec)) =>
+            {
+                bail!(
+                    "`{name}` is not part of the topology: crates/{} does not exist",
+                    spec.name
+                )
+            }
+            Some(Component::Service { spec, .. }) => bail!(
+                "`{name}` is not part of the topology: the last `up` ran {0}-1..{0}-{1}; \
+                 `cargo xtask up --delivery-replicas N` changes that",
+                spec.name,
+                self.delivery_replicas,
+            ),
+            _ => {
+                let known: Vec<String> = self.components.iter().map(ToString::to_string).collect();
+                bail!("unknown component `{name}`; known: {}", known.join(", "))
+            }
+        }
+    }
+
+    /// The environment a service instance runs (and migrates) with.
+    pub(crate) fn service_env(
+        &self,
+        settings: &Settings,
+        component: &Component,
+    ) -> Vec<(String, String)> {
+        let Component::Service { spec, .. } = component else {
+            return Vec::new();
+        };
+        let own = |suffix: &str| format!("REALCHAT_{}_{suffix}", spec.env);
+        let mut env = vec![
+            ("REALCHAT_LOG".to_owned(), settings.service_log.clone()),
+            (
+                "REALCHAT_LOG_FORMAT".to_owned(),
+                settings.service_log_format.clone(),
+            ),
+            (
+                "REALCHAT_KAFKA_BROKERS".to_owned(),
+                settings.kafka_brokers.clone(),
+            ),
+            (spec.listen_var.to_owned(), component.address(settings)),
+            (
+                own("ADMIN_ADDR"),
+                component.admin_address().unwrap_or_default(),
+            ),
+        ];
+        if spec.replicated {
+            env.push((own("NODE_ID"), component.to_string()));
+        }
+        if spec.database {
+            env.push((
+                own("DATABASE_URL"),
+                settings.postgres.with_database(spec.name),
+            ));
+        }
+        if spec.redis {
+            env.push(("REALCHAT_REDIS_URL".to_owned(), settings.redis_url()));
+        }
+        for upstream in spec.upstreams {
+            let Some(upstream) = SERVICES.iter().find(|s| s.name == *upstream) else {
+                continue;
+            };
+            let url =
+                |offset: u16| format!("{}://{}", upstream.scheme, local(upstream.port + offset));
+            if upstream.replicated {
+                let urls: Vec<String> = (1..=self.delivery_replicas).map(url).collect();
+                env.push((
+                    format!("REALCHAT_{}_ENDPOINTS", upstream.env),
+                    urls.join(","),
+                ));
+            } else {
+                env.push((format!("REALCHAT_{}_ENDPOINT", upstream.env), url(0)));
+            }
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::{EnvArgs, Settings};
+
+    fn settings() -> Result<Settings> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            env: EnvArgs,
+        }
+        // Defaults (and the caller's environment), with a PostgreSQL URL that exercises credentials.
+        Settings::resolve(
+            Cli::try_parse_from(["xtask", "--postgres-url", "postgres://u:p@db:5433/x"])?.env,
+        )
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "kafka",
+            "redis",
+            "auth",
+            "gateway",
+            "delivery-1",
+            "delivery-12",
+        ] {
+            let component = Component::parse(name).map(|c| c.to_string());
+            assert_eq!(component.as_deref(), Some(name));
+        }
+        for name in ["delivery", "delivery-0", "delivery-x", "auth-1", "postgres"] {
+            assert_eq!(Component::parse(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn find_explains_missing_components() -> Result<()> {
+        let with = |names: &[&str]| {
+            Topology::with_services(SERVICES.iter().filter(|s| names.contains(&s.name)), 2)
+        };
+        let topology = with(&["auth", "delivery", "gateway"]);
+        let names: Vec<String> = topology
+            .components()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "kafka",
+                "redis",
+                "auth",
+                "delivery-1",
+                "delivery-2",
+                "gateway"
+            ]
+        );
+        assert_eq!(topology.find("delivery-2")?.to_string(), "delivery-2");
+
+        let error = |topology: &Topology, name| {
+            topology
+                .find(name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(error(&topology, "delivery-3").contains("delivery-1..delivery-2"));
+        assert!(error(&topology, "profile").contains("crates/profile does not exist"));
+        assert!(error(&with(&["auth"]), "delivery-1").contains("crates/delivery"));
+        assert!(error(&topology, "zookeeper").contains("known: kafka, redis, auth"));
+        Ok(())
+    }
+
+    #[test]
+    fn replicas_get_consecutive_ports() -> Result<()> {
+        let delivery = |i| Component::parse(&format!("delivery-{i}"));
+        let settings = settings()?;
+        let first = delivery(1).map(|c| (c.address(&settings), c.admin_address()));
+        let third = delivery(3).map(|c| (c.address(&settings), c.admin_address()));
+        assert_eq!(
+            first,
+            Some(("127.0.0.1:8081".into(), Some("127.0.0.1:9184".into())))
+        );
+        assert_eq!(
+            third,
+            Some(("127.0.0.1:8083".into(), Some("127.0.0.1:9186".into())))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn gateway_is_wired_to_every_upstream() -> Result<()> {
+        let settings = settings()?;
+        let topology = Topology::new(&settings, 2);
+        let gateway = Component::parse("gateway").ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+        let env: HashMap<_, _> = topology
+            .service_env(&settings, &gateway)
+            .into_iter()
+            .collect();
+        let get = |key: &str| env.get(key).map(String::as_str);
+        assert_eq!(get("REALCHAT_GATEWAY_ADDR"), Some("127.0.0.1:8080"));
+        assert_eq!(get("REALCHAT_GATEWAY_ADMIN_ADDR"), Some("127.0.0.1:9180"));
+        assert_eq!(
+            get("REALCHAT_AUTH_ENDPOINT"),
+            Some("http://127.0.0.1:50051")
+        );
+        assert_eq!(
+            get("REALCHAT_MESSAGING_ENDPOINT"),
+            Some("http://127.0.0.1:50052")
+        );
+        assert_eq!(
+            get("REALCHAT_PROFILE_ENDPOINT"),
+            Some("http://127.0.0.1:50053")
+        );
+        assert_eq!(
+            get("REALCHAT_DELIVERY_ENDPOINTS"),
+            Some("ws://127.0.0.1:8081,ws://127.0.0.1:8082")
+        );
+        assert!(get("REALCHAT_REDIS_URL").is_some());
+        assert_eq!(get("REALCHAT_GATEWAY_DATABASE_URL"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn database_services_get_their_own_database() -> Result<()> {
+        let settings = settings()?;
+        let topology = Topology::new(&settings, 1);
+        let auth = Component::parse("auth").ok_or_else(|| anyhow::anyhow!("no auth"))?;
+        let env: HashMap<_, _> = topology.service_env(&settings, &auth).into_iter().collect();
+        assert_eq!(
+            env.get("REALCHAT_AUTH_DATABASE_URL").map(String::as_str),
+            Some("postgres://u:p@db:5433/auth")
+        );
+        assert_eq!(env.get("REALCHAT_REDIS_URL"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn delivery_knows_its_node_id_and_upstreams() -> Result<()> {
+        let settings = settings()?;
+        let topology = Topology::new(&settings, 2);
+        let delivery =
+            Component::parse("delivery-2").ok_or_else(|| anyhow::anyhow!("no delivery"))?;
+        let env: HashMap<_, _> = topology
+            .service_env(&settings, &delivery)
+            .into_iter()
+            .collect();
+        let get = |key: &str| env.get(key).map(String::as_str);
+        assert_eq!(get("REALCHAT_DELIVERY_NODE_ID"), Some("delivery-2"));
+        assert_eq!(get("REALCHAT_DELIVERY_ADDR"), Some("127.0.0.1:8082"));
+        assert_eq!(get("REALCHAT_DELIVERY_ADMIN_ADDR"), Some("127.0.0.1:9185"));
+        assert_eq!(
+            get("REALCHAT_MESSAGING_ENDPOINT"),
+            Some("http://127.0.0.1:50052")
+        );
+        assert_eq!(
+            get("REALCHAT_AUTH_ENDPOINT"),
+            Some("http://127.0.0.1:50051")
+        );
+        Ok(())
+    }
+}
