@@ -5,8 +5,9 @@
 //! - a header-read timeout, so a client that trickles headers (slowloris) cannot hold a connection;
 //! - optional TLS (rustls), with the handshake on the connection's own task and under a timeout so
 //!   a slow handshake never stalls the accept loop;
-//! - a graceful drain: on shutdown stop accepting, let in-flight requests finish (keep-alive
-//!   connections close after their current request), bounded by a drain timeout.
+//! - a graceful drain: on shutdown stop accepting (serving the connections already queued in the
+//!   kernel rather than resetting them), let in-flight requests finish (keep-alive connections
+//!   close after their current request), bounded by a drain timeout.
 //!
 //! Every request carries the peer address as an [`axum::extract::ConnectInfo`] extension.
 
@@ -87,31 +88,81 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let connections = Connections {
+        app,
+        builder,
+        acceptor,
+        graceful: &graceful,
+        handshake_timeout: options.header_read_timeout,
+    };
 
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok((stream, peer)) => connections.serve(stream, peer),
                 Err(error) => {
                     // Usually EMFILE: back off instead of spinning, the listener is still good.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-        };
+        }
+    }
+
+    // Connections the kernel completed but we had not accepted yet are clients that believe they
+    // are connected; closing the listener would reset them. Accept and serve them too.
+    let std_listener = listener.into_std()?;
+    std_listener.set_nonblocking(true)?;
+    while let Ok((stream, peer)) = std_listener.accept() {
+        match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => connections.serve(stream, peer),
+            Err(error) => tracing::debug!(%peer, %error, "could not adopt a queued connection"),
+        }
+    }
+    drop(std_listener);
+
+    // A connection that has not started its first request yet counts as idle to hyper and would be
+    // closed at once; give fresh connections a moment to get their request in.
+    tokio::time::sleep(SETTLE.min(options.drain_timeout)).await;
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("all connections drained"),
+        () = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!("connections still open after the drain timeout, closing them");
+        }
+    }
+    Ok(())
+}
+
+/// How long a drain waits before closing idle connections (see [`serve`]).
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Everything needed to serve one accepted connection.
+struct Connections<'a> {
+    app: Router,
+    builder: auto::Builder<TokioExecutor>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    graceful: &'a GracefulShutdown,
+    handshake_timeout: Duration,
+}
+
+impl Connections<'_> {
+    /// Serves `stream` on its own task, watched by the graceful shutdown.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let service = connection_service(app.clone(), peer);
-        let builder = builder.clone();
-        match &tls {
+        let service = connection_service(self.app.clone(), peer);
+        let builder = self.builder.clone();
+        match &self.acceptor {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                let conn = graceful.watch(conn);
+                let conn = self.graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(error) = conn.await {
                         tracing::debug!(%peer, error = %error, "connection ended with an error");
@@ -120,8 +171,8 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                let handshake_timeout = options.header_read_timeout;
+                let watcher = self.graceful.watcher();
+                let handshake_timeout = self.handshake_timeout;
                 tokio::spawn(async move {
                     let Some(tls_stream) =
                         tls_handshake(&acceptor, stream, handshake_timeout, peer).await
@@ -138,15 +189,6 @@ pub async fn serve(
             }
         }
     }
-
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::debug!("all connections drained"),
-        () = tokio::time::sleep(options.drain_timeout) => {
-            tracing::warn!("connections still open after the drain timeout, closing them");
-        }
-    }
-    Ok(())
 }
 
 async fn tls_handshake(
