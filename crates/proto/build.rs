@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "realchat/auth/v1/auth.proto",
         "realchat/events/v1/events.proto",
+        "realchat/messaging/v1/messaging.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use realchat_outbox::Topic;
 use realchat_proto::auth::v1::{
     GetJwksRequest, GetUserRequest, Jwk, Jwks, LoginRequest, LogoutRequest, LogoutResponse,
     RefreshRequest, RegisterRequest, TokenPair, User, auth_server::Auth,
 };
+use realchat_proto::events::v1::{UserRegistered, envelope::Payload};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
@@ -46,7 +48,7 @@ impl AuthApi {
         }
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::now_v7();
-        let inserted = store::insert_user(&self.pool, id, &username, &hash).await;
+        let inserted = self.insert_and_announce(id, &username, &hash).await;
         let outcome = match &inserted {
             Ok(()) => "created",
             Err(Error::UsernameTaken) => "taken",
@@ -59,6 +61,26 @@ impl AuthApi {
             user_id: id.to_string(),
             username: username.to_string(),
         })
+    }
+
+    /// Stores the user and its `user.registered` event in one transaction: other services hear
+    /// of every user that exists, and of no other.
+    async fn insert_and_announce(
+        &self,
+        id: Uuid,
+        username: &Username,
+        hash: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        store::insert_user(&mut tx, id, username, hash).await?;
+        let event = Payload::UserRegistered(UserRegistered {
+            user_id: id.to_string(),
+            username: username.to_string(),
+            registered_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        });
+        realchat_outbox::enqueue(&mut tx, Topic::Users, &id.to_string(), event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn login(&self, request: LoginRequest) -> Result<TokenPair, Error> {

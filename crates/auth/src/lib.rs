@@ -3,7 +3,8 @@
 //! It owns the `auth` database and serves gRPC `realchat.auth.v1.Auth`. Access tokens are
 //! Ed25519-signed JWTs that every other service verifies with the public keys from `GetJwks`;
 //! refresh tokens are opaque, stored hashed, single-use and grouped in families so a replayed
-//! token revokes the whole login (see [`store::rotate`]).
+//! token revokes the whole login (see [`store::rotate`]). Every registration is announced as a
+//! `user.registered` event on `realchat.users.v1` through the transactional outbox.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,10 @@ pub mod tokens;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
+use realchat_outbox::{
+    KafkaOptions,
+    relay::{Relay, RelayOptions},
+};
 use realchat_proto::auth::v1::auth_server::AuthServer;
 use realchat_runtime::{Shutdown, admin, config::Secret, telemetry::propagation};
 use sqlx::PgPool;
@@ -87,6 +92,9 @@ pub struct Options {
     /// Password hashes computed at once (each takes 19 MiB); 0 means one per CPU.
     #[arg(long, env = "REALCHAT_AUTH_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
+
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
 }
 
 impl Options {
@@ -102,6 +110,7 @@ impl Options {
             refresh_token_ttl_days: 30,
             key_rotation_days: 30,
             hash_concurrency: 0,
+            kafka: KafkaOptions::new("127.0.0.1:9092", ""),
         }
     }
 }
@@ -120,6 +129,7 @@ pub struct Service {
     admin: TcpListener,
     api: AuthApi,
     pool: PgPool,
+    kafka: KafkaOptions,
 }
 
 impl Service {
@@ -161,11 +171,20 @@ impl Service {
         let admin = TcpListener::bind(options.admin_addr)
             .await
             .with_context(|| format!("binding REALCHAT_AUTH_ADMIN_ADDR={}", options.admin_addr))?;
+        if options.kafka.create_topics
+            && let Err(error) = options.kafka.ensure_topics().await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not create the Kafka topics; continuing"
+            );
+        }
         Ok(Self {
             grpc,
             admin,
             api,
             pool,
+            kafka: options.kafka,
         })
     }
 
@@ -196,6 +215,7 @@ impl Service {
             admin,
             api,
             pool,
+            kafka,
         } = self;
 
         let server_token = token.clone();
@@ -227,6 +247,9 @@ impl Service {
             "admin-server",
             admin::serve(admin, readiness, token.clone()),
         );
+
+        let relay = Relay::new(pool.clone(), &kafka, RelayOptions::default())?;
+        shutdown.spawn("outbox-relay", relay.run(token.clone()));
 
         let keys = api.keys.clone();
         let maintenance_token = token.clone();

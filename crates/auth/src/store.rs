@@ -1,7 +1,7 @@
 //! The auth database: every query the service makes, and nothing else.
 
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -31,9 +31,9 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Inserts a user; [`Error::UsernameTaken`] when the name exists.
+/// Inserts a user, in the caller's transaction; [`Error::UsernameTaken`] when the name exists.
 pub async fn insert_user(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: Uuid,
     username: &Username,
     password_hash: &str,
@@ -42,7 +42,7 @@ pub async fn insert_user(
         .bind(id)
         .bind(username.as_str())
         .bind(password_hash)
-        .execute(pool)
+        .execute(conn)
         .await;
     match result {
         Ok(_) => Ok(()),

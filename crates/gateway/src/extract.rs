@@ -98,3 +98,22 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
             .ok_or_else(|| ApiError::unauthenticated("missing bearer token"))
     }
 }
+
+/// Query parameters; anything unparsable is `400 invalid_argument`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| ApiError::invalid_argument(clean(&rejection.body_text())))
+    }
+}

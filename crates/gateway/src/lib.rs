@@ -24,9 +24,12 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware::{from_fn, from_fn_with_state},
     response::IntoResponse,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
-use realchat_proto::auth::v1::{GetJwksRequest, auth_client};
+use realchat_proto::{
+    auth::v1::{GetJwksRequest, auth_client},
+    messaging::v1::{GetConversationRequest, messaging_client},
+};
 use realchat_runtime::{
     Shutdown,
     admin::{self, Readiness},
@@ -45,6 +48,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The gRPC client of the auth service, with trace propagation.
 pub(crate) type AuthClient =
     auth_client::AuthClient<InterceptedService<Channel, GrpcClientPropagation>>;
+/// The gRPC client of the messaging service, with trace propagation.
+pub(crate) type MessagingClient =
+    messaging_client::MessagingClient<InterceptedService<Channel, GrpcClientPropagation>>;
 
 /// Configuration of the gateway. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,6 +74,14 @@ pub struct Options {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_endpoint: String,
+
+    /// gRPC endpoint of the messaging service.
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_ENDPOINT",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub messaging_endpoint: String,
 
     /// Redis for rate limits. When it is unreachable, requests pass (and are counted).
     #[arg(
@@ -135,11 +149,16 @@ pub struct Options {
 
 impl Options {
     /// Defaults with the given upstreams, on free ports; for tests and embedding.
-    pub fn new(auth_endpoint: impl Into<String>, redis_url: impl Into<String>) -> Self {
+    pub fn new(
+        auth_endpoint: impl Into<String>,
+        messaging_endpoint: impl Into<String>,
+        redis_url: impl Into<String>,
+    ) -> Self {
         Self {
             addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             auth_endpoint: auth_endpoint.into(),
+            messaging_endpoint: messaging_endpoint.into(),
             redis_url: redis_url.into(),
             redis_prefix: "realchat:".into(),
             rate_limits: true,
@@ -168,6 +187,7 @@ pub(crate) struct Limits {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) auth: AuthClient,
+    pub(crate) messaging: MessagingClient,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: RateLimiter,
     pub(crate) limits: Limits,
@@ -197,18 +217,14 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the clients.
     pub async fn build(options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let channel = Channel::from_shared(options.auth_endpoint.clone())
-            .with_context(|| {
-                format!(
-                    "REALCHAT_AUTH_ENDPOINT={:?} is not a URL",
-                    options.auth_endpoint
-                )
-            })?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let auth = auth_client::AuthClient::with_interceptor(channel, GrpcClientPropagation);
+        let auth = auth_client::AuthClient::with_interceptor(
+            channel("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?,
+            GrpcClientPropagation,
+        );
+        let messaging = messaging_client::MessagingClient::with_interceptor(
+            channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?,
+            GrpcClientPropagation,
+        );
         let verifier = Arc::new(Verifier::new(
             Arc::new(keys::AuthKeySource {
                 client: auth.clone(),
@@ -228,19 +244,32 @@ impl Service {
             ),
             _ => None,
         };
-        let ready_client = auth.clone();
+        let (ready_auth, ready_messaging) = (auth.clone(), messaging.clone());
         let readiness = admin::readiness(move || {
-            let mut client = ready_client.clone();
+            let (mut auth, mut messaging) = (ready_auth.clone(), ready_messaging.clone());
             async move {
-                tokio::time::timeout(Duration::from_secs(1), client.get_jwks(GetJwksRequest {}))
+                let wait = Duration::from_secs(1);
+                tokio::time::timeout(wait, auth.get_jwks(GetJwksRequest {}))
                     .await
                     .map_err(|_| "auth: timed out".to_owned())?
-                    .map(|_| ())
-                    .map_err(|status| format!("auth: {}", status.message()))
+                    .map_err(|status| format!("auth: {}", status.message()))?;
+                // Any answer but "unavailable" means messaging and its database are there.
+                let probe = GetConversationRequest {
+                    caller_id: uuid::Uuid::nil().to_string(),
+                    conversation_id: uuid::Uuid::nil().to_string(),
+                };
+                match tokio::time::timeout(wait, messaging.get_conversation(probe)).await {
+                    Err(_) => Err("messaging: timed out".to_owned()),
+                    Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                        Err(format!("messaging: {}", status.message()))
+                    }
+                    Ok(_) => Ok(()),
+                }
             }
         });
         let state = AppState {
             auth,
+            messaging,
             verifier,
             limiter,
             limits: Limits {
@@ -313,6 +342,16 @@ impl Service {
     }
 }
 
+/// A lazily connecting channel, so the gateway starts (and answers 503) while a backend is down.
+fn channel(variable: &str, endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(endpoint.to_owned())
+        .with_context(|| format!("{variable}={endpoint:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 fn router(state: AppState) -> Router {
     let by_ip = Router::new()
         .route("/v1/auth/register", post(routes::auth::register))
@@ -322,6 +361,27 @@ fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), middleware::limit_by_ip));
     let authenticated = Router::new()
         .route("/v1/auth/me", get(routes::auth::me))
+        .route(
+            "/v1/conversations",
+            post(routes::conversations::create).get(routes::conversations::list),
+        )
+        .route("/v1/conversations/{id}", get(routes::conversations::get))
+        .route(
+            "/v1/conversations/{id}/members",
+            post(routes::conversations::add_member),
+        )
+        .route(
+            "/v1/conversations/{id}/members/{user_id}",
+            delete(routes::conversations::remove_member),
+        )
+        .route(
+            "/v1/conversations/{id}/messages",
+            post(routes::conversations::send).get(routes::conversations::history),
+        )
+        .route(
+            "/v1/conversations/{id}/read",
+            post(routes::conversations::mark_read),
+        )
         .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .merge(by_ip)

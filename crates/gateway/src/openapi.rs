@@ -17,13 +17,23 @@ use crate::{error, routes};
         routes::auth::refresh,
         routes::auth::logout,
         routes::auth::me,
+        routes::conversations::create,
+        routes::conversations::list,
+        routes::conversations::get,
+        routes::conversations::add_member,
+        routes::conversations::remove_member,
+        routes::conversations::send,
+        routes::conversations::history,
+        routes::conversations::mark_read,
         routes::meta::jwks,
         routes::meta::healthz,
         routes::meta::readyz,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth),
-    tags((name = "auth", description = "Accounts and tokens"), (name = "meta", description = "Probes"))
+    tags((name = "auth", description = "Accounts and tokens"),
+        (name = "conversations", description = "Direct and group conversations"),
+        (name = "messages", description = "Sending, history, read positions"), (name = "meta", description = "Probes"))
 )]
 pub(crate) struct ApiDoc;
 

@@ -15,10 +15,33 @@ pub mod auth {
     }
 }
 
+/// `realchat.messaging.v1`: the messaging service.
+pub mod messaging {
+    /// Version 1 of the messaging API.
+    pub mod v1 {
+        tonic::include_proto!("realchat.messaging.v1");
+    }
+}
+
 /// `realchat.events.v1`: the event envelope and every event payload.
 pub mod events {
     /// Version 1 of the events.
     pub mod v1 {
         tonic::include_proto!("realchat.events.v1");
+    }
+}
+
+impl events::v1::envelope::Payload {
+    /// The dotted event type of this payload, as written in `Envelope.event_type` and the
+    /// `event-type` Kafka header.
+    pub fn event_type(&self) -> &'static str {
+        use events::v1::envelope::Payload;
+        match self {
+            Payload::UserRegistered(_) => "user.registered",
+            Payload::MessageCreated(_) => "message.created",
+            Payload::MemberAdded(_) => "member.added",
+            Payload::MemberRemoved(_) => "member.removed",
+            Payload::ReadUpdated(_) => "read.updated",
+        }
     }
 }

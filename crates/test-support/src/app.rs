@@ -13,6 +13,7 @@ type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
     auth: Vec<Tweak<realchat_auth::Options>>,
+    messaging: Vec<Tweak<realchat_messaging::Options>>,
     gateway: Vec<Tweak<realchat_gateway::Options>>,
 }
 
@@ -32,6 +33,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Changes the messaging service's options.
+    pub fn messaging(
+        mut self,
+        tweak: impl FnOnce(&mut realchat_messaging::Options) + Send + 'static,
+    ) -> Self {
+        self.messaging.push(Box::new(tweak));
+        self
+    }
+
     /// Changes the gateway's options.
     pub fn gateway(
         mut self,
@@ -41,11 +51,14 @@ impl TestAppBuilder {
         self
     }
 
-    /// Starts auth, then the gateway, and waits until the gateway is ready.
+    /// Starts auth and messaging on topics of their own, then the gateway, and waits until the
+    /// gateway is ready.
     pub async fn spawn(self) -> TestApp {
+        let kafka = crate::kafka::fresh_topics().await;
         let auth_db = TestDatabase::new("auth");
         let mut auth_options = realchat_auth::Options::with_database(auth_db.url());
         auth_options.hash_concurrency = 2;
+        auth_options.kafka = kafka.clone();
         for tweak in self.auth {
             tweak(&mut auth_options);
         }
@@ -54,8 +67,25 @@ impl TestAppBuilder {
         let auth_shutdown = Shutdown::new(Duration::from_secs(5));
         tokio::spawn(auth.run(auth_shutdown.clone()));
 
-        let mut gateway_options =
-            realchat_gateway::Options::new(format!("http://{auth_addr}"), crate::redis_url());
+        let messaging_db = TestDatabase::new("messaging");
+        let mut messaging_options =
+            realchat_messaging::Options::new(messaging_db.url(), kafka.clone());
+        messaging_options.consumer_group = crate::unique("messaging-");
+        for tweak in self.messaging {
+            tweak(&mut messaging_options);
+        }
+        let messaging = realchat_messaging::Service::build(messaging_options)
+            .await
+            .unwrap();
+        let messaging_addr = messaging.grpc_addr();
+        let messaging_shutdown = Shutdown::new(Duration::from_secs(5));
+        tokio::spawn(messaging.run(messaging_shutdown.clone()));
+
+        let mut gateway_options = realchat_gateway::Options::new(
+            format!("http://{auth_addr}"),
+            format!("http://{messaging_addr}"),
+            crate::redis_url(),
+        );
         gateway_options.redis_prefix = crate::unique("rctest:") + ":";
         for tweak in self.gateway {
             tweak(&mut gateway_options);
@@ -75,9 +105,12 @@ impl TestAppBuilder {
                 .build()
                 .unwrap(),
             auth_db,
+            messaging_db,
+            kafka,
             auth_addr,
+            messaging_addr,
             gateway_admin,
-            shutdowns: vec![gateway_shutdown, auth_shutdown],
+            shutdowns: vec![gateway_shutdown, messaging_shutdown, auth_shutdown],
         };
         let base = app.base.clone();
         let http = app.http.clone();
@@ -105,8 +138,14 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The auth service's database.
     pub auth_db: TestDatabase,
+    /// The messaging service's database.
+    pub messaging_db: TestDatabase,
+    /// The broker and this app's own topics.
+    pub kafka: realchat_outbox::KafkaOptions,
     /// The auth service's gRPC address.
     pub auth_addr: SocketAddr,
+    /// The messaging service's gRPC address.
+    pub messaging_addr: SocketAddr,
     /// The gateway's admin address (`/metrics`).
     pub gateway_admin: SocketAddr,
     shutdowns: Vec<Shutdown>,
@@ -132,6 +171,7 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             auth: Vec::new(),
+            messaging: Vec::new(),
             gateway: Vec::new(),
         }
     }
@@ -181,6 +221,51 @@ impl TestApp {
             access_token: body["access_token"].as_str().unwrap().to_owned(),
             refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
         }
+    }
+
+    /// Registers a fresh user, logs in, and waits until messaging has heard of them (the
+    /// `user.registered` event went through auth's outbox, Kafka and messaging's consumer).
+    pub async fn member(&self) -> Session {
+        let session = self.signed_up().await;
+        let id: uuid::Uuid = session.user_id.parse().unwrap();
+        let db = &self.messaging_db;
+        crate::eventually(
+            "messaging to know the new user",
+            Duration::from_secs(20),
+            || async move {
+                let mut conn = db.connect().await;
+                let known: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM known_users WHERE id = $1)")
+                        .bind(id)
+                        .fetch_one(&mut conn)
+                        .await
+                        .ok()?;
+                known.then_some(())
+            },
+        )
+        .await;
+        session
+    }
+
+    /// `POST` with a bearer token.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE` with a bearer token.
+    pub async fn delete_as(&self, token: &str, path: &str) -> Response {
+        self.http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// The gateway's Prometheus exposition.

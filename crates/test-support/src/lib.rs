@@ -12,12 +12,14 @@
 //! |---|---|
 //! | `REALCHAT_TEST_POSTGRES_URL` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `REALCHAT_TEST_REDIS_URL` | `redis://127.0.0.1:6379` |
+//! | `REALCHAT_TEST_KAFKA_BROKERS` | `127.0.0.1:9092` |
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should stop the test loudly
 
 mod app;
 mod db;
+pub mod kafka;
 mod redis_server;
 
 use std::time::Duration;
@@ -35,6 +37,11 @@ pub fn postgres_url() -> String {
 /// The shared Redis tests use with a random key prefix.
 pub fn redis_url() -> String {
     std::env::var("REALCHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Kafka-protocol broker tests use, with a topic prefix per test.
+pub fn kafka_brokers() -> String {
+    std::env::var("REALCHAT_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 /// A short random string for unique names.

@@ -24,6 +24,10 @@ async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exi
             "REALCHAT_AUTH_ENDPOINT",
             format!("http://{}", app.auth_addr),
         )
+        .env(
+            "REALCHAT_MESSAGING_ENDPOINT",
+            format!("http://{}", app.messaging_addr),
+        )
         .env("REALCHAT_REDIS_URL", test_support::redis_url())
         .env(
             "REALCHAT_GATEWAY_REDIS_PREFIX",

@@ -1,0 +1,108 @@
+//! The JSON shapes of API.md's resources, built from the services' protobuf messages.
+
+use realchat_proto::messaging::v1 as pb;
+use serde::Serialize;
+use time::{OffsetDateTime, macros::format_description};
+use utoipa::ToSchema;
+
+/// RFC 3339, UTC, millisecond precision: `2026-11-26T21:33:48.217Z`.
+pub(crate) fn timestamp(unix_ms: i64) -> String {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+/// A conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConversationView {
+    #[schema(format = Uuid)]
+    id: String,
+    /// `direct` or `group`.
+    kind: String,
+    title: Option<String>,
+    member_ids: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The seq of the newest message, 0 when there is none.
+    last_seq: i64,
+}
+
+impl From<pb::Conversation> for ConversationView {
+    fn from(c: pb::Conversation) -> Self {
+        Self {
+            id: c.id,
+            kind: c.kind,
+            title: c.has_title.then_some(c.title),
+            member_ids: c.member_ids,
+            created_at: timestamp(c.created_at_ms),
+            last_seq: c.last_seq,
+        }
+    }
+}
+
+/// A conversation in the caller's list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConversationSummaryView {
+    #[serde(flatten)]
+    conversation: ConversationView,
+    /// Messages after the caller's read position (their own sends count as read).
+    unread_count: i64,
+    last_message: Option<MessageView>,
+}
+
+impl From<pb::ConversationSummary> for ConversationSummaryView {
+    fn from(s: pb::ConversationSummary) -> Self {
+        Self {
+            conversation: s.conversation.unwrap_or_default().into(),
+            unread_count: s.unread_count,
+            last_message: s.last_message.map(Into::into),
+        }
+    }
+}
+
+/// A message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MessageView {
+    #[schema(format = Uuid)]
+    id: String,
+    #[schema(format = Uuid)]
+    conversation_id: String,
+    /// 1, 2, 3, ... per conversation, no gaps, in commit order.
+    seq: i64,
+    #[schema(format = Uuid)]
+    sender_id: String,
+    client_msg_id: String,
+    body: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<pb::Message> for MessageView {
+    fn from(m: pb::Message) -> Self {
+        Self {
+            id: m.id,
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_id: m.sender_id,
+            client_msg_id: m.client_msg_id,
+            body: m.body,
+            created_at: timestamp(m.created_at_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_have_exactly_millisecond_precision() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_728_999_120), "2026-11-26T21:36:39.120Z");
+        assert_eq!(timestamp(1_795_728_999_007), "2026-11-26T21:36:39.007Z");
+        assert_eq!(timestamp(1_795_728_999_999), "2026-11-26T21:36:39.999Z");
+    }
+}

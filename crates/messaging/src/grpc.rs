@@ -1,0 +1,245 @@
+//! The `realchat.messaging.v1.Messaging` gRPC service: parse, check, call the store.
+
+use std::time::Instant;
+
+use realchat_proto::messaging::v1::{
+    self as pb, AddMemberRequest, CreateConversationRequest, CreateConversationResponse,
+    GetConversationRequest, HistoryRequest, HistoryResponse, ListConversationsRequest,
+    ListConversationsResponse, MarkReadRequest, MarkReadResponse, RemoveMemberRequest,
+    RemoveMemberResponse, SendRequest, SendResponse, messaging_server::Messaging,
+};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Body, ClientMsgId, Kind, MAX_GROUP_MEMBERS, Page},
+    error::Error,
+    metrics,
+    store::{self, Conversation, MessageRow, unix_ms},
+};
+
+/// Most conversations a list returns (the most recently active ones).
+const MAX_LISTED_CONVERSATIONS: i64 = 500;
+
+/// The messaging service's request handlers.
+#[derive(Clone, Debug)]
+pub struct MessagingApi {
+    pub(crate) pool: PgPool,
+}
+
+fn caller(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| Error::InvalidArgument("caller_id must be a UUID".into()))
+}
+
+/// A conversation id from a path: malformed is simply "not found".
+fn conversation_id(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| Error::NotFound)
+}
+
+fn to_pb_conversation(conversation: Conversation) -> pb::Conversation {
+    let Conversation { row, members } = conversation;
+    pb::Conversation {
+        id: row.id.to_string(),
+        kind: row.kind,
+        has_title: row.title.is_some(),
+        title: row.title.unwrap_or_default(),
+        member_ids: members.iter().map(Uuid::to_string).collect(),
+        created_at_ms: unix_ms(row.created_at),
+        last_seq: row.last_seq,
+    }
+}
+
+fn to_pb_message(message: MessageRow) -> pb::Message {
+    pb::Message {
+        id: message.id.to_string(),
+        conversation_id: message.conversation_id.to_string(),
+        seq: message.seq,
+        sender_id: message.sender_id.to_string(),
+        client_msg_id: message.client_msg_id,
+        body: message.body,
+        created_at_ms: unix_ms(message.created_at),
+    }
+}
+
+impl MessagingApi {
+    async fn create_conversation(
+        &self,
+        request: CreateConversationRequest,
+    ) -> Result<CreateConversationResponse, Error> {
+        let caller = caller(&request.caller_id)?;
+        let kind = Kind::parse(&request.kind).map_err(Error::InvalidArgument)?;
+        let others = request
+            .member_ids
+            .iter()
+            .map(|id| domain::parse_user_id(id, "member_ids"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::InvalidArgument)?;
+        let members = domain::members_of(kind, caller, &others).map_err(Error::InvalidArgument)?;
+        let title = match kind {
+            Kind::Group => domain::parse_title(request.has_title.then_some(request.title))
+                .map_err(Error::InvalidArgument)?,
+            Kind::Direct => None,
+        };
+        let unknown = store::unknown_users(&self.pool, &members).await?;
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(Uuid::to_string).collect();
+            return Err(Error::InvalidArgument(format!(
+                "unknown user ids: {}",
+                list.join(", ")
+            )));
+        }
+        let (conversation, created) =
+            store::create(&self.pool, caller, kind, &members, title).await?;
+        if created {
+            ::metrics::counter!(metrics::CONVERSATIONS_CREATED, "kind" => kind.as_str())
+                .increment(1);
+        }
+        Ok(CreateConversationResponse {
+            conversation: Some(to_pb_conversation(conversation)),
+            created,
+        })
+    }
+
+    async fn add_member(&self, request: AddMemberRequest) -> Result<pb::Conversation, Error> {
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let user =
+            domain::parse_user_id(&request.user_id, "user_id").map_err(Error::InvalidArgument)?;
+        if !store::unknown_users(&self.pool, &[user]).await?.is_empty() {
+            return Err(Error::InvalidArgument(format!("unknown user id: {user}")));
+        }
+        let conversation =
+            store::add_member(&self.pool, caller, conversation, user, MAX_GROUP_MEMBERS).await?;
+        Ok(to_pb_conversation(conversation))
+    }
+
+    async fn send(&self, request: SendRequest) -> Result<SendResponse, Error> {
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let client_msg_id =
+            ClientMsgId::parse(request.client_msg_id).map_err(Error::InvalidArgument)?;
+        let body = Body::parse(request.body).map_err(Error::InvalidArgument)?;
+        let started = Instant::now();
+        let (message, created) =
+            store::send(&self.pool, caller, conversation, &client_msg_id, &body).await?;
+        ::metrics::histogram!(metrics::SEND_SECONDS).record(started.elapsed().as_secs_f64());
+        let outcome = if created { "created" } else { "duplicate" };
+        ::metrics::counter!(metrics::SENDS, "outcome" => outcome).increment(1);
+        Ok(SendResponse {
+            message: Some(to_pb_message(message)),
+            created,
+        })
+    }
+
+    async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse, Error> {
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let page =
+            Page::parse(request.after_seq, request.before_seq).map_err(Error::InvalidArgument)?;
+        let limit = domain::page_limit(request.limit).map_err(Error::InvalidArgument)?;
+        let messages = store::history(&self.pool, caller, conversation, page, limit).await?;
+        Ok(HistoryResponse {
+            messages: messages.into_iter().map(to_pb_message).collect(),
+        })
+    }
+
+    async fn list(
+        &self,
+        request: ListConversationsRequest,
+    ) -> Result<ListConversationsResponse, Error> {
+        let caller = caller(&request.caller_id)?;
+        let summaries = store::list(&self.pool, caller, MAX_LISTED_CONVERSATIONS).await?;
+        Ok(ListConversationsResponse {
+            conversations: summaries
+                .into_iter()
+                .map(|s| pb::ConversationSummary {
+                    conversation: Some(to_pb_conversation(s.conversation)),
+                    unread_count: s.unread_count,
+                    last_message: s.last_message.map(to_pb_message),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Messaging for MessagingApi {
+    async fn create_conversation(
+        &self,
+        request: Request<CreateConversationRequest>,
+    ) -> Result<Response<CreateConversationResponse>, Status> {
+        Ok(Response::new(
+            MessagingApi::create_conversation(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let request = request.into_inner();
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let conversation = store::conversation(&self.pool, caller, conversation).await?;
+        Ok(Response::new(to_pb_conversation(conversation)))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        Ok(Response::new(
+            MessagingApi::add_member(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        let request = request.into_inner();
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let user = Uuid::parse_str(&request.user_id)
+            .map_err(|_| Error::MemberNotFound("that user is not a member".into()))?;
+        store::remove_member(&self.pool, caller, conversation, user).await?;
+        Ok(Response::new(RemoveMemberResponse {}))
+    }
+
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        Ok(Response::new(
+            MessagingApi::send(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        Ok(Response::new(
+            MessagingApi::history(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<MarkReadRequest>,
+    ) -> Result<Response<MarkReadResponse>, Status> {
+        let request = request.into_inner();
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        if request.seq < 0 {
+            return Err(Error::InvalidArgument("seq must be >= 0".into()).into());
+        }
+        store::mark_read(&self.pool, caller, conversation, request.seq).await?;
+        Ok(Response::new(MarkReadResponse {}))
+    }
+}

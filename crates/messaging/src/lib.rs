@@ -1,0 +1,238 @@
+//! The messaging service: conversations, members, messages and read positions.
+//!
+//! It owns the `messaging` database and serves gRPC `realchat.messaging.v1.Messaging`. A send
+//! is one transaction that takes the conversation's next `seq`, stores the message and writes its
+//! `message.created` event to the outbox ([`store::send`]); the answer means durable. The outbox
+//! relay running in every replica publishes events to `realchat.messages.v1` in order, and a
+//! consumer of `realchat.users.v1` keeps the table of registered users that members must come from.
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod error;
+mod events;
+mod grpc;
+pub mod metrics;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use realchat_outbox::{
+    KafkaOptions, Topic,
+    consumer::{self, ConsumerOptions},
+    relay::{Relay, RelayOptions},
+};
+use realchat_proto::messaging::v1::messaging_server::MessagingServer;
+use realchat_runtime::{Shutdown, admin, config::Secret, telemetry::propagation};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use grpc::MessagingApi;
+
+/// The migrations of the `messaging` database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Configuration of the messaging service. Every field has a default that works with `cargo xtask up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Address of the gRPC server.
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_GRPC_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_ADMIN_ADDR",
+        default_value = "127.0.0.1:9182"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// PostgreSQL URL of the `messaging` database.
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/messaging",
+        hide_env_values = true
+    )]
+    pub database_url: Secret<String>,
+
+    /// Largest number of database connections.
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 32
+    )]
+    pub database_max_connections: u32,
+
+    /// Apply pending migrations at startup.
+    #[arg(long, env = "REALCHAT_MESSAGING_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Consumer group reading `realchat.users.v1`.
+    #[arg(
+        long,
+        env = "REALCHAT_MESSAGING_CONSUMER_GROUP",
+        default_value = "messaging"
+    )]
+    pub consumer_group: String,
+
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+}
+
+impl Options {
+    /// Defaults with the given database and broker, on free ports; for tests and embedding.
+    pub fn new(database_url: impl Into<String>, kafka: KafkaOptions) -> Self {
+        Self {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: Secret::new(database_url.into()),
+            database_max_connections: 32,
+            migrate: true,
+            consumer_group: "messaging".into(),
+            kafka,
+        }
+    }
+}
+
+/// Creates the database if missing and applies the migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+        .await
+        .context("migrating the messaging database")
+}
+
+/// A built messaging service: listeners bound, database migrated.
+#[derive(Debug)]
+pub struct Service {
+    grpc: TcpListener,
+    admin: TcpListener,
+    pool: PgPool,
+    options: Options,
+}
+
+impl Service {
+    /// Binds the listeners (port 0 picks a free one) and prepares the database.
+    pub async fn build(options: Options) -> anyhow::Result<Self> {
+        metrics::describe();
+        let url = options.database_url.expose();
+        if options.migrate {
+            migrate(url).await?;
+        }
+        let pool = realchat_runtime::db::pool(
+            url,
+            options.database_max_connections,
+            Duration::from_secs(3),
+        )
+        .context("REALCHAT_MESSAGING_DATABASE_URL")?;
+        if options.kafka.create_topics
+            && let Err(error) = options.kafka.ensure_topics().await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not create the Kafka topics; continuing"
+            );
+        }
+        let grpc = TcpListener::bind(options.grpc_addr)
+            .await
+            .with_context(|| {
+                format!("binding REALCHAT_MESSAGING_GRPC_ADDR={}", options.grpc_addr)
+            })?;
+        let admin = TcpListener::bind(options.admin_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding REALCHAT_MESSAGING_ADMIN_ADDR={}",
+                    options.admin_addr
+                )
+            })?;
+        Ok(Self {
+            grpc,
+            admin,
+            pool,
+            options,
+        })
+    }
+
+    /// Where the gRPC server listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Where the admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The database pool (tests inspect state through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` starts, then drains: the server finishes in-flight calls, the relay
+    /// flushes, the consumer commits.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let token = shutdown.token();
+        let Self {
+            grpc,
+            admin,
+            pool,
+            options,
+        } = self;
+
+        let api = MessagingApi { pool: pool.clone() };
+        let server_token = token.clone();
+        shutdown.spawn("grpc-server", async move {
+            tonic::transport::Server::builder()
+                .trace_fn(propagation::grpc_server_span)
+                .add_service(MessagingServer::new(api))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    server_token.cancelled_owned(),
+                )
+                .await
+                .context("gRPC server")
+        });
+
+        let ready_pool = pool.clone();
+        let readiness = admin::readiness(move || {
+            let pool = ready_pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("database: {e}"))
+            }
+        });
+        shutdown.spawn(
+            "admin-server",
+            admin::serve(admin, readiness, token.clone()),
+        );
+
+        let relay = Relay::new(pool.clone(), &options.kafka, RelayOptions::default())?;
+        shutdown.spawn("outbox-relay", relay.run(token.clone()));
+
+        let handler = Arc::new(events::KnownUsers { pool: pool.clone() });
+        let consumer_options =
+            ConsumerOptions::new(options.consumer_group.clone(), vec![Topic::Users]);
+        let kafka = options.kafka.clone();
+        let consumer_token = token.clone();
+        shutdown.spawn("users-consumer", async move {
+            consumer::run(&kafka, consumer_options, handler, consumer_token).await
+        });
+
+        let result = shutdown.wait().await;
+        pool.close().await;
+        result.map_err(Into::into)
+    }
+}

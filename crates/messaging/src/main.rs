@@ -1,0 +1,37 @@
+//! `messaging`: the messaging service binary.
+
+use clap::{Parser, Subcommand};
+use realchat_messaging::{Options, Service};
+use realchat_runtime::{Shutdown, config::CommonOptions, telemetry};
+
+/// RealChat messaging service: conversations, messages, read positions, the outbox.
+#[derive(Debug, Parser)]
+#[command(name = "messaging", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: CommonOptions,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if missing, apply migrations, and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("messaging", &cli.common)?;
+    if let Some(Command::Migrate) = cli.command {
+        return realchat_messaging::migrate(cli.options.database_url.expose()).await;
+    }
+    let shutdown = Shutdown::new(cli.common.shutdown_grace());
+    shutdown.listen_for_signals();
+    let service = Service::build(cli.options).await?;
+    tracing::info!(grpc = %service.grpc_addr(), admin = %service.admin_addr(), "messaging service started");
+    service.run(shutdown).await
+}

@@ -1,0 +1,509 @@
+//! The messaging database: every query the service makes.
+//!
+//! Every change that other services must hear about writes its event with
+//! [`realchat_outbox::enqueue`] in the same transaction. Changes within one conversation first lock
+//! the conversation's row, which serialises them: that is what makes `seq` gapless and
+//! commit-ordered, makes the idempotency check of a send race-free, and gives the outbox its
+//! per-conversation order.
+
+use realchat_outbox::{Topic, enqueue};
+use realchat_proto::events::v1::{
+    MemberAdded, MemberRemoved, MessageCreated, ReadUpdated, envelope::Payload,
+};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Body, ClientMsgId, Kind, Page, direct_key},
+    error::Error,
+};
+
+/// A conversation as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub title: Option<String>,
+    pub created_by: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_seq: i64,
+}
+
+/// A conversation with its members.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub row: ConversationRow,
+    pub members: Vec<Uuid>,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub seq: i64,
+    pub sender_id: Uuid,
+    pub client_msg_id: String,
+    pub body: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// One entry of a user's conversation list.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub conversation: Conversation,
+    pub unread_count: i64,
+    pub last_message: Option<MessageRow>,
+}
+
+const CONVERSATION_COLUMNS: &str = "c.id, c.kind, c.title, c.created_by, c.created_at, c.last_seq";
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, seq, sender_id, client_msg_id, body, created_at";
+
+fn ids(members: &[Uuid]) -> Vec<String> {
+    members.iter().map(Uuid::to_string).collect()
+}
+
+/// Records a registered user. Idempotent: a redelivered event changes nothing.
+pub async fn remember_user(
+    pool: &PgPool,
+    id: Uuid,
+    username: &str,
+    registered_at: OffsetDateTime,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO known_users (id, username, registered_at) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(username)
+    .bind(registered_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The ids in `users` that messaging has never heard of.
+pub async fn unknown_users(pool: &PgPool, users: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT u FROM unnest($1::uuid[]) AS u WHERE NOT EXISTS (SELECT 1 FROM known_users k WHERE k.id = u)",
+    )
+    .bind(users)
+    .fetch_all(pool)
+    .await?)
+}
+
+async fn members_in(conn: &mut PgConnection, conversation: Uuid) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT user_id FROM members WHERE conversation_id = $1 ORDER BY user_id",
+    )
+    .bind(conversation)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Locks the conversation's row if `user` is a member of it; `None` otherwise.
+async fn lock_as_member(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    user: Uuid,
+) -> Result<Option<ConversationRow>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c
+         WHERE c.id = $1 AND EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.user_id = $2)
+         FOR UPDATE OF c"
+    )))
+    .bind(conversation)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Creates a conversation with `members` (caller included), or for a direct pair that already
+/// has one, returns it. The bool says whether it was created.
+pub async fn create(
+    pool: &PgPool,
+    caller: Uuid,
+    kind: Kind,
+    members: &[Uuid],
+    title: Option<String>,
+) -> Result<(Conversation, bool), Error> {
+    let mut tx = pool.begin().await?;
+    let key = match (kind, members) {
+        (Kind::Direct, [a, b]) => Some(direct_key(*a, *b)),
+        _ => None,
+    };
+    let id = Uuid::now_v7();
+    let inserted: Option<ConversationRow> = sqlx::query_as(
+        "INSERT INTO conversations AS c (id, kind, title, created_by, direct_key) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (direct_key) DO NOTHING
+         RETURNING c.id, c.kind, c.title, c.created_by, c.created_at, c.last_seq",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(title)
+    .bind(caller)
+    .bind(&key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = inserted else {
+        // The pair already talks: hand back their conversation.
+        let existing: ConversationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.direct_key = $1"
+        )))
+        .bind(&key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let members = members_in(&mut tx, existing.id).await?;
+        tx.commit().await?;
+        return Ok((
+            Conversation {
+                row: existing,
+                members,
+            },
+            false,
+        ));
+    };
+    sqlx::query("INSERT INTO members (conversation_id, user_id) SELECT $1, unnest($2::uuid[])")
+        .bind(row.id)
+        .bind(members)
+        .execute(&mut *tx)
+        .await?;
+    let key = row.id.to_string();
+    for member in members {
+        let event = Payload::MemberAdded(MemberAdded {
+            conversation_id: key.clone(),
+            user_id: member.to_string(),
+            added_by: caller.to_string(),
+            member_ids: ids(members),
+        });
+        enqueue(&mut tx, Topic::Messages, &key, event).await?;
+    }
+    tx.commit().await?;
+    Ok((
+        Conversation {
+            row,
+            members: members.to_vec(),
+        },
+        true,
+    ))
+}
+
+/// The conversation, if `caller` is a member.
+pub async fn conversation(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+) -> Result<Conversation, Error> {
+    let mut conn = pool.acquire().await?;
+    let row: Option<ConversationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c JOIN members m ON m.conversation_id = c.id
+         WHERE c.id = $1 AND m.user_id = $2"
+    )))
+    .bind(conversation)
+    .bind(caller)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = row.ok_or(Error::NotFound)?;
+    let members = members_in(&mut conn, row.id).await?;
+    Ok(Conversation { row, members })
+}
+
+/// Adds `user` to a group `caller` belongs to. Adding a member twice changes nothing.
+pub async fn add_member(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    user: Uuid,
+    max_members: usize,
+) -> Result<Conversation, Error> {
+    let mut tx = pool.begin().await?;
+    let row = lock_as_member(&mut tx, conversation, caller)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if row.kind != Kind::Group.as_str() {
+        return Err(Error::Forbidden(
+            "members can only be added to a group".into(),
+        ));
+    }
+    let mut members = members_in(&mut tx, conversation).await?;
+    if members.binary_search(&user).is_ok() {
+        tx.commit().await?;
+        return Ok(Conversation { row, members });
+    }
+    if members.len() >= max_members {
+        return Err(Error::InvalidArgument(format!(
+            "a group has at most {max_members} members"
+        )));
+    }
+    sqlx::query("INSERT INTO members (conversation_id, user_id) VALUES ($1, $2)")
+        .bind(conversation)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    members.push(user);
+    members.sort_unstable();
+    let key = conversation.to_string();
+    let event = Payload::MemberAdded(MemberAdded {
+        conversation_id: key.clone(),
+        user_id: user.to_string(),
+        added_by: caller.to_string(),
+        member_ids: ids(&members),
+    });
+    enqueue(&mut tx, Topic::Messages, &key, event).await?;
+    tx.commit().await?;
+    Ok(Conversation { row, members })
+}
+
+/// Removes `user` from a group. A member may remove themself; removing others is for the
+/// group's creator.
+pub async fn remove_member(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    user: Uuid,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let row = lock_as_member(&mut tx, conversation, caller)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if row.kind != Kind::Group.as_str() {
+        return Err(Error::Forbidden(
+            "members can only be removed from a group".into(),
+        ));
+    }
+    if user != caller && row.created_by != caller {
+        return Err(Error::Forbidden(
+            "only the group's creator may remove other members".into(),
+        ));
+    }
+    let removed = sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    if removed.rows_affected() == 0 {
+        return Err(Error::MemberNotFound("that user is not a member".into()));
+    }
+    let members = members_in(&mut tx, conversation).await?;
+    let key = conversation.to_string();
+    let event = Payload::MemberRemoved(MemberRemoved {
+        conversation_id: key.clone(),
+        user_id: user.to_string(),
+        removed_by: caller.to_string(),
+        member_ids: ids(&members),
+    });
+    enqueue(&mut tx, Topic::Messages, &key, event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores a message with the conversation's next seq and its `message.created` event, in one
+/// transaction. A retry with a known `client_msg_id` returns the original (`false`).
+pub async fn send(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    client_msg_id: &ClientMsgId,
+    body: &Body,
+) -> Result<(MessageRow, bool), Error> {
+    let mut tx = pool.begin().await?;
+    // The lock makes the idempotency check below exact: a racing retry waits here, then finds
+    // the message its twin committed.
+    lock_as_member(&mut tx, conversation, caller)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let existing: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
+    )))
+    .bind(conversation)
+    .bind(caller)
+    .bind(client_msg_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(original) = existing {
+        tx.commit().await?;
+        return Ok((original, false));
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = now() WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(conversation)
+    .fetch_one(&mut *tx)
+    .await?;
+    let message: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {MESSAGE_COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(conversation)
+    .bind(seq)
+    .bind(caller)
+    .bind(client_msg_id.as_str())
+    .bind(body.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    // Writing a message means having read the conversation up to it.
+    sqlx::query("UPDATE members SET read_seq = GREATEST(read_seq, $3) WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation)
+        .bind(caller)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    let members = members_in(&mut tx, conversation).await?;
+    let event = Payload::MessageCreated(MessageCreated {
+        message_id: message.id.to_string(),
+        conversation_id: conversation.to_string(),
+        seq,
+        sender_id: caller.to_string(),
+        client_msg_id: message.client_msg_id.clone(),
+        body: message.body.clone(),
+        created_at_ms: unix_ms(message.created_at),
+        member_ids: ids(&members),
+    });
+    enqueue(&mut tx, Topic::Messages, &conversation.to_string(), event).await?;
+    tx.commit().await?;
+    Ok((message, true))
+}
+
+/// A page of a conversation's messages, if `caller` is a member.
+pub async fn history(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    page: Page,
+    limit: i64,
+) -> Result<Vec<MessageRow>, Error> {
+    let mut conn = pool.acquire().await?;
+    let member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)",
+    )
+    .bind(conversation)
+    .bind(caller)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !member {
+        return Err(Error::NotFound);
+    }
+    let (condition, order, bound) = match page {
+        Page::After(after) => ("seq > $2", "ASC", after),
+        Page::Before(before) => ("seq < $2", "DESC", before),
+        Page::Newest => ("seq <= $2", "DESC", i64::MAX),
+    };
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND {condition} ORDER BY seq {order} LIMIT $3"
+    )))
+    .bind(conversation)
+    .bind(bound)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Moves `caller`'s read position forward to `seq` (capped at the newest message). Emits
+/// `read.updated` only when it moved.
+pub async fn mark_read(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    seq: i64,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let moved: Option<i64> = sqlx::query_scalar(
+        "WITH target AS (
+             SELECT LEAST($3, c.last_seq) AS seq FROM conversations c WHERE c.id = $1
+         )
+         UPDATE members m SET read_seq = target.seq FROM target
+         WHERE m.conversation_id = $1 AND m.user_id = $2 AND target.seq > m.read_seq
+         RETURNING m.read_seq",
+    )
+    .bind(conversation)
+    .bind(caller)
+    .bind(seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(read_seq) = moved else {
+        // Not moved: either not a member, or already at or past `seq`.
+        let member: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)",
+        )
+        .bind(conversation)
+        .bind(caller)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return if member { Ok(()) } else { Err(Error::NotFound) };
+    };
+    let members = members_in(&mut tx, conversation).await?;
+    let key = conversation.to_string();
+    let event = Payload::ReadUpdated(ReadUpdated {
+        conversation_id: key.clone(),
+        user_id: caller.to_string(),
+        seq: read_seq,
+        member_ids: ids(&members),
+    });
+    enqueue(&mut tx, Topic::Messages, &key, event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `caller`'s conversations, most recent activity first, with unread counts and last messages.
+pub async fn list(pool: &PgPool, caller: Uuid, limit: i64) -> Result<Vec<Summary>, Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        conversation: ConversationRow,
+        read_seq: i64,
+    }
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CONVERSATION_COLUMNS}, m.read_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.user_id = $1 ORDER BY c.last_activity_at DESC, c.id LIMIT $2"
+    )))
+    .bind(caller)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let conversation_ids: Vec<Uuid> = rows.iter().map(|r| r.conversation.id).collect();
+    let member_rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT conversation_id, user_id FROM members WHERE conversation_id = ANY($1) ORDER BY conversation_id, user_id",
+    )
+    .bind(&conversation_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let last_messages: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE (m.conversation_id, m.seq) IN (SELECT c.id, c.last_seq FROM conversations c WHERE c.id = ANY($1))"
+    )))
+    .bind(&conversation_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut members: std::collections::HashMap<Uuid, Vec<Uuid>> = std::collections::HashMap::new();
+    for (conversation, user) in member_rows {
+        members.entry(conversation).or_default().push(user);
+    }
+    let mut last: std::collections::HashMap<Uuid, MessageRow> = last_messages
+        .into_iter()
+        .map(|m| (m.conversation_id, m))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id = row.conversation.id;
+            Summary {
+                unread_count: (row.conversation.last_seq - row.read_seq).max(0),
+                last_message: last.remove(&id),
+                conversation: Conversation {
+                    members: members.remove(&id).unwrap_or_default(),
+                    row: row.conversation,
+                },
+            }
+        })
+        .collect())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}

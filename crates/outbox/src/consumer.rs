@@ -1,0 +1,315 @@
+//! The consumer loop every RealChat Kafka consumer uses.
+//!
+//! A consumer-group member receives events, hands each to a [`Handler`], and stores the event's
+//! offset only once the handler succeeded (`enable.auto.offset.store=false`; stored offsets are
+//! committed in the background and synchronously on shutdown). So a crash redelivers what was not
+//! finished: at least once, in partition order.
+//!
+//! An event that keeps failing must not block its partition. A handler failure is retried with
+//! capped exponential backoff up to [`ConsumerOptions::max_attempts`]; an event that cannot even be
+//! decoded, or that the handler rejects as permanently bad, is not retried. Either way the event
+//! then goes to `<topic>.dlq` with headers naming the error, the source topic, partition and
+//! offset, and the attempts made; only once the DLQ acknowledged it is the offset stored and the
+//! loop moves on.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use prost::Message as _;
+use rdkafka::{
+    Message as _,
+    consumer::{CommitMode, Consumer as _, StreamConsumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Header, Headers as _, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use realchat_proto::events::v1::Envelope;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::{KafkaOptions, Topic, metrics, relay::backoff};
+
+/// A decoded event and where it came from.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub envelope: Envelope,
+}
+
+/// Why a handler did not finish an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might work next time (a database blip): retried up to the limit, then dead-lettered.
+    #[error("{0:#}")]
+    Retry(anyhow::Error),
+    /// Will never work (a malformed payload): dead-lettered at once.
+    #[error("{0:#}")]
+    Reject(anyhow::Error),
+}
+
+/// What the loop hands events to.
+pub trait Handler: Send + Sync + 'static {
+    /// Processes one event. Must be idempotent: events can arrive more than once.
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+}
+
+/// How a consumer behaves.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// The consumer group.
+    pub group_id: String,
+    /// The topics it reads.
+    pub topics: Vec<Topic>,
+    /// Handler attempts per event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl ConsumerOptions {
+    /// Defaults: 5 attempts, backoff from 100 ms up to 2 s.
+    pub fn new(group_id: impl Into<String>, topics: Vec<Topic>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            topics,
+            max_attempts: 5,
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+enum Outcome {
+    /// Handled or dead-lettered: store the offset.
+    Done,
+    /// Shutdown came first: leave the offset, the event is redelivered.
+    Abandoned,
+}
+
+/// Consumes until `shutdown`, then finishes the current event, commits and leaves the group.
+pub async fn run<H: Handler>(
+    kafka: &KafkaOptions,
+    options: ConsumerOptions,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    metrics::describe();
+    let topics = kafka.topics();
+    let consumer: StreamConsumer = kafka.consumer_config(&options.group_id).create()?;
+    let names: Vec<String> = options.topics.iter().map(|t| topics.name(*t)).collect();
+    consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let dlq: FutureProducer = kafka.producer_config().create()?;
+    let looper = Loop {
+        topics,
+        options,
+        handler,
+        dlq,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(group = %looper.options.group_id, topics = ?names, "consumer started");
+
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                // Broker trouble surfaces here; librdkafka reconnects by itself.
+                tracing::warn!(%error, "consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let span = tracing::info_span!(
+            "consume",
+            messaging.topic = message.topic(),
+            messaging.partition = message.partition(),
+            messaging.offset = message.offset(),
+        );
+        match looper.process(&message).instrument(span).await {
+            Outcome::Done => {
+                if let Err(error) = consumer.store_offset_from_message(&message) {
+                    // The partition was probably revoked in a rebalance; its new owner re-reads.
+                    tracing::warn!(%error, "could not store an offset");
+                }
+            }
+            Outcome::Abandoned => break,
+        }
+    }
+
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            tracing::warn!(%error, "final offset commit failed; some events will be redelivered")
+        }
+    }
+    consumer.unsubscribe();
+    tracing::info!("consumer stopped");
+    Ok(())
+}
+
+struct Loop<H> {
+    topics: crate::Topics,
+    options: ConsumerOptions,
+    handler: Arc<H>,
+    dlq: FutureProducer,
+    shutdown: CancellationToken,
+}
+
+impl<H: Handler> Loop<H> {
+    async fn process(&self, message: &BorrowedMessage<'_>) -> Outcome {
+        let topic_name = message.topic();
+        let Some(topic) = self.topics.parse(topic_name) else {
+            return self
+                .dead_letter(message, topic_name, "unknown topic", 0)
+                .await;
+        };
+        let envelope = match message.payload().map(Envelope::decode) {
+            Some(Ok(envelope)) if envelope.payload.is_some() => envelope,
+            Some(Ok(_)) => {
+                return self
+                    .dead_letter(message, topic_name, "envelope without a payload", 0)
+                    .await;
+            }
+            Some(Err(error)) => {
+                return self
+                    .dead_letter(
+                        message,
+                        topic_name,
+                        &format!("undecodable envelope: {error}"),
+                        0,
+                    )
+                    .await;
+            }
+            None => {
+                return self
+                    .dead_letter(message, topic_name, "empty message", 0)
+                    .await;
+            }
+        };
+        let event = Event {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            envelope,
+        };
+        let label = topic.logical_name();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = std::time::Instant::now();
+            let result = self.handler.handle(&event).await;
+            ::metrics::histogram!(metrics::HANDLE_SECONDS, "topic" => label)
+                .record(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(()) => {
+                    ::metrics::counter!(metrics::CONSUMED, "topic" => label, "outcome" => "ok")
+                        .increment(1);
+                    return Outcome::Done;
+                }
+                Err(HandlerError::Reject(error)) => {
+                    return self
+                        .dead_letter(message, topic_name, &format!("{error:#}"), attempt)
+                        .await;
+                }
+                Err(HandlerError::Retry(error)) => error,
+            };
+            if attempt >= self.options.max_attempts {
+                return self
+                    .dead_letter(message, topic_name, &format!("{error:#}"), attempt)
+                    .await;
+            }
+            ::metrics::counter!(metrics::CONSUMED, "topic" => label, "outcome" => "retried")
+                .increment(1);
+            let wait = backoff(attempt, self.options.max_backoff);
+            tracing::warn!(event.id = %event.envelope.event_id, attempt, error = format!("{error:#}"), retry_in = ?wait, "handler failed");
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Writes the event to its DLQ, retrying until the DLQ acknowledges (or shutdown).
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        topic_name: &str,
+        error: &str,
+        attempts: u32,
+    ) -> Outcome {
+        let dlq_topic = format!("{topic_name}.dlq");
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let attempts_text = attempts.to_string();
+        tracing::error!(dlq = %dlq_topic, error, attempts, "giving up on an event, sending it to the DLQ");
+        let mut wait_attempt = 0;
+        loop {
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = message.headers() {
+                for header in original.iter() {
+                    headers = headers.insert(Header {
+                        key: header.key,
+                        value: header.value,
+                    });
+                }
+            }
+            let headers = headers
+                .insert(Header {
+                    key: "dlq-error",
+                    value: Some(error),
+                })
+                .insert(Header {
+                    key: "dlq-source-topic",
+                    value: Some(topic_name),
+                })
+                .insert(Header {
+                    key: "dlq-source-partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "dlq-source-offset",
+                    value: Some(offset.as_str()),
+                })
+                .insert(Header {
+                    key: "dlq-attempts",
+                    value: Some(attempts_text.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&dlq_topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.dlq.send(record, Duration::from_secs(5)).await {
+                Ok(_) => {
+                    let label = self
+                        .topics
+                        .parse(topic_name)
+                        .map_or("unknown", Topic::logical_name);
+                    ::metrics::counter!(metrics::CONSUMED, "topic" => label, "outcome" => "dead_lettered").increment(1);
+                    return Outcome::Done;
+                }
+                Err((error, _)) => {
+                    wait_attempt += 1;
+                    tracing::warn!(%error, "the DLQ did not acknowledge; retrying");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                        () = tokio::time::sleep(backoff(wait_attempt, self.options.max_backoff)) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Events out of PostgreSQL and into Kafka, and back out of Kafka into handlers.
+//!
+//! - [`enqueue`] writes an event into the `outbox` table inside the caller's transaction, so the
+//!   event exists if and only if the business change committed.
+//! - [`relay::Relay`] moves outbox rows to Kafka and deletes them only after the broker acknowledged
+//!   them. One relay per database publishes at a time (a PostgreSQL advisory lock elects it), which
+//!   is what keeps per-key order with many replicas; the others stand by and take over when it dies.
+//! - [`consumer`] is the loop every Kafka consumer in RealChat uses: hand each event to a handler,
+//!   store its offset only after the handler succeeded, retry a bounded number of times, then park
+//!   the event in `<topic>.dlq` and move on.
+//!
+//! The outbox table every service with events declares in its own migrations:
+//!
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id          bigserial PRIMARY KEY,
+//!     topic       text NOT NULL,            -- a `Topic`'s logical name, e.g. `messages`
+//!     key         text NOT NULL,            -- the Kafka key: conversation or user id
+//!     event_id    uuid NOT NULL,
+//!     event_type  text NOT NULL,
+//!     traceparent text NOT NULL DEFAULT '',
+//!     payload     bytea NOT NULL,           -- an encoded `realchat.events.v1.Envelope`
+//!     created_at  timestamptz NOT NULL DEFAULT now()
+//! );
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod consumer;
+mod enqueue;
+pub mod kafka;
+pub mod metrics;
+pub mod relay;
+mod topics;
+
+pub use enqueue::{NOTIFY_CHANNEL, enqueue};
+pub use kafka::KafkaOptions;
+pub use topics::{Topic, Topics};

@@ -1,0 +1,49 @@
+//! Metric names of the outbox relay and the consumer loop, described once.
+
+/// Rows waiting in the outbox (sampled).
+pub const OUTBOX_BACKLOG: &str = "outbox_backlog_rows";
+/// Age in seconds of the oldest row waiting in the outbox (sampled; 0 when empty).
+pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_row_age_seconds";
+/// Events the relay published and deleted, by `topic`.
+pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
+/// Events the broker did not acknowledge (kept for the next attempt), by `topic`.
+pub const OUTBOX_FAILED: &str = "outbox_publish_failed_total";
+/// Seconds from the row's commit to the broker's acknowledgement.
+pub const OUTBOX_DELAY: &str = "outbox_publish_delay_seconds";
+/// 1 while this process is the publishing relay, else 0.
+pub const OUTBOX_LEADER: &str = "outbox_relay_leader";
+
+/// Events a consumer handled, by `topic` and `outcome` (`ok`, `retried`, `dead_lettered`).
+pub const CONSUMED: &str = "consumer_events_total";
+/// Seconds a handler took per event, by `topic`.
+pub const HANDLE_SECONDS: &str = "consumer_handle_seconds";
+
+/// Registers the descriptions with the recorder.
+pub fn describe() {
+    metrics::describe_gauge!(OUTBOX_BACKLOG, "Rows waiting in the outbox");
+    metrics::describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox row"
+    );
+    metrics::describe_counter!(OUTBOX_PUBLISHED, "Outbox events published and removed");
+    metrics::describe_counter!(
+        OUTBOX_FAILED,
+        "Outbox events the broker did not acknowledge"
+    );
+    metrics::describe_histogram!(
+        OUTBOX_DELAY,
+        metrics::Unit::Seconds,
+        "Commit to broker acknowledgement"
+    );
+    metrics::describe_gauge!(
+        OUTBOX_LEADER,
+        "Whether this process is the publishing relay"
+    );
+    metrics::describe_counter!(CONSUMED, "Consumed events by outcome");
+    metrics::describe_histogram!(
+        HANDLE_SECONDS,
+        metrics::Unit::Seconds,
+        "Handler time per event"
+    );
+}
