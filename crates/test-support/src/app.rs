@@ -12,6 +12,7 @@ type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
 
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
+    kafka: Option<realchat_outbox::KafkaOptions>,
     auth: Vec<Tweak<realchat_auth::Options>>,
     messaging: Vec<Tweak<realchat_messaging::Options>>,
     gateway: Vec<Tweak<realchat_gateway::Options>>,
@@ -24,6 +25,12 @@ impl std::fmt::Debug for TestAppBuilder {
 }
 
 impl TestAppBuilder {
+    /// Uses these Kafka options (a private broker, say) instead of fresh topics on the shared one.
+    pub fn kafka(mut self, kafka: realchat_outbox::KafkaOptions) -> Self {
+        self.kafka = Some(kafka);
+        self
+    }
+
     /// Changes the auth service's options.
     pub fn auth(
         mut self,
@@ -54,7 +61,10 @@ impl TestAppBuilder {
     /// Starts auth and messaging on topics of their own, then the gateway, and waits until the
     /// gateway is ready.
     pub async fn spawn(self) -> TestApp {
-        let kafka = crate::kafka::fresh_topics().await;
+        let kafka = match self.kafka {
+            Some(kafka) => kafka,
+            None => crate::kafka::fresh_topics().await,
+        };
         let auth_db = TestDatabase::new("auth");
         let mut auth_options = realchat_auth::Options::with_database(auth_db.url());
         auth_options.hash_concurrency = 2;
@@ -170,6 +180,7 @@ impl TestApp {
     /// Starts a configured slice.
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
+            kafka: None,
             auth: Vec::new(),
             messaging: Vec::new(),
             gateway: Vec::new(),

@@ -12,9 +12,14 @@ use rdkafka::{
 use realchat_outbox::{KafkaOptions, Topic};
 use realchat_proto::events::v1::Envelope;
 
-/// Kafka options with a fresh topic prefix, the topics already created.
+/// Kafka options with a fresh topic prefix on the shared test broker, the topics created.
 pub async fn fresh_topics() -> KafkaOptions {
-    let options = KafkaOptions::new(crate::kafka_brokers(), crate::unique("t") + ".");
+    fresh_topics_on(&crate::kafka_brokers()).await
+}
+
+/// Kafka options with a fresh topic prefix on `brokers`, the topics created.
+pub async fn fresh_topics_on(brokers: &str) -> KafkaOptions {
+    let options = KafkaOptions::new(brokers, crate::unique("t") + ".");
     options.ensure_topics().await.unwrap();
     options
 }

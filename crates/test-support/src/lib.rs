@@ -20,12 +20,14 @@
 mod app;
 mod db;
 pub mod kafka;
+mod kafka_server;
 mod redis_server;
 
 use std::time::Duration;
 
 pub use app::{Session, TestApp, TestAppBuilder, counter_value};
 pub use db::TestDatabase;
+pub use kafka_server::KafkaServer;
 pub use redis_server::RedisServer;
 
 /// The PostgreSQL server tests create their databases on.

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod conversations;
 mod errors;
+mod messages;
 mod rate_limit;
 mod shutdown;
 mod tokens;

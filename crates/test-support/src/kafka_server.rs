@@ -1,0 +1,101 @@
+//! A private Kafka-protocol broker (Tansu, SQLite storage) a test can stop and start.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// A broker of the test's own, on a free port, keeping its data in a temporary directory so it
+/// survives a restart like a real one.
+#[derive(Debug)]
+pub struct KafkaServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Where the `tansu` binary is: `REALCHAT_TEST_TANSU`, else `$CARGO_HOME/bin/tansu`, else the PATH.
+fn tansu() -> PathBuf {
+    if let Ok(path) = std::env::var("REALCHAT_TEST_TANSU") {
+        return path.into();
+    }
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let installed = cargo_home.join("bin").join("tansu");
+    if installed.exists() {
+        installed
+    } else {
+        "tansu".into()
+    }
+}
+
+impl KafkaServer {
+    /// Starts one and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("realchat-kafka-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port: crate::free_port(),
+            dir,
+            child: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    /// `host:port`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL), as a crash or a network cut would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data, and waits until it accepts connections.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tansu broker must be installed (cargo xtask test installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        crate::eventually(
+            "the private broker to listen",
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for KafkaServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
