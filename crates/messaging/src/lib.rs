@@ -73,6 +73,10 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_MESSAGING_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
 
+    /// Run the outbox relay in this process (every replica normally does; one publishes at a time).
+    #[arg(long, env = "REALCHAT_MESSAGING_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay: bool,
+
     /// Consumer group reading `realchat.users.v1`.
     #[arg(
         long,
@@ -94,6 +98,7 @@ impl Options {
             database_url: Secret::new(database_url.into()),
             database_max_connections: 32,
             migrate: true,
+            relay: true,
             consumer_group: "messaging".into(),
             kafka,
         }
@@ -219,8 +224,10 @@ impl Service {
             admin::serve(admin, readiness, token.clone()),
         );
 
-        let relay = Relay::new(pool.clone(), &options.kafka, RelayOptions::default())?;
-        shutdown.spawn("outbox-relay", relay.run(token.clone()));
+        if options.relay {
+            let relay = Relay::new(pool.clone(), &options.kafka, RelayOptions::default())?;
+            shutdown.spawn("outbox-relay", relay.run(token.clone()));
+        }
 
         let handler = Arc::new(events::KnownUsers { pool: pool.clone() });
         let consumer_options =

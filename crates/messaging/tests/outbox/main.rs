@@ -1,0 +1,323 @@
+//! The send path's promises about Kafka, against real PostgreSQL and a real Kafka-protocol broker:
+//! what was answered reaches the topic, in seq order per conversation, through broker outages,
+//! relay crashes and a second replica; poison events park in the DLQ without blocking.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use realchat_outbox::{
+    Topic,
+    relay::{Relay, RelayOptions},
+};
+use realchat_proto::events::v1::envelope::Payload;
+use serde_json::{Value, json};
+use test_support::{
+    KafkaServer, Session, TestApp, eventually,
+    kafka::{Record, read, read_dlq},
+};
+
+/// Rows still waiting in messaging's outbox.
+async fn backlog(app: &TestApp) -> i64 {
+    let mut conn = app.messaging_db.connect().await;
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn direct(app: &TestApp, a: &Session, b: &Session) -> String {
+    let created: Value = app
+        .post_as(
+            &a.access_token,
+            "/v1/conversations",
+            &json!({"kind": "direct", "member_ids": [b.user_id]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// The `message.created` events among `records`: per conversation, the seqs in the order of their
+/// first appearance (duplicates allowed, they must carry the event id of the first), and how many
+/// distinct events there were.
+fn created_per_conversation(records: &[Record]) -> (HashMap<String, Vec<i64>>, usize) {
+    let mut seen: HashMap<String, (String, i64)> = HashMap::new();
+    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
+    for record in records {
+        let envelope = record.envelope();
+        assert_eq!(record.header("event-id"), Some(envelope.event_id.as_str()));
+        assert_eq!(
+            record.header("event-type"),
+            Some(envelope.event_type.as_str())
+        );
+        let Some(Payload::MessageCreated(created)) = envelope.payload else {
+            continue;
+        };
+        assert_eq!(
+            record.key.as_deref(),
+            Some(created.conversation_id.as_str()),
+            "keyed by conversation"
+        );
+        let key = (created.conversation_id.clone(), created.seq);
+        match seen.get(&envelope.event_id) {
+            Some(first) => assert_eq!(first, &key, "a duplicate must be the same event"),
+            None => {
+                seen.insert(envelope.event_id.clone(), key);
+                order
+                    .entry(created.conversation_id)
+                    .or_default()
+                    .push(created.seq);
+            }
+        }
+    }
+    (order, seen.len())
+}
+
+#[tokio::test]
+async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_returns() {
+    let mut broker = KafkaServer::start().await;
+    let kafka = test_support::kafka::fresh_topics_on(&broker.brokers()).await;
+    let app = TestApp::builder()
+        .kafka(kafka.clone())
+        .gateway(|o| o.rate_limits = false)
+        .spawn()
+        .await;
+    let (alice, bob, carol) = (app.member().await, app.member().await, app.member().await);
+    let conversations = [
+        direct(&app, &alice, &bob).await,
+        direct(&app, &alice, &carol).await,
+    ];
+
+    broker.stop();
+    let mut sent = 0;
+    for i in 0..1000 {
+        let conversation = &conversations[i % 2];
+        let response = app
+            .post_as(
+                &alice.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": format!("m{i}"), "body": format!("during the outage {i}")}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            201,
+            "a send must succeed while Kafka is down"
+        );
+        sent += 1;
+    }
+    assert_eq!(sent, 1000);
+    assert!(backlog(&app).await >= 1000, "the events wait in the outbox");
+
+    broker.resume().await;
+    eventually("the outbox to drain", Duration::from_secs(60), || async {
+        (backlog(&app).await == 0).then_some(())
+    })
+    .await;
+
+    let records = read(&kafka, Topic::Messages, 1000, Duration::from_secs(60)).await;
+    let (order, distinct) = created_per_conversation(&records);
+    assert_eq!(distinct, 1000);
+    for conversation in &conversations {
+        assert_eq!(
+            order[conversation],
+            (1..=500).collect::<Vec<i64>>(),
+            "seq order in {conversation}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_between_publishing_and_deleting_loses_nothing() {
+    // No relay in the service: this test plays the relays itself.
+    let app = TestApp::builder()
+        .gateway(|o| o.rate_limits = false)
+        .messaging(|o| o.relay = false)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = direct(&app, &alice, &bob).await;
+    for i in 0..20 {
+        let response = app
+            .post_as(
+                &alice.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": format!("c{i}"), "body": "crash test"}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let waiting = backlog(&app).await;
+    assert_eq!(
+        waiting, 22,
+        "two member.added and twenty message.created events"
+    );
+    let pool = sqlx::PgPool::connect(app.messaging_db.url()).await.unwrap();
+    let crashing = Relay::new(pool.clone(), &app.kafka, RelayOptions::default()).unwrap();
+
+    let round = crashing.publish_once_then_crash().await.unwrap();
+
+    assert_eq!((round.published, round.failed), (22, 0));
+    assert_eq!(
+        backlog(&app).await,
+        22,
+        "a crash before the delete leaves the rows"
+    );
+    // The next relay publishes them again, and deletes them.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let next = Relay::new(pool, &app.kafka, RelayOptions::default()).unwrap();
+    let running = tokio::spawn(next.run(stop.clone()));
+    eventually(
+        "the next relay to publish the rows",
+        Duration::from_secs(30),
+        || async { (backlog(&app).await == 0).then_some(()) },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let records = read(&app.kafka, Topic::Messages, 44, Duration::from_secs(30)).await;
+    let created = records
+        .iter()
+        .filter(|r| r.header("event-type") == Some("message.created"))
+        .count();
+    assert_eq!(
+        created, 40,
+        "each event twice: once before the crash, once after"
+    );
+    let (order, distinct) = created_per_conversation(&records);
+    assert_eq!(distinct, 20);
+    assert_eq!(order[&conversation], (1..=20).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn with_two_replicas_every_conversation_reaches_kafka_in_seq_order() {
+    let app = TestApp::builder()
+        .gateway(|o| o.rate_limits = false)
+        .spawn()
+        .await;
+    // A second messaging replica on the same database and topics: a second relay competing.
+    let mut options = realchat_messaging::Options::new(app.messaging_db.url(), app.kafka.clone());
+    options.consumer_group = test_support::unique("messaging-");
+    let replica = realchat_messaging::Service::build(options).await.unwrap();
+    let replica_shutdown = realchat_runtime::Shutdown::new(Duration::from_secs(5));
+    tokio::spawn(replica.run(replica_shutdown.clone()));
+    let alice = app.member().await;
+    let mut conversations = Vec::new();
+    for _ in 0..4 {
+        let other = app.member().await;
+        conversations.push(direct(&app, &alice, &other).await);
+    }
+
+    // Many concurrent senders across conversations: their transactions commit out of id order.
+    let tasks: Vec<_> = (0..8)
+        .map(|worker| {
+            let (http, base, token, conversations) = (
+                app.http.clone(),
+                app.base.clone(),
+                alice.access_token.clone(),
+                conversations.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let conversation = &conversations[(worker + i) % conversations.len()];
+                    let response = http
+                        .post(format!("{base}/v1/conversations/{conversation}/messages"))
+                        .bearer_auth(&token)
+                        .json(&json!({"client_msg_id": format!("w{worker}-{i}"), "body": "race"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    eventually("the outbox to drain", Duration::from_secs(30), || async {
+        (backlog(&app).await == 0).then_some(())
+    })
+    .await;
+    let records = read(&app.kafka, Topic::Messages, 400, Duration::from_secs(30)).await;
+    let (order, distinct) = created_per_conversation(&records);
+    assert_eq!(distinct, 400);
+    for conversation in &conversations {
+        let seqs = &order[conversation];
+        assert_eq!(
+            seqs,
+            &(1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "seq order in {conversation}"
+        );
+    }
+    replica_shutdown.trigger();
+}
+
+#[tokio::test]
+async fn a_poison_event_on_the_users_topic_goes_to_the_dlq_and_the_events_behind_it_still_land() {
+    let app = TestApp::spawn().await;
+    // Warm up: the consumer group has joined once a registration gets through.
+    app.member().await;
+
+    test_support::kafka::produce_raw(
+        &app.kafka,
+        Topic::Users,
+        "poison",
+        b"\x00 definitely not protobuf",
+    )
+    .await;
+    let bad_id = realchat_proto::events::v1::Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: "user.registered".into(),
+        occurred_at_ms: 0,
+        traceparent: String::new(),
+        payload: Some(Payload::UserRegistered(
+            realchat_proto::events::v1::UserRegistered {
+                user_id: "not-a-uuid".into(),
+                username: "broken".into(),
+                registered_at_ms: 0,
+            },
+        )),
+    };
+    test_support::kafka::produce_raw(
+        &app.kafka,
+        Topic::Users,
+        "bad-id",
+        &prost::Message::encode_to_vec(&bad_id),
+    )
+    .await;
+    // Registered after the poison, on whatever partition: it must still become known.
+    let later = app.member().await;
+
+    let parked = read_dlq(&app.kafka, Topic::Users, 2, Duration::from_secs(30)).await;
+    let keys: HashSet<Option<&str>> = parked.iter().map(|r| r.key.as_deref()).collect();
+    assert!(
+        keys.contains(&Some("poison")) && keys.contains(&Some("bad-id")),
+        "{parked:?}"
+    );
+    for record in &parked {
+        assert!(record.header("dlq-error").is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            record.header("dlq-source-topic"),
+            Some(app.kafka.topics().name(Topic::Users).as_str())
+        );
+        assert!(
+            record
+                .header("dlq-source-partition")
+                .is_some_and(|p| p.parse::<i32>().is_ok())
+        );
+        assert!(
+            record
+                .header("dlq-source-offset")
+                .is_some_and(|o| o.parse::<i64>().is_ok())
+        );
+    }
+    assert!(!later.user_id.is_empty());
+}

@@ -1,0 +1,144 @@
+//! The consumer loop on a real broker: bounded retries, the DLQ, order, commits.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prost::Message as _;
+use realchat_outbox::{
+    Topic,
+    consumer::{self, ConsumerOptions, Event, Handler, HandlerError},
+};
+use realchat_proto::events::v1::{Envelope, UserRegistered, envelope::Payload};
+use test_support::{eventually, kafka};
+use tokio_util::sync::CancellationToken;
+
+/// Fails every attempt at events whose user is `doomed`, records everything it sees.
+#[derive(Default)]
+struct Recorder {
+    doomed: String,
+    seen: Mutex<Vec<String>>,
+}
+
+impl Handler for Recorder {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(Payload::UserRegistered(user)) = &event.envelope.payload else {
+                return Ok(());
+            };
+            self.seen.lock().unwrap().push(user.username.clone());
+            if user.username == self.doomed {
+                return Err(HandlerError::Retry(anyhow::anyhow!("the database said no")));
+            }
+            Ok(())
+        })
+    }
+}
+
+fn registered(username: &str) -> Vec<u8> {
+    Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: "user.registered".into(),
+        occurred_at_ms: 1,
+        traceparent: String::new(),
+        payload: Some(Payload::UserRegistered(UserRegistered {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            username: username.into(),
+            registered_at_ms: 1,
+        })),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_the_partition_moves_on()
+ {
+    let options = kafka::fresh_topics().await;
+    // Same key, so same partition: "after" really is behind "doomed".
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("before")).await;
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("doomed")).await;
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("after")).await;
+    let handler = Arc::new(Recorder {
+        doomed: "doomed".into(),
+        ..Recorder::default()
+    });
+    let group = test_support::unique("group-");
+    let mut consumer_options = ConsumerOptions::new(group.clone(), vec![Topic::Users]);
+    consumer_options.max_attempts = 3;
+    consumer_options.max_backoff = Duration::from_millis(200);
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (options, handler, stop) = (options.clone(), handler.clone(), stop.clone());
+        async move { consumer::run(&options, consumer_options, handler, stop).await }
+    });
+
+    eventually(
+        "the event behind the poison to be handled",
+        Duration::from_secs(30),
+        || async {
+            handler
+                .seen
+                .lock()
+                .unwrap()
+                .contains(&"after".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(
+        *handler.seen.lock().unwrap(),
+        ["before", "doomed", "doomed", "doomed", "after"]
+    );
+    let parked = kafka::read_dlq(&options, Topic::Users, 1, Duration::from_secs(20)).await;
+    assert_eq!(parked.len(), 1);
+    let record = &parked[0];
+    assert_eq!(record.header("dlq-attempts"), Some("3"));
+    assert_eq!(record.header("dlq-error"), Some("the database said no"));
+    assert_eq!(record.header("dlq-source-offset"), Some("1"));
+    assert_eq!(record.key.as_deref(), Some("k"));
+    let Some(Payload::UserRegistered(user)) = record.envelope().payload else {
+        panic!("payload")
+    };
+    assert_eq!(user.username, "doomed");
+
+    // Everything was committed on shutdown: the group's next member starts after "after".
+    let again = Arc::new(Recorder::default());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (options, again, stop) = (options.clone(), again.clone(), stop.clone());
+        let consumer_options = ConsumerOptions::new(group, vec![Topic::Users]);
+        async move { consumer::run(&options, consumer_options, again, stop).await }
+    });
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("fresh")).await;
+    eventually(
+        "the fresh event to be handled",
+        Duration::from_secs(30),
+        || async {
+            again
+                .seen
+                .lock()
+                .unwrap()
+                .contains(&"fresh".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        *again.seen.lock().unwrap(),
+        ["fresh"],
+        "nothing committed may be redelivered"
+    );
+}
