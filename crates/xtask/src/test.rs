@@ -53,6 +53,8 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     }
 
     let settings = system.settings();
+    // Fault tests start brokers of their own to stop and start; they use the same binary.
+    let tansu = crate::broker::ensure_installed(settings)?;
     let mut command_line = vec!["test", "--workspace"];
     command_line.extend(cargo_test_args.iter().map(String::as_str));
     step!("[4/4] Tests: cargo {}", command_line.join(" "));
@@ -60,6 +62,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
         .env("REALCHAT_TEST_POSTGRES_URL", settings.postgres.as_str())
         .env("REALCHAT_TEST_KAFKA_BROKERS", &settings.kafka_brokers)
         .env("REALCHAT_TEST_REDIS_URL", settings.redis_url())
+        .env("REALCHAT_TEST_TANSU", &tansu)
         .status()
         .context("cannot run cargo test")?;
     if !status.success() {
