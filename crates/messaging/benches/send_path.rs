@@ -62,6 +62,8 @@ async fn main() {
     let seconds = env_or("BENCH_SECONDS", 10);
     let conversations = env_or("BENCH_CONVERSATIONS", 50) as usize;
 
+    // Install the recorder first, so the relay's own figures are kept.
+    let metrics = realchat_runtime::telemetry::metrics_handle();
     let db = test_support::TestDatabase::new("bench");
     let kafka = test_support::kafka::fresh_topics().await;
     let mut options = realchat_messaging::Options::new(db.url(), kafka.clone());
@@ -137,6 +139,25 @@ async fn main() {
         })
     };
 
+    // Warm up: one message through the whole path, so the reader has joined its group and
+    // partition assignment is not counted as delay.
+    let mut warmup = MessagingClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    warmup
+        .send(SendRequest {
+            caller_id: pairs[0].1.to_string(),
+            conversation_id: pairs[0].0.to_string(),
+            client_msg_id: "warmup".into(),
+            body: "warmup".into(),
+        })
+        .await
+        .unwrap();
+    while delays.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    delays.lock().unwrap().clear();
+
     println!("send path: {rate} sends/s offered for {seconds}s over {conversations} conversations");
     let client = MessagingClient::connect(format!("http://{addr}"))
         .await
@@ -192,4 +213,16 @@ async fn main() {
         "commit -> readable on Kafka",
         delays.lock().unwrap().clone(),
     );
+    // The relay's side of that: commit to the broker's acknowledgement.
+    for line in metrics.render().lines() {
+        if let Some(rest) = line.strip_prefix("outbox_publish_delay_seconds{quantile=") {
+            let (quantile, seconds) = rest.split_once(' ').unwrap_or_default();
+            let seconds: f64 = seconds.parse().unwrap_or(f64::NAN);
+            println!(
+                "relay commit -> broker ack   q={:<8} {:>8.2}ms",
+                quantile.trim_end_matches('}'),
+                seconds * 1000.0
+            );
+        }
+    }
 }

@@ -81,12 +81,20 @@ impl KafkaOptions {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "20");
         config
     }
 
-    /// Creates every topic and its DLQ if missing, with local partition counts.
+    /// Creates every topic and its DLQ if missing, with local partition counts. Gives up after a
+    /// few seconds: a service must start (and take sends) while the broker is down.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(5), self.create_missing_topics())
+            .await
+            .map_err(|_| anyhow::anyhow!("the broker did not answer within 5 s"))?
+    }
+
+    async fn create_missing_topics(&self) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .create()?;
@@ -104,7 +112,9 @@ impl KafkaOptions {
             .iter()
             .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(4)))
+            .request_timeout(Some(Duration::from_secs(4)));
         for result in admin.create_topics(&new, &options).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -95,6 +95,7 @@ async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_r
     ];
 
     broker.stop();
+    let outage_started = tokio::time::Instant::now();
     let mut sent = 0;
     for i in 0..1000 {
         let conversation = &conversations[i % 2];
@@ -114,6 +115,9 @@ async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_r
     }
     assert_eq!(sent, 1000);
     assert!(backlog(&app).await >= 1000, "the events wait in the outbox");
+    // Keep the broker away longer than the producer's message timeout (10 s), so the relay sees
+    // its messages fail and must keep the rows, not just wait for a reconnect.
+    tokio::time::sleep_until(outage_started + Duration::from_secs(13)).await;
 
     broker.resume().await;
     eventually("the outbox to drain", Duration::from_secs(60), || async {
