@@ -12,13 +12,18 @@
 //! offset, and the attempts made; only once the DLQ acknowledged it is the offset stored and the
 //! loop moves on.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use prost::Message as _;
 use rdkafka::{
     Message as _,
     consumer::{CommitMode, Consumer as _, StreamConsumer},
-    error::KafkaError,
+    error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Header, Headers as _, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
@@ -99,15 +104,14 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     metrics::describe();
     let topics = kafka.topics();
-    let consumer: StreamConsumer = kafka.consumer_config(&options.group_id).create()?;
     let names: Vec<String> = options.topics.iter().map(|t| topics.name(*t)).collect();
-    consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let dlq: FutureProducer = kafka.producer_config().create()?;
+    let mut consumer = subscribe(kafka, &options.group_id, &names)?;
+    let mut joined_at = Instant::now();
     let looper = Loop {
         topics,
         options,
         handler,
-        dlq,
+        kafka: kafka.clone(),
         shutdown: shutdown.clone(),
     };
     tracing::info!(group = %looper.options.group_id, topics = ?names, "consumer started");
@@ -119,8 +123,25 @@ pub async fn run<H: Handler>(
         };
         let message = match received {
             Ok(message) => message,
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown))
+                if joined_at.elapsed() > REJOIN_AFTER =>
+            {
+                // Every broker is gone. Rejoin as a new member rather than let this one heartbeat
+                // into the restarted broker with a membership it no longer knows: the local broker
+                // (Tansu 0.6) fails on exactly that. Stored offsets not yet committed are read
+                // again (at least once).
+                tracing::warn!("lost every broker; will rejoin the group as a new member");
+                let old = std::mem::replace(
+                    &mut consumer,
+                    subscribe(kafka, &looper.options.group_id, &names)?,
+                );
+                joined_at = Instant::now();
+                // Closing tries to leave the group and may wait for the broker: not on this thread.
+                tokio::task::spawn_blocking(move || drop(old));
+                continue;
+            }
             Err(error) => {
-                // Broker trouble surfaces here; librdkafka reconnects by itself.
+                // Other broker trouble surfaces here; librdkafka reconnects by itself.
                 tracing::warn!(%error, "consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -144,7 +165,7 @@ pub async fn run<H: Handler>(
     }
 
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(error) => {
             tracing::warn!(%error, "final offset commit failed; some events will be redelivered")
         }
@@ -154,11 +175,24 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
+/// A consumer that lost every broker is replaced at most this often.
+const REJOIN_AFTER: Duration = Duration::from_secs(5);
+
+fn subscribe(
+    kafka: &KafkaOptions,
+    group_id: &str,
+    topic_names: &[String],
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
+    consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    Ok(consumer)
+}
+
 struct Loop<H> {
     topics: crate::Topics,
     options: ConsumerOptions,
     handler: Arc<H>,
-    dlq: FutureProducer,
+    kafka: KafkaOptions,
     shutdown: CancellationToken,
 }
 
@@ -252,6 +286,8 @@ impl<H: Handler> Loop<H> {
         let offset = message.offset().to_string();
         let attempts_text = attempts.to_string();
         tracing::error!(dlq = %dlq_topic, error, attempts, "giving up on an event, sending it to the DLQ");
+        // Dead letters are rare: a producer per event keeps no producer id across broker restarts.
+        let mut dlq = None;
         let mut wait_attempt = 0;
         loop {
             let mut headers = OwnedHeaders::new();
@@ -292,7 +328,14 @@ impl<H: Handler> Loop<H> {
             if let Some(payload) = message.payload() {
                 record = record.payload(payload);
             }
-            match self.dlq.send(record, Duration::from_secs(5)).await {
+            if dlq.is_none() {
+                dlq = self.kafka.producer_config().create::<FutureProducer>().ok();
+            }
+            let Some(producer) = &dlq else {
+                tokio::time::sleep(backoff(1, self.options.max_backoff)).await;
+                continue;
+            };
+            match producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => {
                     let label = self
                         .topics
@@ -303,6 +346,7 @@ impl<H: Handler> Loop<H> {
                 }
                 Err((error, _)) => {
                     wait_attempt += 1;
+                    dlq = None;
                     tracing::warn!(%error, "the DLQ did not acknowledge; retrying");
                     tokio::select! {
                         () = self.shutdown.cancelled() => return Outcome::Abandoned,

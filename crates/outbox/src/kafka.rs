@@ -1,12 +1,17 @@
 //! Kafka client configuration shared by producers, consumers and topic setup.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 use std::time::Duration;
 
 use rdkafka::{
-    ClientConfig,
+    ClientConfig, ClientContext,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    error::RDKafkaErrorCode,
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{FutureProducer, ProducerContext},
 };
 
 use crate::{Topic, Topics};
@@ -59,9 +64,9 @@ impl KafkaOptions {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            // A message the broker has not acknowledged by then fails back to the relay, which keeps
-            // its row and tries again; short enough that the relay notices an outage quickly.
-            .set("message.timeout.ms", "10000")
+            // No per-message timeout: the relay bounds each round itself and purges what is left
+            // (see `relay`), which keeps per-key order where individual timeouts would not.
+            .set("message.timeout.ms", "0")
             .set("reconnect.backoff.max.ms", "1000")
             .set("socket.keepalive.enable", "true");
         config
@@ -122,5 +127,91 @@ impl KafkaOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// Notices when a client has lost every broker.
+///
+/// Producers that outlive a broker restart present their old producer id to the restarted
+/// broker; the local broker (Tansu 0.6) cannot take that and stops serving. So a producer that
+/// lost every broker is replaced before it is used again (see [`WatchedProducer`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerWatch {
+    lost: Arc<AtomicBool>,
+}
+
+impl ClientContext for BrokerWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.lost.store(true, Ordering::Relaxed);
+            tracing::warn!(reason, "lost every Kafka broker");
+        } else {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ProducerContext for BrokerWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// An idempotent producer that is replaced, with a fresh producer id, after it lost every broker
+/// or failed to deliver.
+pub struct WatchedProducer {
+    kafka: KafkaOptions,
+    watch: BrokerWatch,
+    producer: FutureProducer<BrokerWatch>,
+}
+
+impl std::fmt::Debug for WatchedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedProducer").finish_non_exhaustive()
+    }
+}
+
+impl WatchedProducer {
+    /// A producer with [`KafkaOptions::producer_config`].
+    pub fn new(kafka: &KafkaOptions) -> anyhow::Result<Self> {
+        let watch = BrokerWatch::default();
+        Ok(Self {
+            producer: kafka.producer_config().create_with_context(watch.clone())?,
+            kafka: kafka.clone(),
+            watch,
+        })
+    }
+
+    /// The producer to use now: a new one if the current one lost its brokers since last asked.
+    pub fn current(&mut self) -> &FutureProducer<BrokerWatch> {
+        if self.watch.lost.swap(false, Ordering::Relaxed) {
+            self.renew();
+        }
+        &self.producer
+    }
+
+    /// Replaces the producer (its queued messages fail; the caller still holds their rows).
+    pub fn renew(&mut self) {
+        let watch = BrokerWatch::default();
+        match self
+            .kafka
+            .producer_config()
+            .create_with_context(watch.clone())
+        {
+            Ok(producer) => {
+                let old = std::mem::replace(&mut self.producer, producer);
+                self.watch = watch;
+                // Dropping purges the old queue and waits a moment for the purge: not on an async
+                // worker thread.
+                tokio::task::spawn_blocking(move || drop(old));
+                tracing::info!("replaced the Kafka producer");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not create a new Kafka producer; keeping the old one")
+            }
+        }
     }
 }

@@ -7,9 +7,11 @@
 //! (`ORDER BY id`), never "rows after the last id I saw": such a cursor would skip a row whose
 //! transaction took its id early but committed late. It hands a batch to the idempotent producer
 //! in `id` order, waits for every acknowledgement, then deletes exactly the acknowledged rows. The
-//! idempotent producer keeps per-partition order through its own retries, and when it does give up
-//! on a message it fails the ones queued behind it on that partition too, so what stays behind is
-//! always a suffix per key, published again (in order) next round.
+//! idempotent producer keeps per-partition order through its own retries. librdkafka's own
+//! per-message timeout is off: a message timing out on its own could fail while a later message of
+//! the same key still got through. Instead the round has one deadline; whatever is unacknowledged
+//! then is purged together with the producer, so what stays behind is always a suffix per key,
+//! published again (in order) next round.
 //!
 //! # Why one publisher
 //!
@@ -44,7 +46,11 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{KafkaOptions, NOTIFY_CHANNEL, Topic, Topics, metrics};
+use crate::{
+    KafkaOptions, NOTIFY_CHANNEL, Topic, Topics,
+    kafka::{BrokerWatch, WatchedProducer},
+    metrics,
+};
 
 /// How a relay behaves.
 #[derive(Debug, Clone)]
@@ -59,6 +65,8 @@ pub struct RelayOptions {
     pub max_backoff: Duration,
     /// How long the relay keeps publishing after shutdown starts.
     pub flush_timeout: Duration,
+    /// How long a round waits for the broker's acknowledgements before it gives up on the rest.
+    pub ack_timeout: Duration,
 }
 
 impl Default for RelayOptions {
@@ -69,6 +77,7 @@ impl Default for RelayOptions {
             lock_key: 0x5245_414c_4f55_5442, // "REALOUTB"
             max_backoff: Duration::from_secs(2),
             flush_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -100,9 +109,8 @@ pub struct Round {
 /// Publishes one database's outbox to Kafka.
 pub struct Relay {
     pool: PgPool,
-    kafka: KafkaOptions,
     topics: Topics,
-    producer: FutureProducer,
+    producer: WatchedProducer,
     options: RelayOptions,
 }
 
@@ -121,8 +129,7 @@ impl Relay {
         Ok(Self {
             pool,
             topics: kafka.topics(),
-            producer: kafka.producer_config().create()?,
-            kafka: kafka.clone(),
+            producer: WatchedProducer::new(kafka)?,
             options,
         })
     }
@@ -190,16 +197,6 @@ impl Relay {
             let round = self.round(conn, true).await?;
             if round.failed > 0 {
                 failing_rounds += 1;
-                if let Some((code, reason)) = self.producer.client().fatal_error() {
-                    tracing::error!(
-                        ?code,
-                        reason,
-                        "the producer hit a fatal error, recreating it"
-                    );
-                    if let Ok(producer) = self.kafka.producer_config().create() {
-                        self.producer = producer;
-                    }
-                }
                 let wait = backoff(failing_rounds, self.options.max_backoff);
                 tracing::warn!(failed = round.failed, retry_in = ?wait, "the broker did not acknowledge every event; they stay in the outbox");
                 sleep_or_cancel(wait, shutdown).await;
@@ -244,7 +241,7 @@ impl Relay {
 
     /// Reads the oldest rows, publishes them in order, waits for the acknowledgements, and
     /// (when `delete`) removes the acknowledged ones.
-    async fn round(&self, conn: &mut PgConnection, delete: bool) -> Result<Round, sqlx::Error> {
+    async fn round(&mut self, conn: &mut PgConnection, delete: bool) -> Result<Round, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, topic, key, event_id, event_type, traceparent, payload, created_at
              FROM outbox ORDER BY id LIMIT $1",
@@ -256,8 +253,9 @@ impl Relay {
             return Ok(Round::default());
         }
 
-        // Hand everything to the producer first, in id order, then wait: one round trip per batch,
-        // not per row.
+        // One producer for the whole round, so a key's rows share one partition queue. Hand
+        // everything over first, in id order, then wait: one round trip per batch, not per row.
+        let producer = self.producer.current();
         let names: Vec<Option<String>> = rows
             .iter()
             .map(|row| Topic::from_logical_name(&row.topic).map(|t| self.topics.name(t)))
@@ -269,17 +267,25 @@ impl Relay {
                 pending.push(None);
                 continue;
             };
-            pending.push(self.enqueue(row, name).await);
+            pending.push(Self::enqueue(producer, row, name).await);
         }
+        // librdkafka never times messages out itself (an individual timeout could fail a row and
+        // let a later row of the same key through). The relay waits up to its own deadline; what
+        // is not acknowledged by then is purged with the producer below, and since a partition
+        // sends its oldest messages first, whatever did land is a prefix per key.
+        let deadline = tokio::time::Instant::now() + self.options.ack_timeout;
         let mut acked = Vec::with_capacity(rows.len());
         let mut failed_by_topic: HashMap<&str, u64> = HashMap::new();
-        let now = OffsetDateTime::now_utc();
         for (row, delivery) in rows.iter().zip(pending) {
             let outcome = match delivery {
-                Some(future) => future
-                    .await
-                    .map_err(|_| KafkaError::Canceled)
-                    .and_then(|r| r.map_err(|(e, _)| e)),
+                Some(future) => match tokio::time::timeout_at(deadline, future).await {
+                    Ok(result) => result
+                        .map_err(|_| KafkaError::Canceled)
+                        .and_then(|r| r.map_err(|(e, _)| e)),
+                    Err(_) => Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageTimedOut,
+                    )),
+                },
                 None => Err(KafkaError::MessageProduction(
                     RDKafkaErrorCode::UnknownTopic,
                 )),
@@ -289,14 +295,21 @@ impl Relay {
                     acked.push(row.id);
                     ::metrics::counter!(metrics::OUTBOX_PUBLISHED, "topic" => row.topic.clone())
                         .increment(1);
+                    let delay = OffsetDateTime::now_utc() - row.created_at;
                     ::metrics::histogram!(metrics::OUTBOX_DELAY)
-                        .record((now - row.created_at).as_seconds_f64().max(0.0));
+                        .record(delay.as_seconds_f64().max(0.0));
                 }
                 Err(error) => {
                     tracing::debug!(outbox.id = row.id, event.id = %row.event_id, %error, "not acknowledged");
                     *failed_by_topic.entry(row.topic.as_str()).or_default() += 1;
                 }
             }
+        }
+        if !failed_by_topic.is_empty() {
+            // Purge whatever is still queued, so none of it can land after a retry of earlier rows,
+            // and get a fresh producer id for the next attempt (the old one may not survive a
+            // broker restart; a fatal producer error needs a new producer anyway).
+            self.producer.renew();
         }
         for (topic, count) in &failed_by_topic {
             ::metrics::counter!(metrics::OUTBOX_FAILED, "topic" => (*topic).to_owned())
@@ -316,7 +329,7 @@ impl Relay {
     }
 
     async fn enqueue(
-        &self,
+        producer: &FutureProducer<BrokerWatch>,
         row: &Row,
         topic_name: &str,
     ) -> Option<rdkafka::producer::DeliveryFuture> {
@@ -341,7 +354,7 @@ impl Relay {
             .payload(row.payload.as_slice())
             .headers(headers);
         loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(future) => return Some(future),
                 // The local queue is full: let it drain rather than fail the row.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
@@ -359,10 +372,10 @@ impl Relay {
     /// Publishes the pending rows once **without deleting them**, as a relay that crashes between
     /// the broker's acknowledgement and its delete would. For fault tests.
     #[doc(hidden)]
-    pub async fn publish_once_then_crash(self) -> anyhow::Result<Round> {
+    pub async fn publish_once_then_crash(mut self) -> anyhow::Result<Round> {
         let mut conn = self.pool.acquire().await?;
         let round = self.round(&mut conn, false).await?;
-        self.producer.flush(Duration::from_secs(10))?;
+        self.producer.current().flush(Duration::from_secs(10))?;
         Ok(round)
     }
 }
