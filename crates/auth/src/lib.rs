@@ -25,7 +25,7 @@ use realchat_outbox::{
     relay::{Relay, RelayOptions},
 };
 use realchat_proto::auth::v1::auth_server::AuthServer;
-use realchat_runtime::{Shutdown, admin, config::Secret, telemetry::propagation};
+use realchat_runtime::{Shutdown, admin, config::Secret};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -218,34 +218,17 @@ impl Service {
             kafka,
         } = self;
 
-        let server_token = token.clone();
-        let server_api = api.clone();
-        shutdown.spawn("grpc-server", async move {
-            tonic::transport::Server::builder()
-                .trace_fn(propagation::grpc_server_span)
-                .add_service(AuthServer::new(server_api))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    server_token.cancelled_owned(),
-                )
-                .await
-                .context("gRPC server")
-        });
-
-        let ready_pool = pool.clone();
-        let readiness = admin::readiness(move || {
-            let pool = ready_pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("database: {e}"))
-            }
-        });
+        shutdown.spawn(
+            "grpc-server",
+            realchat_runtime::grpc::serve(grpc, AuthServer::new(api.clone()), token.clone()),
+        );
         shutdown.spawn(
             "admin-server",
-            admin::serve(admin, readiness, token.clone()),
+            admin::serve(
+                admin,
+                realchat_runtime::db::readiness(pool.clone()),
+                token.clone(),
+            ),
         );
 
         let relay = Relay::new(pool.clone(), &kafka, RelayOptions::default())?;

@@ -24,7 +24,7 @@ use realchat_outbox::{
     relay::{Relay, RelayOptions},
 };
 use realchat_proto::messaging::v1::messaging_server::MessagingServer;
-use realchat_runtime::{Shutdown, admin, config::Secret, telemetry::propagation};
+use realchat_runtime::{Shutdown, admin, config::Secret};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -195,33 +195,17 @@ impl Service {
         } = self;
 
         let api = MessagingApi { pool: pool.clone() };
-        let server_token = token.clone();
-        shutdown.spawn("grpc-server", async move {
-            tonic::transport::Server::builder()
-                .trace_fn(propagation::grpc_server_span)
-                .add_service(MessagingServer::new(api))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    server_token.cancelled_owned(),
-                )
-                .await
-                .context("gRPC server")
-        });
-
-        let ready_pool = pool.clone();
-        let readiness = admin::readiness(move || {
-            let pool = ready_pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("database: {e}"))
-            }
-        });
+        shutdown.spawn(
+            "grpc-server",
+            realchat_runtime::grpc::serve(grpc, MessagingServer::new(api), token.clone()),
+        );
         shutdown.spawn(
             "admin-server",
-            admin::serve(admin, readiness, token.clone()),
+            admin::serve(
+                admin,
+                realchat_runtime::db::readiness(pool.clone()),
+                token.clone(),
+            ),
         );
 
         if options.relay {

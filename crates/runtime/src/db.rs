@@ -64,3 +64,17 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// A readiness check that passes while the database answers `SELECT 1`.
+pub fn readiness(pool: PgPool) -> crate::admin::Readiness {
+    crate::admin::readiness(move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("database: {e}"))
+        }
+    })
+}

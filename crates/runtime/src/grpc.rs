@@ -5,6 +5,42 @@
 //! reads it back to produce the API's error body. The gRPC status code stays meaningful on its
 //! own for other clients.
 
+use std::convert::Infallible;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::propagation;
+
+/// Serves one gRPC service on `listener` until `shutdown`, then finishes in-flight calls.
+/// Every call gets a span that continues the caller's trace.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    tonic::transport::Server::builder()
+        .trace_fn(propagation::grpc_server_span)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .context("gRPC server")
+}
+
 /// Metadata key carrying the API error code.
 pub const ERROR_CODE_METADATA: &str = "x-realchat-code";
 
