@@ -122,10 +122,11 @@ impl TestAppBuilder {
             gateway_admin,
             shutdowns: vec![gateway_shutdown, messaging_shutdown, auth_shutdown],
         };
-        let base = app.base.clone();
+        // The admin port is plain HTTP even when the public port serves TLS.
+        let admin = format!("http://{}", app.gateway_admin);
         let http = app.http.clone();
         crate::eventually("the gateway to be ready", Duration::from_secs(15), || {
-            let request = http.get(format!("{base}/readyz"));
+            let request = http.get(format!("{admin}/readyz"));
             async move {
                 request
                     .send()

@@ -9,6 +9,7 @@ mod errors;
 mod messages;
 mod rate_limit;
 mod shutdown;
+mod tls;
 mod tokens;
 
 use reqwest::Response;
