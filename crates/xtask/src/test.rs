@@ -41,26 +41,27 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
         return Ok(exit_code(status));
     }
 
-    step!("[3/4] Infrastructure: PostgreSQL, the broker and the topology's Redis");
+    step!("[3/4] Infrastructure: PostgreSQL, a broker of the test run's own, the topology's Redis");
     lifecycle::check_postgres(&settings)?;
     let system = System::load(settings)?;
     // Declared before anything starts, so an early return stops what did start.
     let mut started = StartedByUs::new(&system);
-    for component in [Component::Kafka, Component::Redis] {
-        if system.ensure_running(component)? == Ensured::Started {
-            started.components.push(component);
-        }
+    if system.ensure_running(Component::Redis)? == Ensured::Started {
+        started.components.push(Component::Redis);
     }
 
     let settings = system.settings();
     // Fault tests start brokers of their own to stop and start; they use the same binary.
     let tansu = crate::broker::ensure_installed(settings)?;
+    // Every test makes topics of its own and the broker cannot delete them, so a broker that
+    // lived through many runs gets slow: each run gets a fresh one, removed afterwards.
+    let broker = TestBroker::start(&tansu, &settings.data_dir)?;
     let mut command_line = vec!["test", "--workspace"];
     command_line.extend(cargo_test_args.iter().map(String::as_str));
     step!("[4/4] Tests: cargo {}", command_line.join(" "));
     let status = cargo(&root, &command_line)
         .env("REALCHAT_TEST_POSTGRES_URL", settings.postgres.as_str())
-        .env("REALCHAT_TEST_KAFKA_BROKERS", &settings.kafka_brokers)
+        .env("REALCHAT_TEST_KAFKA_BROKERS", &broker.address)
         .env("REALCHAT_TEST_REDIS_URL", settings.redis_url())
         .env("REALCHAT_TEST_TANSU", &tansu)
         .status()
@@ -68,6 +69,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     if !status.success() {
         ui::warning!("cargo test failed ({status})");
     }
+    drop(broker);
     drop(started);
     Ok(exit_code(status))
 }
@@ -115,5 +117,70 @@ impl Drop for StartedByUs<'_> {
                 ui::warning!("cannot stop {component}: {err:#}");
             }
         }
+    }
+}
+
+/// A Tansu broker for one test run: a free port, a fresh SQLite file, gone when dropped.
+struct TestBroker {
+    address: String,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl TestBroker {
+    fn start(tansu: &std::path::Path, data_dir: &std::path::Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let dir = data_dir.join(format!("test-kafka-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("broker.log"))?;
+        let url = format!("tcp://{address}");
+        let child = Command::new(tansu)
+            .current_dir(&dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the test broker")?;
+        let broker = Self {
+            address,
+            dir,
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while crate::probe::connect(&broker.address).is_err() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "the test broker did not listen on {} within 30 s",
+                    broker.address
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        step!(
+            "test broker: {} (data in {})",
+            broker.address,
+            broker.dir.display()
+        );
+        Ok(broker)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -325,3 +325,167 @@ async fn a_poison_event_on_the_users_topic_goes_to_the_dlq_and_the_events_behind
     }
     assert!(!later.user_id.is_empty());
 }
+
+#[tokio::test]
+async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
+    use realchat_proto::messaging::v1::{SendRequest, messaging_client::MessagingClient};
+
+    // Arrange: a database with two known users and their conversation, and the real binary.
+    let db = test_support::TestDatabase::new("messaging");
+    realchat_messaging::migrate(db.url()).await.unwrap();
+    let kafka = test_support::kafka::fresh_topics().await;
+    let (alice, bob, conversation) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let mut conn = db.connect().await;
+    sqlx::query("INSERT INTO known_users (id, username, registered_at) VALUES ($1, 'alice', now()), ($2, 'bob', now())")
+        .bind(alice)
+        .bind(bob)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO conversations (id, kind, created_by, direct_key) VALUES ($1, 'direct', $2, $3)")
+        .bind(conversation)
+        .bind(alice)
+        .bind(format!("{alice}:{bob}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO members (conversation_id, user_id) VALUES ($1, $2), ($1, $3)")
+        .bind(conversation)
+        .bind(alice)
+        .bind(bob)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (grpc_port, admin_port) = (test_support::free_port(), test_support::free_port());
+    let mut service = tokio::process::Command::new(env!("CARGO_BIN_EXE_messaging"))
+        .env("REALCHAT_MESSAGING_DATABASE_URL", db.url())
+        .env(
+            "REALCHAT_MESSAGING_GRPC_ADDR",
+            format!("127.0.0.1:{grpc_port}"),
+        )
+        .env(
+            "REALCHAT_MESSAGING_ADMIN_ADDR",
+            format!("127.0.0.1:{admin_port}"),
+        )
+        .env(
+            "REALCHAT_MESSAGING_CONSUMER_GROUP",
+            test_support::unique("messaging-"),
+        )
+        .env("REALCHAT_KAFKA_BROKERS", &kafka.brokers)
+        .env("REALCHAT_KAFKA_TOPIC_PREFIX", &kafka.topic_prefix)
+        .env("REALCHAT_SHUTDOWN_GRACE_SECS", "20")
+        .env("REALCHAT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    eventually(
+        "the messaging binary to be ready",
+        Duration::from_secs(20),
+        || {
+            let request = http.get(format!("http://127.0.0.1:{admin_port}/readyz"));
+            async move {
+                request
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(drop)
+            }
+        },
+    )
+    .await;
+
+    // Act: a burst of sends with SIGTERM in the middle of it.
+    let client = MessagingClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap();
+    let sends: Vec<_> = (0..200u64)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 2)).await;
+                client
+                    .send(SendRequest {
+                        caller_id: alice.to_string(),
+                        conversation_id: conversation.to_string(),
+                        client_msg_id: format!("burst-{i}"),
+                        body: "during shutdown".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = service.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut answered = HashSet::new();
+    let mut refused = 0;
+    for send in sends {
+        match send.await.unwrap() {
+            Ok(response) => {
+                answered.insert(response.into_inner().message.unwrap().seq);
+            }
+            // Refused or never sent: the server had stopped taking calls (GOAWAY). Whether any of
+            // these had in fact been committed is checked below against the database.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Cancelled
+                ) =>
+            {
+                refused += 1
+            }
+            Err(status) => panic!("an accepted send failed: {status:?}"),
+        }
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(25), service.wait())
+        .await
+        .expect("the service must exit within its grace period")
+        .unwrap();
+
+    eprintln!("{} sends answered, {refused} refused", answered.len());
+    // Assert: a clean exit, every stored message was answered, and the relay flushed them all.
+    assert!(exit.success(), "exit status {exit}");
+    assert!(
+        !answered.is_empty() && refused > 0,
+        "the burst should straddle the signal: {} answered, {refused} refused",
+        answered.len()
+    );
+    let stored: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM messages WHERE conversation_id = $1 ORDER BY seq")
+            .bind(conversation)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        (1..=answered.len() as i64).collect::<Vec<_>>(),
+        "stored and answered must match"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the relay flushes the outbox before exiting");
+    let records = read(
+        &kafka,
+        Topic::Messages,
+        answered.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (order, distinct) = created_per_conversation(&records);
+    assert_eq!(distinct, answered.len());
+    assert_eq!(order[&conversation.to_string()], stored);
+}
