@@ -222,8 +222,12 @@ impl Relay {
         let flushed = tokio::time::timeout_at(deadline, async {
             loop {
                 let round = self.round(conn, true).await?;
-                if round.fetched == 0 || round.failed > 0 {
+                if round.fetched == 0 {
                     return Ok::<_, sqlx::Error>(());
+                }
+                if round.failed > 0 {
+                    // A fresh producer is already in place; try again while the budget lasts.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         })
