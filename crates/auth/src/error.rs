@@ -57,18 +57,8 @@ impl From<Error> for tonic::Status {
                 status(Code::Unauthenticated, "unauthenticated", error.to_string())
             }
             Error::NotFound => status(Code::NotFound, "not_found", "user not found"),
-            Error::Unavailable(ref cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                status(
-                    Code::Unavailable,
-                    "unavailable",
-                    "temporarily unavailable, retry",
-                )
-            }
-            Error::Internal(ref cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                status(Code::Internal, "internal", "internal error")
-            }
+            Error::Unavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),
+            Error::Internal(ref cause) => realchat_runtime::grpc::internal(cause),
         }
     }
 }

@@ -45,18 +45,8 @@ impl From<Error> for tonic::Status {
             Error::NotFound => status(Code::NotFound, "not_found", "conversation not found"),
             Error::MemberNotFound(message) => status(Code::NotFound, "not_found", message),
             Error::Forbidden(message) => status(Code::PermissionDenied, "forbidden", message),
-            Error::Unavailable(ref cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                status(
-                    Code::Unavailable,
-                    "unavailable",
-                    "temporarily unavailable, retry",
-                )
-            }
-            Error::Internal(ref cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                status(Code::Internal, "internal", "internal error")
-            }
+            Error::Unavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),
+            Error::Internal(ref cause) => realchat_runtime::grpc::internal(cause),
         }
     }
 }

@@ -58,6 +58,23 @@ pub fn status(
     status
 }
 
+/// A dependency (the database) cannot be reached: logged here as a warning, answered as
+/// `UNAVAILABLE` so the gateway says 503 and the client retries.
+pub fn unavailable(cause: &dyn std::fmt::Display) -> tonic::Status {
+    tracing::warn!(error = %cause, "dependency unavailable");
+    status(
+        tonic::Code::Unavailable,
+        "unavailable",
+        "temporarily unavailable, retry",
+    )
+}
+
+/// A bug or an unexpected state: the cause is logged here, once, and never sent.
+pub fn internal(cause: &anyhow::Error) -> tonic::Status {
+    tracing::error!(error = format!("{cause:#}"), "internal error");
+    status(tonic::Code::Internal, "internal", "internal error")
+}
+
 /// The API error code a status carries, if a RealChat service set one.
 pub fn api_code(status: &tonic::Status) -> Option<&str> {
     status
