@@ -164,13 +164,22 @@ pub async fn run<H: Handler>(
         }
     }
 
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => {
-            tracing::warn!(%error, "final offset commit failed; some events will be redelivered")
+    // The final commit, leaving the group and closing the client all wait on the broker: on a
+    // blocking thread, so a slow broker never stalls the runtime's workers.
+    let closed = tokio::task::spawn_blocking(move || {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "final offset commit failed; some events will be redelivered")
+            }
         }
+        consumer.unsubscribe();
+        drop(consumer);
+    })
+    .await;
+    if let Err(error) = closed {
+        tracing::warn!(%error, "closing the consumer failed");
     }
-    consumer.unsubscribe();
     tracing::info!("consumer stopped");
     Ok(())
 }
@@ -337,6 +346,10 @@ impl<H: Handler> Loop<H> {
             };
             match producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => {
+                    if let Some(done) = dlq.take() {
+                        // Closing a producer waits for its queue: not on a runtime worker.
+                        tokio::task::spawn_blocking(move || drop(done));
+                    }
                     let label = self
                         .topics
                         .parse(topic_name)
@@ -346,7 +359,9 @@ impl<H: Handler> Loop<H> {
                 }
                 Err((error, _)) => {
                     wait_attempt += 1;
-                    dlq = None;
+                    if let Some(failed) = dlq.take() {
+                        tokio::task::spawn_blocking(move || drop(failed));
+                    }
                     tracing::warn!(%error, "the DLQ did not acknowledge; retrying");
                     tokio::select! {
                         () = self.shutdown.cancelled() => return Outcome::Abandoned,

@@ -120,7 +120,10 @@ impl KafkaOptions {
         let options = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(4)))
             .request_timeout(Some(Duration::from_secs(4)));
-        for result in admin.create_topics(&new, &options).await? {
+        let results = admin.create_topics(&new, &options).await;
+        // Destroying a client joins its threads and may wait on the broker: not on a runtime worker.
+        tokio::task::spawn_blocking(move || drop(admin));
+        for result in results? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),

@@ -105,6 +105,8 @@ pub async fn read_topic(
             break;
         }
     }
+    // Closing leaves the group and waits on the broker: not on a runtime worker.
+    tokio::task::spawn_blocking(move || drop(consumer));
     records
 }
 
@@ -157,4 +159,5 @@ pub async fn produce_raw(kafka: &KafkaOptions, topic: Topic, key: &str, payload:
         .await
         .map_err(|(e, _)| e)
         .unwrap();
+    tokio::task::spawn_blocking(move || drop(producer));
 }

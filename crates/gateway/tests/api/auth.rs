@@ -7,7 +7,7 @@ use test_support::{TestApp, unique};
 
 use crate::assert_error;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_answers_201_with_the_lower_cased_username() {
     let app = TestApp::spawn().await;
     let name = unique("Mixed_Case_");
@@ -25,7 +25,7 @@ async fn register_answers_201_with_the_lower_cased_username() {
     assert!(uuid::Uuid::parse_str(body["user_id"].as_str().unwrap()).is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_username_taken_in_another_case_is_409_username_taken() {
     let app = TestApp::spawn().await;
     let name = unique("bob_");
@@ -47,7 +47,7 @@ async fn a_username_taken_in_another_case_is_409_username_taken() {
     assert_error(second, 409, "username_taken").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_registration_fields_are_400_invalid_argument() {
     let app = TestApp::spawn().await;
     let cases = [
@@ -78,7 +78,7 @@ async fn invalid_registration_fields_are_400_invalid_argument() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_a_wrong_password_or_unknown_user_is_401_invalid_credentials() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -107,7 +107,7 @@ async fn login_with_a_wrong_password_or_unknown_user_is_401_invalid_credentials(
     assert_error(impossible_name, 401, "invalid_credentials").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_returns_a_bearer_pair_that_me_accepts() {
     let app = TestApp::spawn().await;
     let username = unique("carol_");
@@ -140,7 +140,7 @@ async fn login_returns_a_bearer_pair_that_me_accepts() {
     assert_eq!(me["username"], username);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_rotates_the_pair_and_spends_the_old_token() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -168,7 +168,7 @@ async fn refresh_rotates_the_pair_and_spends_the_old_token() {
     assert_eq!(again.status(), StatusCode::OK);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reusing_a_spent_refresh_token_revokes_the_whole_family() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -207,7 +207,7 @@ async fn reusing_a_spent_refresh_token_revokes_the_whole_family() {
     assert_eq!(relogin.status(), StatusCode::OK);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_refreshes_of_one_token_let_at_most_one_win() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -230,7 +230,7 @@ async fn racing_refreshes_of_one_token_let_at_most_one_win() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_the_refresh_token_and_is_idempotent() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -263,7 +263,7 @@ async fn logout_revokes_the_refresh_token_and_is_idempotent() {
     assert_eq!(unknown.status(), StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_or_garbage_refresh_tokens_are_401() {
     let app = TestApp::spawn().await;
     for token in ["", "garbage", &"x".repeat(5000)] {
@@ -274,7 +274,7 @@ async fn unknown_or_garbage_refresh_tokens_are_401() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwks_publishes_the_key_that_signs_access_tokens() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;

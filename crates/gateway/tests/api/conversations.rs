@@ -10,7 +10,7 @@ async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_conversation_is_created_once_per_pair() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (app.member().await, app.member().await);
@@ -52,7 +52,7 @@ async fn a_direct_conversation_is_created_once_per_pair() {
     assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_conversations_are_400() {
     let app = TestApp::spawn().await;
     let (alice, bob, carol) = (app.member().await, app.member().await, app.member().await);
@@ -77,7 +77,7 @@ async fn invalid_conversations_are_400() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_can_hold_a_thousand_members_and_not_one_more() {
     let app = TestApp::spawn().await;
     let owner = app.member().await;
@@ -125,7 +125,7 @@ async fn a_group_can_hold_a_thousand_members_and_not_one_more() {
     assert_error(oversized, 400, "invalid_argument").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_can_be_added_and_removed_by_the_rules() {
     let app = TestApp::spawn().await;
     let (owner, bob, carol) = (app.member().await, app.member().await, app.member().await);
@@ -196,7 +196,7 @@ async fn group_members_can_be_added_and_removed_by_the_rules() {
     assert_error(again, 404, "not_found").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_conversations_do_not_take_member_changes() {
     let app = TestApp::spawn().await;
     let (alice, bob, carol) = (app.member().await, app.member().await, app.member().await);
@@ -229,7 +229,7 @@ async fn direct_conversations_do_not_take_member_changes() {
     assert_error(remove, 403, "forbidden").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_get_404_for_everything_about_a_conversation() {
     let app = TestApp::spawn().await;
     let (alice, bob, mallory) = (app.member().await, app.member().await, app.member().await);
@@ -298,7 +298,7 @@ async fn outsiders_get_404_for_everything_about_a_conversation() {
     assert_eq!(list["conversations"], json!([]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_is_most_recent_first_with_unread_counts_and_last_messages() {
     let app = TestApp::spawn().await;
     let (alice, bob, carol) = (app.member().await, app.member().await, app.member().await);

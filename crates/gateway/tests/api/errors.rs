@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::assert_error;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_json_is_400_malformed_json() {
     let app = TestApp::spawn().await;
     for body in ["{", "{\"username\": }", "not json", "", "\u{0}\u{1}"] {
@@ -25,7 +25,7 @@ async fn a_body_that_is_not_json_is_400_malformed_json() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_without_the_json_content_type_is_415() {
     let app = TestApp::spawn().await;
     for content_type in [
@@ -44,7 +44,7 @@ async fn a_body_without_the_json_content_type_is_415() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_64_kib_is_413_whether_announced_or_streamed() {
     let app = TestApp::spawn().await;
     let big = json!({"username": "someone", "password": "x".repeat(70 * 1024)}).to_string();
@@ -76,7 +76,7 @@ async fn a_body_over_64_kib_is_413_whether_announced_or_streamed() {
     assert_error(streamed, 413, "payload_too_large").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_wrong_methods_answer_in_the_error_shape() {
     let app = TestApp::spawn().await;
     assert_error(app.get("/v1/nothing-here", None).await, 404, "not_found").await;
@@ -88,7 +88,7 @@ async fn unknown_paths_and_wrong_methods_answer_in_the_error_shape() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_the_openapi_document_are_served() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
@@ -115,7 +115,7 @@ async fn probes_and_the_openapi_document_are_served() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_never_produce_a_500() {
     let app = TestApp::spawn().await;
     let deep = "[".repeat(10_000) + &"]".repeat(10_000);
@@ -154,7 +154,7 @@ async fn hostile_bodies_never_produce_a_500() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_trickles_its_headers_is_disconnected() {
     let app = TestApp::builder()
         .gateway(|o| o.header_timeout_secs = 1)

@@ -61,7 +61,7 @@ fn seqs(page: &Value) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_answers_201_with_the_stored_message_and_a_retry_answers_200_with_the_same() {
     let app = TestApp::spawn().await;
     let (alice, _bob, conversation) = pair(&app).await;
@@ -91,7 +91,7 @@ async fn a_send_answers_201_with_the_stored_message_and_a_retry_answers_200_with
     assert_eq!(seqs(&all), [1], "a retry must never store a second copy");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_client_msg_ids_are_validated() {
     let app = TestApp::spawn().await;
     let (alice, _bob, conversation) = pair(&app).await;
@@ -122,7 +122,7 @@ async fn bodies_and_client_msg_ids_are_validated() {
     assert_eq!(longest.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_forward_backward_and_from_the_newest() {
     let app = TestApp::spawn().await;
     let (alice, bob, conversation) = pair(&app).await;
@@ -176,7 +176,7 @@ async fn history_pages_forward_backward_and_from_the_newest() {
     assert_eq!(seqs(&past_the_end), Vec::<i64>::new());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_history_parameters_are_400() {
     let app = TestApp::spawn().await;
     let (alice, _bob, conversation) = pair(&app).await;
@@ -201,7 +201,7 @@ async fn bad_history_parameters_are_400() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_position_only_moves_forward() {
     let app = TestApp::spawn().await;
     let (alice, bob, conversation) = pair(&app).await;
@@ -264,7 +264,7 @@ async fn the_read_position_only_moves_forward() {
     assert_error(wrong_type, 400, "invalid_argument").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_senders_times_fifty_get_seqs_exactly_one_to_a_thousand() {
     let app = TestApp::builder()
         .gateway(|o| o.rate_limits = false)
@@ -332,7 +332,7 @@ async fn twenty_concurrent_senders_times_fifty_get_seqs_exactly_one_to_a_thousan
     assert_eq!(seqs(&stored), [1000]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_retries_of_one_client_msg_id_store_one_message() {
     let app = TestApp::spawn().await;
     let (alice, _bob, conversation) = pair(&app).await;

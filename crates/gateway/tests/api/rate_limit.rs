@@ -7,7 +7,7 @@ use test_support::{RedisServer, TestApp, counter_value, eventually};
 
 use crate::assert_error;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hammering_the_auth_endpoints_from_one_ip_gets_429_with_retry_after() {
     let app = TestApp::builder()
         .gateway(|o| {
@@ -37,7 +37,7 @@ async fn hammering_the_auth_endpoints_from_one_ip_gets_429_with_retry_after() {
     assert_error(register, 429, "rate_limited").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
     let app = TestApp::builder()
         .gateway(|o| {
@@ -70,7 +70,7 @@ async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stopped_requests_pass_and_are_counted_and_limits_return_with_it() {
     let mut redis = RedisServer::start().await;
     let url = redis.url();

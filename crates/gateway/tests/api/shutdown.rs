@@ -8,7 +8,7 @@ use std::{
 use serde_json::json;
 use test_support::{TestApp, eventually, free_port};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exits_0() {
     // Auth runs in process (from the slice); the gateway under test is the real binary.
     let app = TestApp::spawn().await;

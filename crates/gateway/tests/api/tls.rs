@@ -48,7 +48,7 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
     (cert, key)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_public_port_serves_https_only() {
     let dir = std::env::temp_dir().join(unique("realchat-tls-"));
     std::fs::create_dir_all(&dir).unwrap();

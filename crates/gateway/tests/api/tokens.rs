@@ -50,7 +50,7 @@ fn sign(key: &SigningKey, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.der)).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_minted_with_the_real_key_and_right_claims_is_accepted() {
     // The control case: proves the forgeries below fail for their one difference.
     let app = TestApp::spawn().await;
@@ -64,7 +64,7 @@ async fn a_token_minted_with_the_real_key_and_right_claims_is_accepted() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_and_garbage_tokens_are_401_unauthenticated() {
     let app = TestApp::spawn().await;
     assert_error(app.get("/v1/auth/me", None).await, 401, "unauthenticated").await;
@@ -82,7 +82,7 @@ async fn missing_and_garbage_tokens_are_401_unauthenticated() {
     assert_error(basic, 401, "unauthenticated").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_401_token_expired() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -96,7 +96,7 @@ async fn an_expired_token_is_401_token_expired() {
     assert_error(response, 401, "token_expired").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_really_expires_stops_working() {
     let app = TestApp::builder()
         .auth(|o| o.access_token_ttl_secs = 1)
@@ -130,7 +130,7 @@ async fn a_token_that_really_expires_stops_working() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_payload_is_401() {
     let app = TestApp::spawn().await;
     let victim = app.signed_up().await;
@@ -154,7 +154,7 @@ async fn a_tampered_payload_is_401() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alg_none_is_401() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -174,7 +174,7 @@ async fn alg_none_is_401() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hmac_token_keyed_with_the_public_key_is_401() {
     // The algorithm-confusion attack: HS256 with the (public) verification key as the secret.
     let app = TestApp::spawn().await;
@@ -199,7 +199,7 @@ async fn an_hmac_token_keyed_with_the_public_key_is_401() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_issuer_audience_or_missing_claims_are_401() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;
@@ -221,7 +221,7 @@ async fn wrong_issuer_audience_or_missing_claims_are_401() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_signed_by_an_unknown_key_is_401() {
     let app = TestApp::spawn().await;
     let session = app.signed_up().await;

@@ -79,7 +79,7 @@ fn created_per_conversation(records: &[Record]) -> (HashMap<String, Vec<i64>>, u
     (order, seen.len())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_returns() {
     let mut broker = KafkaServer::start().await;
     let kafka = test_support::kafka::fresh_topics_on(&broker.brokers()).await;
@@ -137,7 +137,7 @@ async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_r
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_between_publishing_and_deleting_loses_nothing() {
     // No relay in the service: this test plays the relays itself.
     let app = TestApp::builder()
@@ -199,7 +199,7 @@ async fn a_relay_that_dies_between_publishing_and_deleting_loses_nothing() {
     assert_eq!(order[&conversation], (1..=20).collect::<Vec<i64>>());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_every_conversation_reaches_kafka_in_seq_order() {
     let app = TestApp::builder()
         .gateway(|o| o.rate_limits = false)
@@ -264,7 +264,7 @@ async fn with_two_replicas_every_conversation_reaches_kafka_in_seq_order() {
     replica_shutdown.trigger();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_on_the_users_topic_goes_to_the_dlq_and_the_events_behind_it_still_land() {
     let app = TestApp::spawn().await;
     // Warm up: the consumer group has joined once a registration gets through.
@@ -326,7 +326,7 @@ async fn a_poison_event_on_the_users_topic_goes_to_the_dlq_and_the_events_behind
     assert!(!later.user_id.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
     use realchat_proto::messaging::v1::{SendRequest, messaging_client::MessagingClient};
 

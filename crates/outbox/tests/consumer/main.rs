@@ -58,7 +58,7 @@ fn registered(username: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_the_partition_moves_on()
  {
     let options = kafka::fresh_topics().await;
