@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new("proto");
     let files = [
         "realchat/auth/v1/auth.proto",
+        "realchat/delivery/v1/delivery.proto",
         "realchat/events/v1/events.proto",
         "realchat/messaging/v1/messaging.proto",
     ];

@@ -9,7 +9,6 @@
 
 pub mod error;
 pub mod extract;
-mod keys;
 pub mod metrics;
 mod middleware;
 mod openapi;
@@ -26,31 +25,22 @@ use axum::{
     response::IntoResponse,
     routing::{delete, get, post},
 };
-use realchat_proto::{
-    auth::v1::{GetJwksRequest, auth_client},
-    messaging::v1::{GetConversationRequest, messaging_client},
-};
+use realchat_proto::{auth::v1::GetJwksRequest, messaging::v1::GetConversationRequest};
 use realchat_runtime::{
     Shutdown,
     admin::{self, Readiness},
+    clients,
     http::ServeOptions,
     jwt::Verifier,
-    telemetry::propagation::GrpcClientPropagation,
 };
 use tokio::net::TcpListener;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use crate::rate_limit::{Limit, RateLimiter};
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The gRPC client of the auth service, with trace propagation.
-pub(crate) type AuthClient =
-    auth_client::AuthClient<InterceptedService<Channel, GrpcClientPropagation>>;
-/// The gRPC client of the messaging service, with trace propagation.
-pub(crate) type MessagingClient =
-    messaging_client::MessagingClient<InterceptedService<Channel, GrpcClientPropagation>>;
+pub(crate) use realchat_runtime::clients::{AuthClient, MessagingClient};
 
 /// Configuration of the gateway. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +72,16 @@ pub struct Options {
         default_value = "http://127.0.0.1:50052"
     )]
     pub messaging_endpoint: String,
+
+    /// Delivery replicas that serve `/v1/ws` and `/v1/presence`, comma-separated; each new
+    /// socket goes to the next one that answers.
+    #[arg(
+        long,
+        env = "REALCHAT_DELIVERY_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8081"
+    )]
+    pub delivery_endpoints: Vec<String>,
 
     /// Redis for rate limits. When it is unreachable, requests pass (and are counted).
     #[arg(
@@ -159,6 +159,7 @@ impl Options {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
+            delivery_endpoints: vec!["ws://127.0.0.1:8081".into()],
             redis_url: redis_url.into(),
             redis_prefix: "realchat:".into(),
             rate_limits: true,
@@ -188,6 +189,7 @@ pub(crate) struct Limits {
 pub(crate) struct AppState {
     pub(crate) auth: AuthClient,
     pub(crate) messaging: MessagingClient,
+    pub(crate) delivery: Arc<routes::realtime::Delivery>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: RateLimiter,
     pub(crate) limits: Limits,
@@ -217,18 +219,11 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the clients.
     pub async fn build(options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let auth = auth_client::AuthClient::with_interceptor(
-            channel("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?,
-            GrpcClientPropagation,
-        );
-        let messaging = messaging_client::MessagingClient::with_interceptor(
-            channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?,
-            GrpcClientPropagation,
-        );
+        let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
+        let messaging =
+            clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
         let verifier = Arc::new(Verifier::new(
-            Arc::new(keys::AuthKeySource {
-                client: auth.clone(),
-            }),
+            Arc::new(clients::AuthKeySource::new(auth.clone())),
             Duration::from_secs(options.token_leeway_secs),
         ));
         let limiter = if options.rate_limits {
@@ -267,9 +262,12 @@ impl Service {
                 }
             }
         });
+        let delivery = routes::realtime::Delivery::new(&options.delivery_endpoints)
+            .map_err(|e| anyhow::anyhow!("REALCHAT_DELIVERY_ENDPOINTS: {e}"))?;
         let state = AppState {
             auth,
             messaging,
+            delivery,
             verifier,
             limiter,
             limits: Limits {
@@ -342,16 +340,6 @@ impl Service {
     }
 }
 
-/// A lazily connecting channel, so the gateway starts (and answers 503) while a backend is down.
-fn channel(variable: &str, endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(endpoint.to_owned())
-        .with_context(|| format!("{variable}={endpoint:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
 fn router(state: AppState) -> Router {
     let by_ip = Router::new()
         .route("/v1/auth/register", post(routes::auth::register))
@@ -382,10 +370,12 @@ fn router(state: AppState) -> Router {
             "/v1/conversations/{id}/read",
             post(routes::conversations::mark_read),
         )
+        .route("/v1/presence", get(routes::realtime::presence))
         .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .merge(by_ip)
         .merge(authenticated)
+        .route("/v1/ws", get(routes::realtime::websocket))
         .route("/.well-known/jwks.json", get(routes::meta::jwks))
         .route("/v1/openapi.json", get(routes::meta::openapi))
         .route("/healthz", get(routes::meta::healthz))

@@ -25,6 +25,7 @@ use crate::{error, routes};
         routes::conversations::send,
         routes::conversations::history,
         routes::conversations::mark_read,
+        routes::realtime::presence,
         routes::meta::jwks,
         routes::meta::healthz,
         routes::meta::readyz,
@@ -33,7 +34,8 @@ use crate::{error, routes};
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and tokens"),
         (name = "conversations", description = "Direct and group conversations"),
-        (name = "messages", description = "Sending, history, read positions"), (name = "meta", description = "Probes"))
+        (name = "messages", description = "Sending, history, read positions"),
+        (name = "presence", description = "Who is online"), (name = "meta", description = "Probes"))
 )]
 pub(crate) struct ApiDoc;
 

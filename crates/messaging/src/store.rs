@@ -177,6 +177,7 @@ pub async fn create(
             user_id: member.to_string(),
             added_by: caller.to_string(),
             member_ids: ids(members),
+            last_seq: 0,
         });
         enqueue(&mut tx, Topic::Messages, &key, event).await?;
     }
@@ -250,6 +251,7 @@ pub async fn add_member(
         user_id: user.to_string(),
         added_by: caller.to_string(),
         member_ids: ids(&members),
+        last_seq: row.last_seq,
     });
     enqueue(&mut tx, Topic::Messages, &key, event).await?;
     tx.commit().await?;

@@ -23,6 +23,14 @@ pub mod messaging {
     }
 }
 
+/// `realchat.delivery.v1`: what delivery replicas forward to each other.
+pub mod delivery {
+    /// Version 1 of the forwarding messages.
+    pub mod v1 {
+        tonic::include_proto!("realchat.delivery.v1");
+    }
+}
+
 /// `realchat.events.v1`: the event envelope and every event payload.
 pub mod events {
     /// Version 1 of the events.

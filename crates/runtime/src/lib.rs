@@ -9,13 +9,17 @@
 //! - [`jwt`]: access-token claims and a verifier that caches public keys by `kid`.
 //! - `db` (feature `postgres`): pools, creating a service's database, migrations.
 //! - [`grpc`]: how an API error code travels inside a gRPC status.
+//! - [`format`]: how API.md writes timestamps.
+//! - [`clients`]: lazily connecting gRPC clients of the services, and auth's keys for a verifier.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clients;
 pub mod config;
 #[cfg(feature = "postgres")]
 pub mod db;
+pub mod format;
 pub mod grpc;
 pub mod http;
 pub mod jwt;

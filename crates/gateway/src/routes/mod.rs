@@ -3,4 +3,5 @@
 pub(crate) mod auth;
 pub(crate) mod conversations;
 pub(crate) mod meta;
+pub(crate) mod realtime;
 pub(crate) mod views;

@@ -1,0 +1,446 @@
+//! What delivery replicas share through Redis: where users' sockets are, who is online, and the
+//! channels replicas forward to each other on.
+//!
+//! Keys (all under the configured prefix):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `routes:<user>` | sorted set | the replicas holding the user's sockets, scored by when that claim expires (ms) |
+//! | `seen:<user>` | string | when the user was last seen online (ms) |
+//! | `replicas` | sorted set | live replicas, scored by when their heartbeat expires |
+//! | `replica:<id>:users` | set | the users a replica holds, so a survivor can clean up after it |
+//! | `fwd:<id>` | pub/sub channel | [`Forward`]s for the replica `id` |
+//!
+//! Claims expire unless renewed, so a replica that dies without a word stops being a route and
+//! its users go offline within [`Cluster::ttl`] plus one sweep. A live replica renews every claim
+//! it holds on each heartbeat, which is also how routes and presence come back by themselves after
+//! Redis lost its data or was unreachable.
+//!
+//! Redis is never allowed to stall delivery: every call has a short timeout, and after a failure a
+//! breaker skips Redis for a moment, so an outage costs errors (counted) rather than latency.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use prost::Message as _;
+use realchat_proto::delivery::v1::Forward;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+use crate::metrics;
+
+/// Longest any one Redis call may take.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis is not asked after a failure.
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
+/// How long a replica's user list outlives it, for a survivor to sweep.
+const USERS_SET_TTL_MS: u64 = 3_600_000;
+/// How long `seen:<user>` is kept.
+const SEEN_TTL_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Why a Redis call did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+    #[error("redis is skipped for a moment after a failure")]
+    BreakerOpen,
+}
+
+/// Adds a replica's claim on a user; returns 1 when no other replica held one (the user came
+/// online). KEYS: routes, replica users, seen. ARGV: replica, now, expiry, key ttl, user.
+const CLAIM: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local others = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then others = others - 1 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[6])
+if others == 0 then return 1 end
+return 0
+";
+
+/// Drops a replica's claim on a user; returns the claims left (0: the user went offline).
+/// KEYS: routes, replica users, seen. ARGV: replica, now, user, seen ttl.
+const RELEASE: &str = r"
+local had = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local left = redis.call('ZCARD', KEYS[1])
+if had == 1 then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
+if had == 0 then return -1 end
+return left
+";
+
+/// One user's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Presence {
+    pub(crate) user: Uuid,
+    pub(crate) online: bool,
+    /// Milliseconds since the epoch; `None` if never seen.
+    pub(crate) last_seen_ms: Option<i64>,
+}
+
+/// This replica's view of the shared state.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    client: redis::Client,
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    replica: Arc<str>,
+    ttl: Duration,
+    claim: Arc<redis::Script>,
+    release: Arc<redis::Script>,
+    epoch: Instant,
+    breaker_until_ms: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Cluster {
+    /// A view on the Redis at `url` for the replica `replica`, whose claims last `ttl`.
+    /// Connects lazily: Redis may be down at startup.
+    pub(crate) fn new(
+        url: &str,
+        prefix: &str,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            connection,
+            prefix: prefix.into(),
+            replica: replica.into(),
+            ttl,
+            claim: Arc::new(redis::Script::new(CLAIM)),
+            release: Arc::new(redis::Script::new(RELEASE)),
+            epoch: Instant::now(),
+            breaker_until_ms: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// This replica's id.
+    pub(crate) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The Redis client, for the forwarding subscription.
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
+        format!("{}{parts}", self.prefix)
+    }
+
+    fn routes_key(&self, user: &Uuid) -> String {
+        self.key(format_args!("routes:{user}"))
+    }
+
+    fn seen_key(&self, user: &Uuid) -> String {
+        self.key(format_args!("seen:{user}"))
+    }
+
+    fn users_key(&self, replica: &str) -> String {
+        self.key(format_args!("replica:{replica}:users"))
+    }
+
+    /// The forwarding channel of `replica`.
+    pub(crate) fn channel(&self, replica: &str) -> String {
+        self.key(format_args!("fwd:{replica}"))
+    }
+
+    /// Runs one Redis call under the timeout and the breaker.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let elapsed = self.epoch.elapsed().as_millis() as u64;
+        if elapsed < self.breaker_until_ms.load(Ordering::Relaxed) {
+            ::metrics::counter!(metrics::REDIS_ERRORS, "op" => op).increment(1);
+            return Err(Error::BreakerOpen);
+        }
+        let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => Error::Redis(error),
+            Err(_) => Error::Timeout,
+        };
+        ::metrics::counter!(metrics::REDIS_ERRORS, "op" => op).increment(1);
+        let until = elapsed + BREAKER_OPEN_FOR.as_millis() as u64;
+        if self.breaker_until_ms.swap(until, Ordering::Relaxed) <= elapsed {
+            // Once per breaker opening, not once per call.
+            tracing::warn!(error = %result, op, "Redis call failed; skipping Redis for a moment");
+        }
+        Err(result)
+    }
+
+    /// Claims `user` for this replica; true when the user just came online.
+    pub(crate) async fn claim(&self, user: &Uuid) -> Result<bool, Error> {
+        let now = now_ms();
+        let ttl = self.ttl.as_millis() as u64;
+        let mut invocation = self.claim.key(self.routes_key(user));
+        invocation
+            .key(self.users_key(&self.replica))
+            .key(self.seen_key(user))
+            .arg(&*self.replica)
+            .arg(now)
+            .arg(now + ttl)
+            .arg(ttl * 2)
+            .arg(user.to_string())
+            .arg(SEEN_TTL_MS);
+        let mut connection = self.connection.clone();
+        let came_online: i64 = self
+            .call("claim", invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(came_online == 1)
+    }
+
+    /// Releases this replica's claim on `user`; true when the user just went offline.
+    pub(crate) async fn release(&self, user: &Uuid) -> Result<bool, Error> {
+        self.release_for(&self.replica.clone(), user).await
+    }
+
+    async fn release_for(&self, replica: &str, user: &Uuid) -> Result<bool, Error> {
+        let mut invocation = self.release.key(self.routes_key(user));
+        invocation
+            .key(self.users_key(replica))
+            .key(self.seen_key(user))
+            .arg(replica)
+            .arg(now_ms())
+            .arg(user.to_string())
+            .arg(SEEN_TTL_MS);
+        let mut connection = self.connection.clone();
+        let left: i64 = self
+            .call("release", invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(left == 0)
+    }
+
+    /// Renews this replica's claims on `users` and its own liveness.
+    pub(crate) async fn heartbeat(&self, users: &[Uuid]) -> Result<(), Error> {
+        let now = now_ms();
+        let ttl = self.ttl.as_millis() as u64;
+        let users_key = self.users_key(&self.replica);
+        for chunk in users.chunks(2_000) {
+            let mut pipe = redis::pipe();
+            for user in chunk {
+                let routes = self.routes_key(user);
+                pipe.cmd("ZADD")
+                    .arg(&routes)
+                    .arg(now + ttl)
+                    .arg(&*self.replica)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&routes)
+                    .arg(ttl * 2)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(self.seen_key(user))
+                    .arg(now)
+                    .arg("PX")
+                    .arg(SEEN_TTL_MS)
+                    .ignore();
+            }
+            pipe.cmd("SADD")
+                .arg(&users_key)
+                .arg(chunk.iter().map(Uuid::to_string).collect::<Vec<_>>())
+                .ignore();
+            let mut connection = self.connection.clone();
+            self.call("heartbeat", pipe.query_async::<()>(&mut connection))
+                .await?;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(self.key(format_args!("replicas")))
+            .arg(now + ttl)
+            .arg(&*self.replica)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&users_key)
+            .arg(USERS_SET_TTL_MS)
+            .ignore();
+        let mut connection = self.connection.clone();
+        self.call("heartbeat", pipe.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// Cleans up after replicas whose heartbeat expired; returns the users that went offline.
+    /// Each dead replica is swept by one survivor (a short lock), the others skip it.
+    pub(crate) async fn sweep(&self) -> Result<Vec<Uuid>, Error> {
+        let replicas_key = self.key(format_args!("replicas"));
+        let mut connection = self.connection.clone();
+        let dead: Vec<String> = self
+            .call(
+                "sweep",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&replicas_key)
+                    .arg("-inf")
+                    .arg(now_ms())
+                    .query_async(&mut connection),
+            )
+            .await?;
+        let mut offline = Vec::new();
+        for replica in dead.iter().filter(|r| **r != *self.replica) {
+            let lock = self.key(format_args!("sweep:{replica}"));
+            let won: Option<String> = self
+                .call(
+                    "sweep",
+                    redis::cmd("SET")
+                        .arg(&lock)
+                        .arg(&*self.replica)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(60_000)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if won.is_none() {
+                continue;
+            }
+            let users: Vec<String> = self
+                .call(
+                    "sweep",
+                    redis::cmd("SMEMBERS")
+                        .arg(self.users_key(replica))
+                        .query_async(&mut connection),
+                )
+                .await?;
+            for user in users.iter().filter_map(|u| u.parse::<Uuid>().ok()) {
+                if self.release_for(replica, &user).await? {
+                    offline.push(user);
+                }
+            }
+            tracing::info!(replica = %replica, users = users.len(), "swept a replica that stopped heartbeating");
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL")
+                .arg(self.users_key(replica))
+                .ignore()
+                .cmd("ZREM")
+                .arg(&replicas_key)
+                .arg(replica)
+                .ignore();
+            self.call("sweep", pipe.query_async::<()>(&mut connection))
+                .await?;
+        }
+        Ok(offline)
+    }
+
+    /// Leaves the cluster on a clean shutdown: the replica is no longer a live one.
+    pub(crate) async fn leave(&self) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM")
+            .arg(self.key(format_args!("replicas")))
+            .arg(&*self.replica)
+            .ignore();
+        let mut connection = self.connection.clone();
+        self.call("leave", pipe.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// The other replicas holding sockets of `users`, with the users each holds.
+    pub(crate) async fn routes(&self, users: &[Uuid]) -> Result<HashMap<String, Vec<Uuid>>, Error> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.routes_key(user))
+                .arg(now)
+                .arg("+inf");
+        }
+        let mut connection = self.connection.clone();
+        let replicas: Vec<Vec<String>> = self
+            .call("routes", pipe.query_async(&mut connection))
+            .await?;
+        let mut by_replica: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for (user, replicas) in users.iter().zip(replicas) {
+            for replica in replicas {
+                if replica != *self.replica {
+                    by_replica.entry(replica).or_default().push(*user);
+                }
+            }
+        }
+        Ok(by_replica)
+    }
+
+    /// Publishes `forward` to `replica`; false when nobody listened (the replica is gone).
+    pub(crate) async fn forward(&self, replica: &str, forward: &Forward) -> Result<bool, Error> {
+        let mut connection = self.connection.clone();
+        let listeners: i64 = self
+            .call(
+                "forward",
+                redis::cmd("PUBLISH")
+                    .arg(self.channel(replica))
+                    .arg(forward.encode_to_vec())
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(listeners > 0)
+    }
+
+    /// The presence of `users`.
+    pub(crate) async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, Error> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("ZCOUNT")
+                .arg(self.routes_key(user))
+                .arg(now)
+                .arg("+inf")
+                .cmd("GET")
+                .arg(self.seen_key(user));
+        }
+        let mut connection = self.connection.clone();
+        let answers: Vec<redis::Value> = self
+            .call("presence", pipe.query_async(&mut connection))
+            .await?;
+        Ok(users
+            .iter()
+            .zip(answers.chunks(2))
+            .map(|(user, answer)| {
+                let claims: i64 = answer
+                    .first()
+                    .and_then(|v| redis::from_redis_value_ref(v).ok())
+                    .unwrap_or(0);
+                let seen: Option<i64> = answer
+                    .get(1)
+                    .and_then(|v| redis::from_redis_value_ref::<Option<i64>>(v).ok())
+                    .flatten();
+                Presence {
+                    user: *user,
+                    online: claims > 0,
+                    last_seen_ms: seen,
+                }
+            })
+            .collect())
+    }
+}

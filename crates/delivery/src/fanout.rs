@@ -1,0 +1,263 @@
+//! Getting events to sockets: the consumer of `realchat.messages.v1`, and the forwarding channel
+//! between replicas.
+//!
+//! The replica that owns a partition handles its events in order ([`Fanout`]). For each event it
+//! hands the push to its own sessions of the recipients, then looks up (in Redis) which other
+//! replicas hold recipients and publishes one [`Forward`] to each. The receiving replica
+//! ([`forwarding`]) hands the same push to its sessions. Only then is the offset stored, so a crash
+//! before that redelivers the event (at least once; sessions drop what they already pushed).
+//!
+//! Redis may fail here. Local sessions still get everything this replica consumes; the forwards
+//! that could not be published are missed live by the other replicas, whose subscriptions (on the
+//! same Redis) dropped too: when theirs comes back they tell every session to resync from history.
+//! A gap noticed any other way is filled by the session itself before it pushes the next message.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use prost::Message as _;
+use realchat_outbox::consumer::{Event, Handler, HandlerError};
+use realchat_proto::{
+    delivery::v1::{Forward, forward::Item},
+    events::v1::{Envelope, envelope::Payload},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    cluster::Cluster,
+    hub::{Delivered, Hub, Push},
+    metrics, protocol,
+};
+
+/// Who an event is for, and what they get.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) recipients: Vec<Uuid>,
+    pub(crate) push: Push,
+}
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{field} is not a UUID: {value:?}"))
+}
+
+fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, String> {
+    values.iter().map(|v| uuid(field, v)).collect()
+}
+
+/// Turns an event into pushes, remembering the members it carries. `None` for events that are
+/// not for sockets; an error for an event that can never be delivered (it is dead-lettered).
+pub(crate) fn route(hub: &Hub, envelope: &Envelope) -> Result<Option<Routed>, String> {
+    let Some(payload) = &envelope.payload else {
+        return Err("envelope without a payload".into());
+    };
+    let routed = match payload {
+        Payload::MessageCreated(m) => {
+            let conversation = uuid("conversation_id", &m.conversation_id)?;
+            let members = uuids("member_ids", &m.member_ids)?;
+            if m.seq < 1 {
+                return Err(format!("message.created with seq {}", m.seq));
+            }
+            hub.set_members(conversation, members.clone().into());
+            Routed {
+                push: Push::Message(Arc::new(Delivered {
+                    conversation,
+                    seq: m.seq,
+                    committed_at_ms: m.created_at_ms,
+                    frame: protocol::message_from_event(m),
+                })),
+                recipients: members,
+            }
+        }
+        Payload::ReadUpdated(r) => {
+            let conversation = uuid("conversation_id", &r.conversation_id)?;
+            uuid("user_id", &r.user_id)?;
+            let members = uuids("member_ids", &r.member_ids)?;
+            hub.set_members(conversation, members.clone().into());
+            Routed {
+                push: Push::Frame(
+                    protocol::read(&r.conversation_id, &r.user_id, r.seq),
+                    "read",
+                ),
+                recipients: members,
+            }
+        }
+        Payload::MemberAdded(a) => {
+            let conversation = uuid("conversation_id", &a.conversation_id)?;
+            let user = uuid("user_id", &a.user_id)?;
+            hub.set_members(conversation, uuids("member_ids", &a.member_ids)?.into());
+            Routed {
+                push: Push::Joined {
+                    conversation,
+                    last_seq: a.last_seq,
+                },
+                recipients: vec![user],
+            }
+        }
+        Payload::MemberRemoved(r) => {
+            let conversation = uuid("conversation_id", &r.conversation_id)?;
+            let user = uuid("user_id", &r.user_id)?;
+            hub.set_members(conversation, uuids("member_ids", &r.member_ids)?.into());
+            Routed {
+                push: Push::Left { conversation },
+                recipients: vec![user],
+            }
+        }
+        Payload::UserRegistered(_) => return Ok(None),
+    };
+    Ok(Some(routed))
+}
+
+/// Hands `push` to local sessions and forwards it to the replicas holding the other recipients.
+/// `item` builds what is forwarded. Redis failures are counted and logged by the cluster, not
+/// returned: what the other replicas miss live they repair (see the module docs).
+pub(crate) async fn spread(
+    hub: &Hub,
+    cluster: &Cluster,
+    recipients: &[Uuid],
+    push: &Push,
+    item: impl Fn() -> Item,
+) {
+    hub.deliver(recipients, push);
+    let Ok(by_replica) = cluster.routes(recipients).await else {
+        return;
+    };
+    let sends = by_replica.into_iter().map(|(replica, user_ids)| {
+        let forward = Forward {
+            user_ids: user_ids.iter().map(Uuid::to_string).collect(),
+            item: Some(item()),
+        };
+        async move {
+            let outcome = match cluster.forward(&replica, &forward).await {
+                Ok(true) => "sent",
+                // The replica is gone; its clients reconnect elsewhere and resume.
+                Ok(false) => "no_listener",
+                Err(_) => "failed",
+            };
+            ::metrics::counter!(metrics::FORWARDS, "outcome" => outcome).increment(1);
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// The consumer's handler: the partition owner's side of the fan-out.
+#[derive(Debug, Clone)]
+pub(crate) struct Fanout {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Cluster,
+}
+
+impl Handler for Fanout {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
+        Box::pin(async move {
+            let routed = route(&self.hub, &event.envelope)
+                .map_err(|reason| HandlerError::Reject(anyhow::anyhow!(reason)))?;
+            if let Some(Routed { recipients, push }) = routed {
+                spread(&self.hub, &self.cluster, &recipients, &push, || {
+                    Item::Event(event.envelope.clone())
+                })
+                .await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Receives this replica's forwards until `shutdown`, resubscribing after Redis trouble.
+///
+/// Whenever a subscription becomes active, every session is told to resync: anything forwarded
+/// while there was none was missed live, and the sessions fetch it from history.
+pub(crate) async fn forwarding(
+    hub: Arc<Hub>,
+    cluster: Cluster,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = cluster.channel(cluster.replica());
+    let mut attempt = 0u32;
+    loop {
+        let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut pubsub = cluster.client().get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        let pubsub = match subscribed {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(_)) | Err(_) => {
+                attempt += 1;
+                if attempt == 1 {
+                    tracing::warn!("cannot subscribe to the forwarding channel; retrying");
+                }
+                let wait = Duration::from_millis(100 * 2u64.pow(attempt.min(5)))
+                    .min(Duration::from_secs(2));
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        attempt = 0;
+        tracing::info!(channel = %channel, "forwarding channel subscribed");
+        ::metrics::counter!(metrics::RESYNCS).increment(1);
+        hub.broadcast(&Push::Resync);
+
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ping = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    receive(&hub, message.get_payload_bytes());
+                }
+                _ = ping.tick() => {
+                    // A dead connection may not say so: a ping that goes unanswered ends it.
+                    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!(channel = %channel, "lost the forwarding channel; sessions will resync once it is back");
+    }
+}
+
+fn receive(hub: &Hub, payload: &[u8]) {
+    ::metrics::counter!(metrics::FORWARDS_RECEIVED).increment(1);
+    let forward = match Forward::decode(payload) {
+        Ok(forward) => forward,
+        Err(error) => {
+            tracing::warn!(%error, "ignoring an undecodable forward");
+            return;
+        }
+    };
+    let users: Vec<Uuid> = forward
+        .user_ids
+        .iter()
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    let push = match forward.item {
+        Some(Item::Event(envelope)) => match route(hub, &envelope) {
+            Ok(Some(routed)) => routed.push,
+            Ok(None) => return,
+            Err(reason) => {
+                tracing::warn!(reason, "ignoring a forwarded event");
+                return;
+            }
+        },
+        Some(Item::Typing(t)) => {
+            Push::Frame(protocol::typing(&t.conversation_id, &t.user_id), "typing")
+        }
+        Some(Item::Presence(p)) => {
+            Push::Frame(protocol::presence(&p.user_id, p.online), "presence")
+        }
+        None => return,
+    };
+    hub.deliver(&users, &push);
+}

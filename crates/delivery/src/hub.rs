@@ -1,0 +1,255 @@
+//! This replica's sessions, indexed by user, and what can be pushed to them.
+//!
+//! The hub never blocks and never waits for a socket: pushing is a `try_send` into each session's
+//! bounded queue. A session whose queue is full is a reader that cannot keep up; it is told to go
+//! (its `overflow` token is cancelled) and its client will reconnect and resume. That keeps the
+//! hub's memory bounded and a slow socket from delaying anyone else.
+//!
+//! The hub also caches conversation members, learned from the events that carry them and from the
+//! conversation lists sessions load, so typing notices and presence changes reach the right people
+//! without asking messaging every time.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics;
+
+/// A message ready for sockets, rendered once.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub(crate) conversation: Uuid,
+    pub(crate) seq: i64,
+    /// When it committed, for the commit-to-socket histogram.
+    pub(crate) committed_at_ms: i64,
+    pub(crate) frame: Utf8Bytes,
+}
+
+/// What a session can be handed.
+#[derive(Debug, Clone)]
+pub(crate) enum Push {
+    /// A message: pushed in seq order per conversation, gaps filled from history.
+    Message(Arc<Delivered>),
+    /// A frame with no order to keep (read, typing, presence); `kind` labels metrics.
+    Frame(Utf8Bytes, &'static str),
+    /// The user joined a conversation whose newest seq was `last_seq`.
+    Joined { conversation: Uuid, last_seq: i64 },
+    /// The user left a conversation.
+    Left { conversation: Uuid },
+    /// Live pushes may have been missed (the forwarding channel was down): catch up from history.
+    Resync,
+}
+
+/// The hub's side of one session.
+#[derive(Debug, Clone)]
+struct Handle {
+    id: u64,
+    tx: mpsc::Sender<Push>,
+    overflow: CancellationToken,
+}
+
+/// What a session gets when it registers.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::Receiver<Push>,
+    /// Cancelled when the session's queue overflowed.
+    pub(crate) overflow: CancellationToken,
+    /// This is the user's first session on this replica.
+    pub(crate) first_here: bool,
+}
+
+/// The sessions of this replica.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    users: RwLock<HashMap<Uuid, Vec<Handle>>>,
+    next_id: AtomicU64,
+    queue: usize,
+    members: Mutex<HashMap<Uuid, Arc<[Uuid]>>>,
+}
+
+/// Conversations whose members the hub remembers, at most; past it the cache starts over.
+const MAX_CACHED_CONVERSATIONS: usize = 200_000;
+
+impl Hub {
+    /// A hub whose sessions queue at most `queue` pushes each.
+    pub(crate) fn new(queue: usize) -> Self {
+        Self {
+            users: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue: queue.max(1),
+            members: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a session of `user`.
+    pub(crate) fn register(&self, user: Uuid) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue);
+        let overflow = CancellationToken::new();
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let sessions = users.entry(user).or_default();
+        let first_here = sessions.is_empty();
+        sessions.push(Handle {
+            id,
+            tx,
+            overflow: overflow.clone(),
+        });
+        ::metrics::gauge!(metrics::SESSIONS).increment(1.0);
+        Registration {
+            id,
+            rx,
+            overflow,
+            first_here,
+        }
+    }
+
+    /// Removes a session; true when it was the user's last one on this replica.
+    pub(crate) fn unregister(&self, user: Uuid, id: u64) -> bool {
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let Some(sessions) = users.get_mut(&user) else {
+            return false;
+        };
+        let before = sessions.len();
+        sessions.retain(|h| h.id != id);
+        if sessions.len() < before {
+            ::metrics::gauge!(metrics::SESSIONS).decrement(1.0);
+        }
+        if sessions.is_empty() {
+            users.remove(&user);
+            return true;
+        }
+        false
+    }
+
+    /// Hands `push` to every session of `users` on this replica; returns how many got it.
+    pub(crate) fn deliver<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a Uuid>,
+        push: &Push,
+    ) -> usize {
+        let sessions = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let mut delivered = 0;
+        for user in users {
+            for handle in sessions.get(user).into_iter().flatten() {
+                if Self::offer(handle, push.clone()) {
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Hands `push` to every session on this replica.
+    pub(crate) fn broadcast(&self, push: &Push) {
+        let sessions = self.users.read().unwrap_or_else(|p| p.into_inner());
+        for handle in sessions.values().flatten() {
+            Self::offer(handle, push.clone());
+        }
+    }
+
+    fn offer(handle: &Handle, push: Push) -> bool {
+        match handle.tx.try_send(push) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The reader is too slow: it goes, and resumes when it reconnects.
+                handle.overflow.cancel();
+                false
+            }
+            // The session is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Whether `user` has a session here.
+    #[cfg(test)]
+    pub(crate) fn is_here(&self, user: &Uuid) -> bool {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(user)
+    }
+
+    /// Every user with a session here.
+    pub(crate) fn users(&self) -> Vec<Uuid> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Number of sessions here.
+    #[cfg(test)]
+    pub(crate) fn session_count(&self) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Remembers a conversation's members.
+    pub(crate) fn set_members(&self, conversation: Uuid, members: Arc<[Uuid]>) {
+        let mut cache = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_CONVERSATIONS && !cache.contains_key(&conversation) {
+            cache.clear();
+        }
+        cache.insert(conversation, members);
+    }
+
+    /// A conversation's members, if known.
+    pub(crate) fn members(&self, conversation: &Uuid) -> Option<Arc<[Uuid]>> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(conversation)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_cancels_only_that_session() {
+        let hub = Hub::new(2);
+        let (slow, fast) = (Uuid::now_v7(), Uuid::now_v7());
+        let slow_session = hub.register(slow);
+        let mut fast_session = hub.register(fast);
+        assert!(slow_session.first_here && fast_session.first_here);
+        let push = Push::Frame(Utf8Bytes::from_static("{}"), "test");
+        for _ in 0..3 {
+            hub.deliver([&slow, &fast], &push);
+            fast_session.rx.try_recv().unwrap();
+        }
+        assert!(slow_session.overflow.is_cancelled());
+        assert!(!fast_session.overflow.is_cancelled());
+    }
+
+    #[test]
+    fn the_last_session_of_a_user_is_reported() {
+        let hub = Hub::new(4);
+        let user = Uuid::now_v7();
+        let first = hub.register(user);
+        let second = hub.register(user);
+        assert!(!second.first_here);
+        assert!(!hub.unregister(user, first.id));
+        assert!(hub.is_here(&user));
+        assert!(hub.unregister(user, second.id));
+        assert!(!hub.is_here(&user));
+        assert_eq!(hub.session_count(), 0);
+    }
+}

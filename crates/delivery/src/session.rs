@@ -1,0 +1,570 @@
+//! One WebSocket session: the frames of API.md, per-conversation order, gap repair and resume.
+//!
+//! A session runs as one task that owns its socket. It waits on the client's frames, on pushes
+//! from the hub, and on its timers, and writes to the socket itself, so there is exactly one
+//! writer and frames leave in the order the session decided.
+//!
+//! Order and completeness rest on one number per conversation: the cursor, the highest seq this
+//! socket has been given (or that the client said it has, or that existed when the socket
+//! opened). A message at or below the cursor is a duplicate and is dropped; the next one is pushed;
+//! one further ahead means something was missed (a forward lost while Redis was down, a
+//! rebalance), and the messages in between are fetched from messaging's history first. `resume`
+//! sets cursors from the client and replays from them the same way, so live messages that arrive
+//! during a replay are either already covered (dropped) or follow it in order.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use realchat_proto::{
+    delivery::v1::{Presence, Typing, forward::Item},
+    messaging::v1::{GetConversationRequest, HistoryRequest, ListConversationsRequest},
+};
+use realchat_runtime::clients::MessagingClient;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    cluster::Cluster,
+    fanout,
+    hub::{Delivered, Hub, Push},
+    metrics,
+    protocol::{self, ClientFrame, FrameError, close},
+};
+
+/// How sessions behave.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionOptions {
+    /// No frame from the client for this long closes the socket.
+    pub(crate) idle_timeout: Duration,
+    /// The server pings this often, so live clients answer and count as active.
+    pub(crate) ping_interval: Duration,
+    /// A socket write that takes longer than this means the reader is not reading.
+    pub(crate) write_timeout: Duration,
+}
+
+/// What every session of a replica shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Cluster,
+    pub(crate) messaging: MessagingClient,
+    pub(crate) options: SessionOptions,
+    /// Cancelled once the consumer has committed on shutdown: close with 1001.
+    pub(crate) closing: CancellationToken,
+}
+
+/// Messages fetched per history call.
+const PAGE: u32 = 200;
+/// Typing notices relayed per conversation, at most one per this interval.
+const TYPING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a session ended: the close frame, if any, and the metric label.
+#[derive(Debug)]
+struct Closing {
+    code: Option<u16>,
+    reason: &'static str,
+    label: &'static str,
+}
+
+impl Closing {
+    fn with(code: u16, reason: &'static str, label: &'static str) -> Self {
+        Self {
+            code: Some(code),
+            reason,
+            label,
+        }
+    }
+
+    /// The socket is gone or broken: nothing to send.
+    fn gone(label: &'static str) -> Self {
+        Self {
+            code: None,
+            reason: "",
+            label,
+        }
+    }
+}
+
+/// What a conversation's history call said.
+enum History {
+    Page(Vec<realchat_proto::messaging::v1::Message>),
+    /// The user is not (or no longer) a member.
+    NotMember,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Runs a session until it closes.
+pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, shared: Arc<Shared>) {
+    let registration = shared.hub.register(user);
+    ::metrics::counter!(metrics::SESSIONS_OPENED).increment(1);
+    let mut session = Session {
+        socket,
+        user,
+        user_text: user.to_string(),
+        cursors: HashMap::new(),
+        typing_at: HashMap::new(),
+        opened_at_ms: now_ms(),
+        shared: Arc::clone(&shared),
+        overflow: registration.overflow.clone(),
+    };
+    let closing = session
+        .serve(registration.rx, registration.first_here, token_expires_at)
+        .await;
+    ::metrics::counter!(metrics::SESSIONS_CLOSED, "reason" => closing.label).increment(1);
+    if let Some(code) = closing.code {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(closing.reason),
+        };
+        // Best effort: the peer may already be gone.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            session.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    let contacts = session.contacts();
+    drop(session);
+    if shared.hub.unregister(user, registration.id)
+        && let Ok(true) = shared.cluster.release(&user).await
+    {
+        announce(&shared, user, false, contacts).await;
+    }
+}
+
+struct Session {
+    socket: WebSocket,
+    user: Uuid,
+    user_text: String,
+    /// Per conversation: the highest seq this socket has (see the module docs).
+    cursors: HashMap<Uuid, i64>,
+    typing_at: HashMap<Uuid, Instant>,
+    opened_at_ms: i64,
+    shared: Arc<Shared>,
+    overflow: CancellationToken,
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Push>,
+        first_here: bool,
+        token_expires_at: i64,
+    ) -> Closing {
+        let session_id = Uuid::new_v4().to_string();
+        if let Err(closing) = self
+            .send(protocol::ready(&session_id, self.user), "ready")
+            .await
+        {
+            return closing;
+        }
+        // Where each conversation stands now: the socket is owed what comes after.
+        if let Err(closing) = self.load_conversations(true).await {
+            return closing;
+        }
+        if first_here {
+            let (shared, user, contacts) = (Arc::clone(&self.shared), self.user, self.contacts());
+            tokio::spawn(async move {
+                if let Ok(true) = shared.cluster.claim(&user).await {
+                    announce(&shared, user, true, contacts).await;
+                }
+            });
+        }
+
+        let expires_in =
+            Duration::from_secs(u64::try_from(token_expires_at - now_ms() / 1000).unwrap_or(0));
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        let mut ping = tokio::time::interval(self.shared.options.ping_interval);
+        ping.reset();
+        let mut last_heard = Instant::now();
+        let closing_token = self.shared.closing.clone();
+        let overflow = self.overflow.clone();
+
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = closing_token.cancelled() => {
+                    return Closing::with(close::GOING_AWAY, "server shutting down", "shutdown");
+                }
+                () = overflow.cancelled() => {
+                    return Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader");
+                }
+                () = &mut expiry => {
+                    return Closing::with(close::POLICY, "token expired", "token_expired");
+                }
+                push = rx.recv() => match push {
+                    Some(push) => self.apply(push).await,
+                    None => return Closing::gone("error"),
+                },
+                frame = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.refuse(&FrameError::invalid("frames are JSON text frames")).await
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Close(_))) | None => return Closing::gone("client"),
+                        Some(Err(error)) => return frame_error(error),
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= self.shared.options.idle_timeout {
+                        return Closing::with(close::NORMAL, "idle timeout", "idle");
+                    }
+                    self.write(Message::Ping(Default::default())).await
+                }
+            };
+            if let Err(closing) = result {
+                return closing;
+            }
+        }
+    }
+
+    /// Writes a frame, giving up on a reader that does not read.
+    async fn write(&mut self, message: Message) -> Result<(), Closing> {
+        let overflow = self.overflow.clone();
+        tokio::select! {
+            written = self.socket.send(message) => written.map_err(|_| Closing::gone("error")),
+            () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
+            () = tokio::time::sleep(self.shared.options.write_timeout) => {
+                Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: Utf8Bytes, kind: &'static str) -> Result<(), Closing> {
+        self.write(Message::Text(frame)).await?;
+        ::metrics::counter!(metrics::FRAMES_SENT, "type" => kind).increment(1);
+        Ok(())
+    }
+
+    async fn refuse(&mut self, error: &FrameError) -> Result<(), Closing> {
+        self.send(protocol::error(error), "error").await
+    }
+
+    async fn apply(&mut self, push: Push) -> Result<(), Closing> {
+        match push {
+            Push::Message(delivered) => self.push_message(&delivered).await,
+            Push::Frame(frame, kind) => self.send(frame, kind).await,
+            Push::Joined {
+                conversation,
+                last_seq,
+            } => {
+                let cursor = self.cursors.entry(conversation).or_insert(last_seq);
+                *cursor = (*cursor).max(last_seq);
+                Ok(())
+            }
+            Push::Left { conversation } => {
+                self.cursors.remove(&conversation);
+                Ok(())
+            }
+            Push::Resync => self.load_conversations(false).await,
+        }
+    }
+
+    /// Pushes a live message in order: drops what the socket has, fills a gap first.
+    async fn push_message(&mut self, delivered: &Delivered) -> Result<(), Closing> {
+        let conversation = delivered.conversation;
+        match self.cursors.get(&conversation).copied() {
+            Some(cursor) if delivered.seq <= cursor => return Ok(()),
+            Some(cursor) if delivered.seq > cursor + 1 => {
+                if !self
+                    .fill(conversation, cursor, Some(delivered.seq - 1), "gap")
+                    .await?
+                {
+                    return Ok(());
+                }
+                if self
+                    .cursors
+                    .get(&conversation)
+                    .is_some_and(|c| *c >= delivered.seq)
+                {
+                    return Ok(());
+                }
+            }
+            // Not known when the socket opened nor joined since (a lost member.added): this
+            // message starts the socket's view of the conversation.
+            _ => {}
+        }
+        self.send(delivered.frame.clone(), "message").await?;
+        self.cursors.insert(conversation, delivered.seq);
+        let delay_ms = (now_ms() - delivered.committed_at_ms).max(0);
+        ::metrics::histogram!(metrics::COMMIT_TO_SOCKET_SECONDS).record(delay_ms as f64 / 1000.0);
+        Ok(())
+    }
+
+    /// Pushes messages after `after` from history, up to `until` (or the newest). False when the
+    /// user is not a member (the conversation is dropped).
+    async fn fill(
+        &mut self,
+        conversation: Uuid,
+        after: i64,
+        until: Option<i64>,
+        reason: &'static str,
+    ) -> Result<bool, Closing> {
+        let mut cursor = after;
+        loop {
+            let page = match self.history(conversation, cursor).await? {
+                History::Page(page) => page,
+                History::NotMember => {
+                    self.cursors.remove(&conversation);
+                    return Ok(false);
+                }
+            };
+            let full = page.len() >= PAGE as usize;
+            for message in &page {
+                if message.seq <= cursor {
+                    continue;
+                }
+                self.send(protocol::message_from_history(message), "message")
+                    .await?;
+                cursor = message.seq;
+                self.cursors.insert(conversation, cursor);
+                ::metrics::counter!(metrics::GAP_FILLED, "reason" => reason).increment(1);
+            }
+            if !full || until.is_some_and(|until| cursor >= until) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// One page of history after `after`, retried briefly; a socket that cannot be kept
+    /// consistent is closed so its client resumes later.
+    async fn history(&mut self, conversation: Uuid, after: i64) -> Result<History, Closing> {
+        let request = HistoryRequest {
+            caller_id: self.user_text.clone(),
+            conversation_id: conversation.to_string(),
+            after_seq: Some(after),
+            before_seq: None,
+            limit: Some(PAGE),
+        };
+        for attempt in 0..3u32 {
+            let mut messaging = self.shared.messaging.clone();
+            match messaging.history(request.clone()).await {
+                Ok(response) => return Ok(History::Page(response.into_inner().messages)),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    return Ok(History::NotMember);
+                }
+                Err(status) => {
+                    tracing::warn!(conversation.id = %conversation, attempt, error = %status.message(), "history unavailable");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        Err(Closing::with(
+            close::INTERNAL,
+            "history unavailable: reconnect and resume",
+            "error",
+        ))
+    }
+
+    /// Loads the user's conversations. The first time, their newest seqs become the cursors (the
+    /// socket is owed what comes next). On a resync, whatever is newer than a cursor is pushed
+    /// from history, and a conversation created since the socket opened is pushed whole.
+    async fn load_conversations(&mut self, first: bool) -> Result<(), Closing> {
+        let mut messaging = self.shared.messaging.clone();
+        let listed = messaging
+            .list_conversations(ListConversationsRequest {
+                caller_id: self.user_text.clone(),
+            })
+            .await;
+        let conversations = match listed {
+            Ok(response) => response.into_inner().conversations,
+            Err(status) => {
+                // Without the list the socket still works: live messages set their own cursors.
+                tracing::warn!(user.id = %self.user, error = %status.message(), "cannot list the user's conversations");
+                return Ok(());
+            }
+        };
+        for summary in conversations {
+            let Some(conversation) = summary.conversation else {
+                continue;
+            };
+            let Ok(id) = conversation.id.parse::<Uuid>() else {
+                continue;
+            };
+            let members: Vec<Uuid> = conversation
+                .member_ids
+                .iter()
+                .filter_map(|m| m.parse().ok())
+                .collect();
+            self.shared.hub.set_members(id, members.into());
+            if first {
+                self.cursors.insert(id, conversation.last_seq);
+                continue;
+            }
+            let cursor = match self.cursors.get(&id) {
+                Some(cursor) => *cursor,
+                None if conversation.created_at_ms >= self.opened_at_ms => 0,
+                None => {
+                    self.cursors.insert(id, conversation.last_seq);
+                    continue;
+                }
+            };
+            if conversation.last_seq > cursor {
+                self.fill(id, cursor, Some(conversation.last_seq), "resync")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Closing> {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => return self.refuse(&error).await,
+        };
+        match frame {
+            ClientFrame::Ping => self.send(protocol::pong(), "pong").await,
+            ClientFrame::Resume { cursors } => self.resume(cursors).await,
+            ClientFrame::Typing { conversation_id } => self.typing(conversation_id).await,
+        }
+    }
+
+    /// Replays each named conversation after the client's cursor, then says `resumed`.
+    async fn resume(&mut self, cursors: HashMap<Uuid, i64>) -> Result<(), Closing> {
+        let mut cursors: Vec<(Uuid, i64)> = cursors.into_iter().collect();
+        cursors.sort_unstable();
+        for (conversation, from) in cursors {
+            // The client's word is what it has; anything after it is replayed.
+            self.cursors.insert(conversation, from);
+            if self.fill(conversation, from, None, "resume").await? {
+                let last = self.cursors.get(&conversation).copied().unwrap_or(from);
+                self.send(protocol::resumed(conversation, last), "resumed")
+                    .await?;
+            } else {
+                self.refuse(&FrameError::not_found(conversation)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays a typing notice to the other members, at most one per conversation per interval.
+    async fn typing(&mut self, conversation: Uuid) -> Result<(), Closing> {
+        let members = match self.members_of(conversation).await? {
+            Some(members) => members,
+            None => return self.refuse(&FrameError::not_found(conversation)).await,
+        };
+        let now = Instant::now();
+        if self
+            .typing_at
+            .get(&conversation)
+            .is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.typing_at.insert(conversation, now);
+        let recipients: Vec<Uuid> = members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.user)
+            .collect();
+        let shared = Arc::clone(&self.shared);
+        let (conversation_text, user_text) = (conversation.to_string(), self.user_text.clone());
+        // Ephemeral and best effort: the socket does not wait for Redis.
+        tokio::spawn(async move {
+            let push = Push::Frame(protocol::typing(&conversation_text, &user_text), "typing");
+            fanout::spread(&shared.hub, &shared.cluster, &recipients, &push, || {
+                Item::Typing(Typing {
+                    conversation_id: conversation_text.clone(),
+                    user_id: user_text.clone(),
+                })
+            })
+            .await;
+        });
+        Ok(())
+    }
+
+    /// The members of a conversation the user belongs to; `None` if they do not.
+    async fn members_of(&mut self, conversation: Uuid) -> Result<Option<Arc<[Uuid]>>, Closing> {
+        if self.cursors.contains_key(&conversation)
+            && let Some(members) = self.shared.hub.members(&conversation)
+            && members.contains(&self.user)
+        {
+            return Ok(Some(members));
+        }
+        let mut messaging = self.shared.messaging.clone();
+        let answer = messaging
+            .get_conversation(GetConversationRequest {
+                caller_id: self.user_text.clone(),
+                conversation_id: conversation.to_string(),
+            })
+            .await;
+        match answer {
+            Ok(response) => {
+                let found = response.into_inner();
+                let members: Arc<[Uuid]> = found
+                    .member_ids
+                    .iter()
+                    .filter_map(|m| m.parse().ok())
+                    .collect::<Vec<_>>()
+                    .into();
+                self.shared
+                    .hub
+                    .set_members(conversation, Arc::clone(&members));
+                self.cursors.entry(conversation).or_insert(found.last_seq);
+                Ok(Some(members))
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(None),
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "cannot check a typing notice's conversation");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Everyone who shares a conversation with the user (as far as this replica knows).
+    fn contacts(&self) -> Vec<Uuid> {
+        let mut contacts: Vec<Uuid> = self
+            .cursors
+            .keys()
+            .filter_map(|c| self.shared.hub.members(c))
+            .flat_map(|members| members.iter().copied().collect::<Vec<_>>())
+            .filter(|m| *m != self.user)
+            .collect();
+        contacts.sort_unstable();
+        contacts.dedup();
+        contacts
+    }
+}
+
+/// Maps a read error to how the session ends: an oversized frame is 1009, anything else means
+/// the connection is broken.
+fn frame_error(error: axum::Error) -> Closing {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => {
+            Closing::with(close::TOO_BIG, "frame over 64 KiB", "frame_too_large")
+        }
+        _ => Closing::gone("error"),
+    }
+}
+
+/// Tells the user's contacts that the user came online or went offline.
+pub(crate) async fn announce(shared: &Shared, user: Uuid, online: bool, contacts: Vec<Uuid>) {
+    if contacts.is_empty() {
+        return;
+    }
+    let user_text = user.to_string();
+    let push = Push::Frame(protocol::presence(&user_text, online), "presence");
+    fanout::spread(&shared.hub, &shared.cluster, &contacts, &push, || {
+        Item::Presence(Presence {
+            user_id: user_text.clone(),
+            online,
+        })
+    })
+    .await;
+}

@@ -1,0 +1,323 @@
+//! API.md § Presence and § WebSocket: both are served by delivery replicas; the gateway checks
+//! the token and passes the request through.
+//!
+//! A WebSocket is proxied at the byte level: the gateway forwards the upgrade request to a
+//! delivery replica, hands its `101` back to the client, and then copies bytes both ways until
+//! either side closes. Frames, pings and close codes are delivery's, untouched.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{ClientIp, TrustForwardedFor},
+    middleware::token_error,
+    rate_limit::{Decision, Scope},
+};
+
+/// Headers a WebSocket handshake needs upstream, besides the ones the gateway sets itself.
+const FORWARDED_HEADERS: [HeaderName; 8] = [
+    header::AUTHORIZATION,
+    header::ORIGIN,
+    header::USER_AGENT,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+    header::UPGRADE,
+];
+
+/// Largest presence answer the gateway relays.
+const MAX_UPSTREAM_BODY: usize = 1024 * 1024;
+
+/// The delivery replicas, tried in turn.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// `host:port` of each replica.
+    replicas: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Delivery {
+    /// Replicas from endpoint URLs (`ws://host:port`, `http://host:port` or `host:port`).
+    pub(crate) fn new(endpoints: &[String]) -> Result<Arc<Self>, String> {
+        let mut replicas = Vec::new();
+        for endpoint in endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let authority = endpoint
+                .split_once("://")
+                .map_or(endpoint, |(_, rest)| rest)
+                .trim_end_matches('/');
+            if authority.is_empty() || authority.contains('/') {
+                return Err(format!("{endpoint:?} is not a host:port or a URL of one"));
+            }
+            replicas.push(authority.to_owned());
+        }
+        if replicas.is_empty() {
+            return Err("no delivery endpoint".into());
+        }
+        Ok(Arc::new(Self {
+            replicas,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    /// A connection to the next replica that answers; each is tried once.
+    async fn connect(&self) -> Result<(TcpStream, &str), ApiError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.replicas.len() {
+            let replica = &self.replicas[(start + i) % self.replicas.len()];
+            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(replica)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, replica));
+                }
+                Ok(Err(error)) => tracing::warn!(replica, %error, "delivery replica unreachable"),
+                Err(_) => tracing::warn!(replica, "delivery replica did not accept in time"),
+            }
+        }
+        Err(ApiError::unavailable(
+            "no delivery replica is reachable, retry shortly",
+        ))
+    }
+
+    /// Sends `request` to a replica over a fresh HTTP/1.1 connection.
+    async fn send(
+        &self,
+        request: http::Request<Empty<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, ApiError> {
+        let (stream, replica) = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| {
+                tracing::warn!(replica, %error, "handshake with a delivery replica failed");
+                ApiError::unavailable("delivery is unavailable, retry shortly")
+            })?;
+        let replica = replica.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(replica, %error, "delivery connection ended");
+            }
+        });
+        sender.send_request(request).await.map_err(|error| {
+            tracing::warn!(%error, "a delivery replica did not answer");
+            ApiError::unavailable("delivery is unavailable, retry shortly")
+        })
+    }
+}
+
+/// The token of a WebSocket request: `Authorization: Bearer` or the `access_token` parameter.
+fn socket_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_owned());
+    }
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "access_token")
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `GET /v1/ws`: checks the token (401 before any upgrade), then proxies the socket to a
+/// delivery replica.
+pub(crate) async fn websocket(State(state): State<AppState>, mut request: Request) -> Response {
+    let Some(token) = socket_token(request.headers(), request.uri()).filter(|t| !t.is_empty())
+    else {
+        return ApiError::unauthenticated("missing bearer token").into_response();
+    };
+    let claims = match state.verifier.verify(&token).await {
+        Ok(claims) => claims,
+        Err(error) => return token_error(error).into_response(),
+    };
+    if let Decision::Deny { retry_after_secs } = state
+        .limiter
+        .check(Scope::User, &claims.sub.to_string(), state.limits.user)
+        .await
+    {
+        return ApiError::rate_limited(retry_after_secs).into_response();
+    }
+    let is_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(client_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .filter(|_| is_upgrade && request.method() == Method::GET)
+    else {
+        return ApiError::invalid_argument(
+            "expected a WebSocket upgrade (GET with `Upgrade: websocket`)",
+        )
+        .into_response();
+    };
+
+    let mut upstream = http::Request::builder().method(Method::GET).uri(
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/v1/ws", |p| p.as_str()),
+    );
+    for name in &FORWARDED_HEADERS {
+        for value in request.headers().get_all(name) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    upstream = upstream.header(header::CONNECTION, "upgrade");
+    if let Some(ip) = client_ip(&state, &mut request).await
+        && let Ok(value) = HeaderValue::from_str(&ip)
+    {
+        upstream = upstream.header("x-forwarded-for", value);
+    }
+    let Ok(upstream) = upstream.body(Empty::<Bytes>::new()) else {
+        return ApiError::invalid_argument("the upgrade request cannot be forwarded")
+            .into_response();
+    };
+    let mut answer = match state.delivery.send(upstream).await {
+        Ok(answer) => answer,
+        Err(error) => return error.into_response(),
+    };
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Delivery refused (an origin, say): its answer is the client's.
+        return relay(answer).await;
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut answer);
+    let mut response = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (name, value) in answer.headers() {
+        response = response.header(name, value);
+    }
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::debug!(%error, "a WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        // Ends when either side closes; the other side's close follows from it.
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| ApiError::internal().into_response())
+}
+
+async fn client_ip(state: &AppState, request: &mut Request) -> Option<String> {
+    let (mut parts, body) = std::mem::take(request).into_parts();
+    if state.trust_forwarded_for {
+        parts.extensions.insert(TrustForwardedFor);
+    }
+    let ip = <ClientIp as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .map(|ClientIp(ip)| ip.to_string());
+    *request = Request::from_parts(parts, body);
+    ip
+}
+
+/// Passes a delivery answer through, body included (bounded).
+async fn relay(answer: Response<hyper::body::Incoming>) -> Response {
+    let (parts, body) = answer.into_parts();
+    match Limited::new(body, MAX_UPSTREAM_BODY).collect().await {
+        Ok(collected) => {
+            let mut response = Response::new(Body::from(collected.to_bytes()));
+            *response.status_mut() = parts.status;
+            for name in [
+                header::CONTENT_TYPE,
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+            ] {
+                if let Some(value) = parts.headers.get(&name) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not read a delivery answer");
+            ApiError::unavailable("delivery is unavailable, retry shortly").into_response()
+        }
+    }
+}
+
+/// One user's presence.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // documents the answer delivery gives
+pub(crate) struct PresenceView {
+    #[schema(format = Uuid)]
+    user_id: String,
+    /// `online` or `offline`.
+    status: String,
+    /// When the user was last seen online; null if never.
+    #[schema(format = DateTime)]
+    last_seen: Option<String>,
+}
+
+/// The presence of the users asked about.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // documents the answer delivery gives
+pub(crate) struct PresenceList {
+    presence: Vec<PresenceView>,
+}
+
+/// Whose presence.
+#[derive(Debug, IntoParams)]
+#[allow(dead_code)] // documents the query delivery reads
+pub(crate) struct PresenceQuery {
+    /// Comma-separated user ids, 1 to 100.
+    user_ids: String,
+}
+
+/// Online or offline, and when last seen.
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", params(PresenceQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PresenceList),
+        (status = 400, body = ErrorBody, description = "`invalid_argument`: not 1 to 100 user ids"),
+        (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "presence (Redis) is unavailable"),
+    ))]
+pub(crate) async fn presence(State(state): State<AppState>, request: Request) -> Response {
+    let mut upstream = http::Request::builder().method(Method::GET).uri(
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/v1/presence", |p| p.as_str()),
+    );
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        upstream = upstream.header(header::AUTHORIZATION, value);
+    }
+    let Ok(upstream) = upstream.body(Empty::<Bytes>::new()) else {
+        return ApiError::invalid_argument("the request cannot be forwarded").into_response();
+    };
+    match state.delivery.send(upstream).await {
+        Ok(answer) => relay(answer).await,
+        Err(error) => error.into_response(),
+    }
+}

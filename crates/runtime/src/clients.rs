@@ -1,0 +1,84 @@
+//! gRPC clients of RealChat's services, as every caller builds them: connecting lazily, with
+//! bounded connect and call times, and carrying the trace context.
+//!
+//! Lazy channels let a service start, and answer `503`, while a backend is still down; tonic
+//! reconnects by itself when it returns.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use anyhow::Context as _;
+use realchat_proto::{
+    auth::v1::{GetJwksRequest, auth_client},
+    messaging::v1::messaging_client,
+};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+use crate::{
+    jwt::{KeySource, PublicKey},
+    telemetry::propagation::GrpcClientPropagation,
+};
+
+/// The gRPC client of the auth service.
+pub type AuthClient = auth_client::AuthClient<InterceptedService<Channel, GrpcClientPropagation>>;
+
+/// The gRPC client of the messaging service.
+pub type MessagingClient =
+    messaging_client::MessagingClient<InterceptedService<Channel, GrpcClientPropagation>>;
+
+/// A lazily connecting channel to `endpoint`; `variable` names the setting in errors.
+pub fn channel(variable: &str, endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(endpoint.to_owned())
+        .with_context(|| format!("{variable}={endpoint:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// An auth client on `endpoint` (the value of `variable`).
+pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
+    Ok(auth_client::AuthClient::with_interceptor(
+        channel(variable, endpoint)?,
+        GrpcClientPropagation,
+    ))
+}
+
+/// A messaging client on `endpoint` (the value of `variable`).
+pub fn messaging(variable: &str, endpoint: &str) -> anyhow::Result<MessagingClient> {
+    Ok(messaging_client::MessagingClient::with_interceptor(
+        channel(variable, endpoint)?,
+        GrpcClientPropagation,
+    ))
+}
+
+/// Public keys for a [`crate::jwt::Verifier`], from auth's `GetJwks`.
+#[derive(Debug, Clone)]
+pub struct AuthKeySource {
+    client: AuthClient,
+}
+
+impl AuthKeySource {
+    /// Keys fetched through `client`.
+    pub fn new(client: AuthClient) -> Self {
+        Self { client }
+    }
+}
+
+impl KeySource for AuthKeySource {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<PublicKey>, String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let jwks = client
+                .get_jwks(GetJwksRequest {})
+                .await
+                .map_err(|status| format!("auth GetJwks: {}", status.message()))?
+                .into_inner();
+            Ok(jwks
+                .keys
+                .into_iter()
+                .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+                .map(|k| PublicKey { kid: k.kid, x: k.x })
+                .collect())
+        })
+    }
+}
