@@ -13,6 +13,9 @@ type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
     kafka: Option<realchat_outbox::KafkaOptions>,
+    delivery_replicas: usize,
+    delivery_redis: Option<String>,
+    delivery: Vec<std::sync::Arc<dyn Fn(&mut realchat_delivery::Options) + Send + Sync>>,
     auth: Vec<Tweak<realchat_auth::Options>>,
     messaging: Vec<Tweak<realchat_messaging::Options>>,
     gateway: Vec<Tweak<realchat_gateway::Options>>,
@@ -28,6 +31,27 @@ impl TestAppBuilder {
     /// Uses these Kafka options (a private broker, say) instead of fresh topics on the shared one.
     pub fn kafka(mut self, kafka: realchat_outbox::KafkaOptions) -> Self {
         self.kafka = Some(kafka);
+        self
+    }
+
+    /// Runs this many delivery replicas (none by default), behind the gateway's `/v1/ws`.
+    pub fn delivery_replicas(mut self, replicas: usize) -> Self {
+        self.delivery_replicas = replicas;
+        self
+    }
+
+    /// Points the delivery replicas at this Redis (a private one a test can stop).
+    pub fn delivery_redis(mut self, url: impl Into<String>) -> Self {
+        self.delivery_redis = Some(url.into());
+        self
+    }
+
+    /// Changes every delivery replica's options.
+    pub fn delivery(
+        mut self,
+        tweak: impl Fn(&mut realchat_delivery::Options) + Send + Sync + 'static,
+    ) -> Self {
+        self.delivery.push(std::sync::Arc::new(tweak));
         self
     }
 
@@ -91,12 +115,39 @@ impl TestAppBuilder {
         let messaging_shutdown = Shutdown::new(Duration::from_secs(5));
         tokio::spawn(messaging.run(messaging_shutdown.clone()));
 
+        let delivery_prefix = crate::unique("rcdelivery:") + ":";
+        let delivery_group = crate::unique("delivery-");
+        let delivery_redis = self.delivery_redis.unwrap_or_else(crate::redis_url);
+        let mut delivery = Vec::new();
+        for i in 0..self.delivery_replicas {
+            let mut options = realchat_delivery::Options::new(
+                format!("http://{auth_addr}"),
+                format!("http://{messaging_addr}"),
+                delivery_redis.clone(),
+                kafka.clone(),
+            );
+            options.node_id = format!("delivery-{}", i + 1);
+            options.redis_prefix = delivery_prefix.clone();
+            options.consumer_group = delivery_group.clone();
+            options.heartbeat_secs = 1;
+            for tweak in &self.delivery {
+                tweak(&mut options);
+            }
+            delivery.push(DeliveryReplica::start(options).await);
+        }
+
         let mut gateway_options = realchat_gateway::Options::new(
             format!("http://{auth_addr}"),
             format!("http://{messaging_addr}"),
             crate::redis_url(),
         );
         gateway_options.redis_prefix = crate::unique("rctest:") + ":";
+        if !delivery.is_empty() {
+            gateway_options.delivery_endpoints = delivery
+                .iter()
+                .map(|d| format!("ws://{}", d.addr))
+                .collect();
+        }
         for tweak in self.gateway {
             tweak(&mut gateway_options);
         }
@@ -120,6 +171,9 @@ impl TestAppBuilder {
             auth_addr,
             messaging_addr,
             gateway_admin,
+            delivery,
+            delivery_redis,
+            delivery_prefix,
             shutdowns: vec![gateway_shutdown, messaging_shutdown, auth_shutdown],
         };
         // The admin port is plain HTTP even when the public port serves TLS.
@@ -136,7 +190,79 @@ impl TestAppBuilder {
             }
         })
         .await;
+        for replica in &app.delivery {
+            replica.wait_ready(&app.http).await;
+        }
         app
+    }
+}
+
+/// A delivery replica running in the test process.
+#[derive(Debug)]
+pub struct DeliveryReplica {
+    /// Where its sockets connect.
+    pub addr: SocketAddr,
+    /// Its admin port (`/metrics`, `/readyz`).
+    pub admin: SocketAddr,
+    /// Its id in Redis.
+    pub replica_id: String,
+    /// Its lifecycle: trigger it to send SIGTERM's drain.
+    pub shutdown: Shutdown,
+    /// Finishes when the replica has drained.
+    pub stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl DeliveryReplica {
+    /// Builds and runs a replica with these options.
+    pub async fn start(options: realchat_delivery::Options) -> Self {
+        let service = realchat_delivery::Service::build(options).await.unwrap();
+        let (addr, admin) = (service.local_addr(), service.admin_addr());
+        let replica_id = service.replica_id().to_owned();
+        let shutdown = Shutdown::new(Duration::from_secs(10));
+        let (done, stopped) = tokio::sync::watch::channel(false);
+        let run = service.run(shutdown.clone());
+        tokio::spawn(async move {
+            let _ = run.await;
+            let _ = done.send(true);
+        });
+        Self {
+            addr,
+            admin,
+            replica_id,
+            shutdown,
+            stopped,
+        }
+    }
+
+    /// Waits until its admin port says ready.
+    pub async fn wait_ready(&self, http: &reqwest::Client) {
+        let url = format!("http://{}/readyz", self.admin);
+        crate::eventually(
+            "a delivery replica to be ready",
+            Duration::from_secs(15),
+            || {
+                let request = http.get(&url);
+                async move {
+                    request
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Its Prometheus exposition.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -159,6 +285,12 @@ pub struct TestApp {
     pub messaging_addr: SocketAddr,
     /// The gateway's admin address (`/metrics`).
     pub gateway_admin: SocketAddr,
+    /// The delivery replicas, if any were asked for.
+    pub delivery: Vec<DeliveryReplica>,
+    /// The Redis the delivery replicas use.
+    pub delivery_redis: String,
+    /// The Redis key prefix of the delivery replicas.
+    pub delivery_prefix: String,
     shutdowns: Vec<Shutdown>,
 }
 
@@ -182,6 +314,9 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             kafka: None,
+            delivery_replicas: 0,
+            delivery_redis: None,
+            delivery: Vec::new(),
             auth: Vec::new(),
             messaging: Vec::new(),
             gateway: Vec::new(),
@@ -280,6 +415,65 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The gateway's WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    /// A socket through the gateway, `ready` read.
+    pub async fn socket(&self, session: &Session) -> crate::ws::Socket {
+        crate::ws::Socket::connect(&self.ws_url(), &session.access_token).await
+    }
+
+    /// A socket straight to delivery replica `replica` (0-based), `ready` read.
+    pub async fn socket_to(&self, replica: usize, session: &Session) -> crate::ws::Socket {
+        let url = format!("ws://{}/v1/ws", self.delivery[replica].addr);
+        crate::ws::Socket::connect(&url, &session.access_token).await
+    }
+
+    /// Creates a direct conversation between two members; returns its id.
+    pub async fn direct(&self, a: &Session, b: &Session) -> String {
+        let created = self
+            .post_as(
+                &a.access_token,
+                "/v1/conversations",
+                &json!({"kind": "direct", "member_ids": [b.user_id]}),
+            )
+            .await;
+        assert!(created.status().is_success(), "{}", created.status());
+        let body: Value = created.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a group of these members (the first creates it); returns its id.
+    pub async fn group(&self, members: &[&Session]) -> String {
+        let ids: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+        let created = self
+            .post_as(
+                &members[0].access_token,
+                "/v1/conversations",
+                &json!({"kind": "group", "member_ids": ids, "title": "test group"}),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let body: Value = created.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a message; returns its seq.
+    pub async fn send(&self, from: &Session, conversation: &str, body: &str) -> i64 {
+        let sent = self
+            .post_as(
+                &from.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": uuid::Uuid::new_v4().to_string(), "body": body}),
+            )
+            .await;
+        assert_eq!(sent.status(), StatusCode::CREATED);
+        let message: Value = sent.json().await.unwrap();
+        message["seq"].as_i64().unwrap()
+    }
+
     /// The gateway's Prometheus exposition.
     pub async fn metrics(&self) -> String {
         self.http
@@ -295,6 +489,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        for replica in &self.delivery {
+            replica.shutdown.trigger();
+        }
         for shutdown in &self.shutdowns {
             shutdown.trigger();
         }

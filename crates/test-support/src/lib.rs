@@ -22,10 +22,11 @@ mod db;
 pub mod kafka;
 mod kafka_server;
 mod redis_server;
+pub mod ws;
 
 use std::time::Duration;
 
-pub use app::{Session, TestApp, TestAppBuilder, counter_value};
+pub use app::{DeliveryReplica, Session, TestApp, TestAppBuilder, counter_value};
 pub use db::TestDatabase;
 pub use kafka_server::KafkaServer;
 pub use redis_server::RedisServer;

@@ -1,0 +1,138 @@
+//! Presence, typing notices and read receipts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_support::{TestApp, ws::Frame};
+
+use crate::SOON;
+
+async fn status_of(app: &TestApp, asker: &test_support::Session, user: &str) -> Value {
+    let response = app
+        .get(
+            &format!("/v1/presence?user_ids={user}"),
+            Some(&asker.access_token),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["presence"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_sockets_and_contacts_hear_of_it() {
+    let app = TestApp::builder().delivery_replicas(2).spawn().await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    app.direct(&alice, &bob).await;
+    let never = uuid::Uuid::new_v4();
+
+    let offline = status_of(&app, &alice, &bob.user_id).await;
+    assert_eq!(offline["status"], "offline");
+    assert_eq!(offline["last_seen"], Value::Null);
+
+    let mut alice_socket = app.socket_to(0, &alice).await;
+    let bob_socket = app.socket_to(1, &bob).await;
+    let online = alice_socket.expect("presence", SOON).await;
+    assert_eq!(
+        online,
+        json!({"type": "presence", "user_id": bob.user_id, "status": "online"})
+    );
+    assert_eq!(
+        status_of(&app, &alice, &bob.user_id).await["status"],
+        "online"
+    );
+
+    drop(bob_socket);
+    let gone = alice_socket.expect("presence", SOON).await;
+    assert_eq!(
+        gone,
+        json!({"type": "presence", "user_id": bob.user_id, "status": "offline"})
+    );
+    let after = status_of(&app, &alice, &bob.user_id).await;
+    assert_eq!(after["status"], "offline");
+    assert!(after["last_seen"].as_str().unwrap().ends_with('Z'));
+
+    let response = app
+        .get(
+            &format!("/v1/presence?user_ids={},{never}", alice.user_id),
+            Some(&alice.access_token),
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["presence"][0]["status"], "online");
+    assert_eq!(body["presence"][1]["user_id"], never.to_string());
+    assert_eq!(body["presence"][1]["status"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_queries_are_checked() {
+    let app = TestApp::builder().delivery_replicas(1).spawn().await;
+    let user = app.signed_up().await;
+    assert_eq!(app.get("/v1/presence?user_ids=x", None).await.status(), 401);
+    for query in ["", "?user_ids=", "?user_ids=not-a-uuid"] {
+        let response = app
+            .get(&format!("/v1/presence{query}"), Some(&user.access_token))
+            .await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_argument");
+    }
+    let many: Vec<String> = (0..101).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let response = app
+        .get(
+            &format!("/v1/presence?user_ids={}", many.join(",")),
+            Some(&user.access_token),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_reaches_the_other_members_only() {
+    let app = TestApp::builder().delivery_replicas(2).spawn().await;
+    let (alice, bob, carol) = (app.member().await, app.member().await, app.member().await);
+    let conversation = app.group(&[&alice, &bob, &carol]).await;
+    let mut alice_socket = app.socket_to(0, &alice).await;
+    let mut bob_socket = app.socket_to(1, &bob).await;
+    let mut carol_socket = app.socket_to(0, &carol).await;
+
+    alice_socket
+        .send(&json!({"type": "typing", "conversation_id": conversation}))
+        .await;
+    for socket in [&mut bob_socket, &mut carol_socket] {
+        let typing = socket.expect("typing", SOON).await;
+        assert_eq!(
+            typing,
+            json!({"type": "typing", "conversation_id": conversation, "user_id": alice.user_id})
+        );
+    }
+    // The typist does not hear themself.
+    while let Some(frame) = alice_socket.next(Duration::from_secs(1)).await {
+        if let Frame::Json(frame) = frame {
+            assert_ne!(frame["type"], "typing");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_reach_the_other_members() {
+    let app = TestApp::builder().delivery_replicas(2).spawn().await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = app.direct(&alice, &bob).await;
+    let mut alice_socket = app.socket_to(0, &alice).await;
+    app.send(&alice, &conversation, "did you read this?").await;
+
+    let read = app
+        .post_as(
+            &bob.access_token,
+            &format!("/v1/conversations/{conversation}/read"),
+            &json!({"seq": 1}),
+        )
+        .await;
+    assert_eq!(read.status(), 204);
+    let receipt = alice_socket.expect("read", SOON).await;
+    assert_eq!(
+        receipt,
+        json!({"type": "read", "conversation_id": conversation, "user_id": bob.user_id, "seq": 1})
+    );
+}
