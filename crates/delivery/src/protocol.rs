@@ -234,6 +234,7 @@ pub fn error(error: &FrameError) -> Utf8Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -9,13 +9,15 @@ use serde_json::{Value, json};
 use crate::TestDatabase;
 
 type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
+/// A tweak applied to several instances (every delivery replica).
+type SharedTweak<T> = std::sync::Arc<dyn Fn(&mut T) + Send + Sync>;
 
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
     kafka: Option<realchat_outbox::KafkaOptions>,
     delivery_replicas: usize,
     delivery_redis: Option<String>,
-    delivery: Vec<std::sync::Arc<dyn Fn(&mut realchat_delivery::Options) + Send + Sync>>,
+    delivery: Vec<SharedTweak<realchat_delivery::Options>>,
     auth: Vec<Tweak<realchat_auth::Options>>,
     messaging: Vec<Tweak<realchat_messaging::Options>>,
     gateway: Vec<Tweak<realchat_gateway::Options>>,

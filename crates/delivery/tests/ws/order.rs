@@ -140,8 +140,8 @@ async fn a_group_message_reaches_every_member_on_every_replica() {
     for (i, member) in members.iter().enumerate() {
         sockets.push(app.socket_to(i % 2, member).await);
     }
-    for i in 1..=5 {
-        app.send(&members[i], &conversation, "to everyone").await;
+    for sender in &members[1..=5] {
+        app.send(sender, &conversation, "to everyone").await;
     }
     for socket in &mut sockets {
         assert_eq!(
