@@ -41,6 +41,8 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// How long a replica's user list outlives it, for a survivor to sweep.
 const USERS_SET_TTL_MS: u64 = 3_600_000;
+/// How long a dead replica stays in `replicas` after its last heartbeat expired.
+const DEAD_LISTED_MS: u64 = 60_000;
 /// How long `seen:<user>` is kept.
 const SEEN_TTL_MS: u64 = 30 * 24 * 3_600_000;
 
@@ -81,6 +83,15 @@ if had == 0 then return -1 end
 return left
 ";
 
+/// What a sweep found.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// Users of dead replicas who have no other socket: they went offline.
+    pub(crate) offline: Vec<Uuid>,
+    /// A replica stopped heartbeating since the last sweep.
+    pub(crate) found_dead: bool,
+}
+
 /// One user's presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Presence {
@@ -102,6 +113,8 @@ pub(crate) struct Cluster {
     release: Arc<redis::Script>,
     epoch: Instant,
     breaker_until_ms: Arc<AtomicU64>,
+    /// Dead replicas this replica already noticed.
+    seen_dead: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -145,6 +158,7 @@ impl Cluster {
             release: Arc::new(redis::Script::new(RELEASE)),
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
+            seen_dead: Arc::default(),
         })
     }
 
@@ -294,9 +308,10 @@ impl Cluster {
             .await
     }
 
-    /// Cleans up after replicas whose heartbeat expired; returns the users that went offline.
-    /// Each dead replica is swept by one survivor (a short lock), the others skip it.
-    pub(crate) async fn sweep(&self) -> Result<Vec<Uuid>, Error> {
+    /// Cleans up after replicas whose heartbeat expired; returns the users that went offline and
+    /// whether any replica was found dead. Each dead replica is swept by one survivor (a short
+    /// lock), the others skip it, but every survivor learns that one died.
+    pub(crate) async fn sweep(&self) -> Result<Swept, Error> {
         let replicas_key = self.key(format_args!("replicas"));
         let mut connection = self.connection.clone();
         let dead: Vec<String> = self
@@ -310,7 +325,13 @@ impl Cluster {
             )
             .await?;
         let mut offline = Vec::new();
+        let mut found_dead = false;
         for replica in dead.iter().filter(|r| **r != *self.replica) {
+            found_dead |= self
+                .seen_dead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(replica.clone());
             let lock = self.key(format_args!("sweep:{replica}"));
             let won: Option<String> = self
                 .call(
@@ -341,18 +362,28 @@ impl Cluster {
                 }
             }
             tracing::info!(replica = %replica, users = users.len(), "swept a replica that stopped heartbeating");
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL")
-                .arg(self.users_key(replica))
-                .ignore()
-                .cmd("ZREM")
-                .arg(&replicas_key)
-                .arg(replica)
-                .ignore();
-            self.call("sweep", pipe.query_async::<()>(&mut connection))
-                .await?;
+            self.call(
+                "sweep",
+                redis::cmd("DEL")
+                    .arg(self.users_key(replica))
+                    .query_async::<()>(&mut connection),
+            )
+            .await?;
         }
-        Ok(offline)
+        // Dead replicas stay listed for a minute, so every survivor notices each death.
+        self.call(
+            "sweep",
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(&replicas_key)
+                .arg("-inf")
+                .arg(now_ms().saturating_sub(DEAD_LISTED_MS))
+                .query_async::<()>(&mut connection),
+        )
+        .await?;
+        Ok(Swept {
+            offline,
+            found_dead,
+        })
     }
 
     /// Leaves the cluster on a clean shutdown: the replica is no longer a live one.

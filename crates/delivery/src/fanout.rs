@@ -120,10 +120,11 @@ pub(crate) async fn spread(
     push: &Push,
     item: impl Fn() -> Item,
 ) {
-    hub.deliver(recipients, push);
+    let local = hub.deliver(recipients, push);
     let Ok(by_replica) = cluster.routes(recipients).await else {
         return;
     };
+    tracing::debug!(local, replicas = by_replica.len(), "spreading");
     let sends = by_replica.into_iter().map(|(replica, user_ids)| {
         let forward = Forward {
             user_ids: user_ids.iter().map(Uuid::to_string).collect(),
@@ -175,18 +176,19 @@ impl Handler for Fanout {
 pub(crate) async fn forwarding(
     hub: Arc<Hub>,
     cluster: Cluster,
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = cluster.channel(cluster.replica());
     let mut attempt = 0u32;
     loop {
-        let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
+        let attempted = tokio::time::timeout(Duration::from_secs(2), async {
             let mut pubsub = cluster.client().get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
-        let pubsub = match subscribed {
+        let pubsub = match attempted {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(_)) | Err(_) => {
                 attempt += 1;
@@ -202,12 +204,14 @@ pub(crate) async fn forwarding(
             }
         };
         attempt = 0;
+        subscribed.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(channel = %channel, "forwarding channel subscribed");
         ::metrics::counter!(metrics::RESYNCS).increment(1);
         hub.broadcast(&Push::Resync);
 
         let (mut sink, mut stream) = pubsub.split();
         let mut ping = tokio::time::interval(Duration::from_secs(3));
+        ping.reset();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -217,7 +221,8 @@ pub(crate) async fn forwarding(
                 }
                 _ = ping.tick() => {
                     // A dead connection may not say so: a ping that goes unanswered ends it.
-                    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                    // (In subscribed mode the answer is `["pong", ""]`, not `PONG`: any answer will do.)
+                    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         break;
                     }

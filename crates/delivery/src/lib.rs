@@ -146,6 +146,12 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub send_queue: u64,
 
+    /// Kernel send buffer per socket, in bytes. Small keeps memory per socket bounded and makes
+    /// a reader that stopped reading show up quickly (its queue then fills and it is closed).
+    #[arg(long, env = "REALCHAT_DELIVERY_SOCKET_SEND_BUFFER", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..=16 * 1024 * 1024))]
+    pub socket_send_buffer: u64,
+
     /// Seconds between heartbeats that renew this replica's routes and presence claims. A claim
     /// lasts three heartbeats, so a dead replica's users go offline within about four.
     #[arg(long, env = "REALCHAT_DELIVERY_HEARTBEAT_SECS", default_value_t = 5,
@@ -182,6 +188,7 @@ impl Options {
             idle_timeout_secs: 90,
             ping_interval_secs: 30,
             send_queue: 1024,
+            socket_send_buffer: 64 * 1024,
             heartbeat_secs: 5,
             token_leeway_secs: 5,
             kafka,
@@ -323,9 +330,20 @@ impl Service {
         let sessions = state.sessions.clone();
 
         let messaging = shared.messaging.clone();
+        // Ready once forwards can reach this replica: its channel was subscribed (or, if Redis
+        // is down at startup, after a grace period: sockets work without Redis, and the
+        // forwarding task keeps trying and resyncs every session when it succeeds).
+        let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = std::time::Instant::now();
+        let channel_up = Arc::clone(&subscribed);
         let readiness = admin::readiness(move || {
             let mut messaging = messaging.clone();
+            let channel_up = channel_up.load(std::sync::atomic::Ordering::Relaxed)
+                || started.elapsed() > Duration::from_secs(10);
             async move {
+                if !channel_up {
+                    return Err("forwarding channel: not subscribed yet".to_owned());
+                }
                 let probe = GetConversationRequest {
                     caller_id: Uuid::nil().to_string(),
                     conversation_id: Uuid::nil().to_string(),
@@ -346,6 +364,7 @@ impl Service {
         });
         let serve_options = ServeOptions {
             drain_timeout: shutdown.grace(),
+            send_buffer: Some(options.socket_send_buffer as usize),
             ..ServeOptions::default()
         };
         shutdown.spawn(
@@ -361,14 +380,17 @@ impl Service {
             fanout::forwarding(
                 Arc::clone(&shared.hub),
                 shared.cluster.clone(),
+                subscribed,
                 token.clone(),
             ),
         );
+        let rejoin = Arc::new(tokio::sync::Notify::new());
         shutdown.spawn(
             "heartbeat",
             heartbeat(
                 Arc::clone(&shared),
                 Duration::from_secs(options.heartbeat_secs),
+                Arc::clone(&rejoin),
                 token.clone(),
             ),
         );
@@ -377,8 +399,9 @@ impl Service {
             hub: Arc::clone(&shared.hub),
             cluster: shared.cluster.clone(),
         });
-        let consumer_options =
+        let mut consumer_options =
             ConsumerOptions::new(options.consumer_group.clone(), vec![Topic::Messages]);
+        consumer_options.rejoin = Some(rejoin);
         let kafka = options.kafka.clone();
         let (consumer_token, closing) = (token.clone(), shared.closing.clone());
         shutdown.spawn("messages-consumer", async move {
@@ -402,6 +425,7 @@ impl Service {
 async fn heartbeat(
     shared: Arc<Shared>,
     every: Duration,
+    rejoin: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(every);
@@ -415,10 +439,23 @@ async fn heartbeat(
         if shared.cluster.heartbeat(&users).await.is_err() {
             continue;
         }
-        let Ok(offline) = shared.cluster.sweep().await else {
+        let Ok(swept) = shared.cluster.sweep().await else {
             continue;
         };
-        for user in offline {
+        if swept.found_dead {
+            // Make sure the dead replica's partitions move. A broker drops a member that went
+            // silent for the session timeout, but only rebalances when a live member asks: so,
+            // once the timeout has certainly passed, this replica asks by rejoining. (Asking
+            // sooner would have the dead member assigned partitions again.)
+            let rejoin = Arc::clone(&rejoin);
+            let wait = realchat_outbox::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                tracing::info!("a delivery replica died; rebalancing the consumer group");
+                rejoin.notify_one();
+            });
+        }
+        for user in swept.offline {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let contacts = contacts_of(&shared.messaging, user).await;

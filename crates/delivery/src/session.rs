@@ -161,6 +161,14 @@ impl Session {
         first_here: bool,
         token_expires_at: i64,
     ) -> Closing {
+        // `ready` means live: the hub has the session, Redis routes to it (unless Redis is
+        // down, when the next heartbeat does), and the cursors say where each conversation
+        // stood, so the socket is owed exactly what comes after.
+        let came_online =
+            first_here && matches!(self.shared.cluster.claim(&self.user).await, Ok(true));
+        if let Err(closing) = self.load_conversations(true).await {
+            return closing;
+        }
         let session_id = Uuid::new_v4().to_string();
         if let Err(closing) = self
             .send(protocol::ready(&session_id, self.user), "ready")
@@ -168,17 +176,9 @@ impl Session {
         {
             return closing;
         }
-        // Where each conversation stands now: the socket is owed what comes after.
-        if let Err(closing) = self.load_conversations(true).await {
-            return closing;
-        }
-        if first_here {
+        if came_online {
             let (shared, user, contacts) = (Arc::clone(&self.shared), self.user, self.contacts());
-            tokio::spawn(async move {
-                if let Ok(true) = shared.cluster.claim(&user).await {
-                    announce(&shared, user, true, contacts).await;
-                }
-            });
+            tokio::spawn(async move { announce(&shared, user, true, contacts).await });
         }
 
         let expires_in =
@@ -455,7 +455,10 @@ impl Session {
     async fn typing(&mut self, conversation: Uuid) -> Result<(), Closing> {
         let members = match self.members_of(conversation).await? {
             Some(members) => members,
-            None => return self.refuse(&FrameError::not_found(conversation)).await,
+            None => {
+                tracing::debug!(user.id = %self.user, conversation.id = %conversation, "typing refused: not a member");
+                return self.refuse(&FrameError::not_found(conversation)).await;
+            }
         };
         let now = Instant::now();
         if self
@@ -471,6 +474,7 @@ impl Session {
             .copied()
             .filter(|m| *m != self.user)
             .collect();
+        tracing::debug!(user.id = %self.user, conversation.id = %conversation, recipients = recipients.len(), "relaying a typing notice");
         let shared = Arc::clone(&self.shared);
         let (conversation_text, user_text) = (conversation.to_string(), self.user_text.clone());
         // Ephemeral and best effort: the socket does not wait for Redis.

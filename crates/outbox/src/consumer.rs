@@ -74,6 +74,11 @@ pub struct ConsumerOptions {
     pub max_attempts: u32,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// When notified, the consumer leaves the group and joins again as a new member, which
+    /// makes the group rebalance now. For services that learn of a dead peer sooner than the
+    /// broker does (the local broker, Tansu 0.6, may never expire a member that died without
+    /// leaving, and keeps its partitions assigned to it).
+    pub rejoin: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ConsumerOptions {
@@ -84,6 +89,7 @@ impl ConsumerOptions {
             topics,
             max_attempts: 5,
             max_backoff: Duration::from_secs(2),
+            rejoin: None,
         }
     }
 }
@@ -116,9 +122,28 @@ pub async fn run<H: Handler>(
     };
     tracing::info!(group = %looper.options.group_id, topics = ?names, "consumer started");
 
+    let rejoin = looper.options.rejoin.clone();
+    let rejoin_requested = async || match &rejoin {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    };
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = rejoin_requested() => {
+                tracing::info!("rejoining the group to rebalance now");
+                let old = std::mem::replace(
+                    &mut consumer,
+                    subscribe(kafka, &looper.options.group_id, &names)?,
+                );
+                joined_at = Instant::now();
+                // The old member commits what it stored and leaves the group as it closes.
+                tokio::task::spawn_blocking(move || {
+                    let _ = old.commit_consumer_state(CommitMode::Sync);
+                    drop(old);
+                });
+                continue;
+            }
             received = consumer.recv() => received,
         };
         let message = match received {

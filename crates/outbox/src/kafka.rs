@@ -16,6 +16,10 @@ use rdkafka::{
 
 use crate::{Topic, Topics};
 
+/// How long a consumer-group member may go silent before the broker drops it and gives its
+/// partitions to the others.
+pub const CONSUMER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the brokers are and how topics are named.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaOptions {
@@ -38,6 +42,11 @@ pub struct KafkaOptions {
     /// Create missing topics at startup (best effort; production clusters usually provision them).
     #[arg(long = "kafka-create-topics", env = "REALCHAT_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_topics: bool,
+
+    /// librdkafka debug contexts (its `debug` property, e.g. `cgrp,fetch`), for diagnosing
+    /// consumer-group and broker trouble; empty for none.
+    #[arg(long = "kafka-debug", env = "REALCHAT_KAFKA_DEBUG", default_value = "")]
+    pub debug: String,
 }
 
 impl KafkaOptions {
@@ -47,6 +56,7 @@ impl KafkaOptions {
             brokers: brokers.into(),
             topic_prefix: topic_prefix.into(),
             create_topics: true,
+            debug: String::new(),
         }
     }
 
@@ -69,6 +79,13 @@ impl KafkaOptions {
             .set("message.timeout.ms", "0")
             .set("reconnect.backoff.max.ms", "1000")
             .set("socket.keepalive.enable", "true");
+        self.with_debug(config)
+    }
+
+    fn with_debug(&self, mut config: ClientConfig) -> ClientConfig {
+        if !self.debug.is_empty() {
+            config.set("debug", &self.debug);
+        }
         config
     }
 
@@ -83,12 +100,15 @@ impl KafkaOptions {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                CONSUMER_SESSION_TIMEOUT.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "20");
-        config
+        self.with_debug(config)
     }
 
     /// Creates every topic and its DLQ if missing, with local partition counts. Gives up after a

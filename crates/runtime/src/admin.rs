@@ -33,6 +33,8 @@ struct AdminState {
 
 /// The admin router, for services that want to mount it themselves.
 pub fn router(readiness: Readiness, shutdown: CancellationToken) -> Router {
+    // Install the recorder now, not at the first scrape: what happens before it would be lost.
+    let _ = metrics_handle();
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))

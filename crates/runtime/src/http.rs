@@ -31,6 +31,10 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Serve HTTPS with this configuration instead of plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Fix each connection's kernel send buffer (`SO_SNDBUF`) instead of letting it grow to
+    /// megabytes: bounds the memory a long-lived socket can hold, and lets a server notice a
+    /// reader that stopped reading within kilobytes rather than megabytes.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for ServeOptions {
@@ -39,6 +43,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
             tls: None,
+            send_buffer: None,
         }
     }
 }
@@ -96,6 +101,7 @@ pub async fn serve(
         acceptor,
         graceful: &graceful,
         handshake_timeout: options.header_read_timeout,
+        send_buffer: options.send_buffer,
     };
 
     loop {
@@ -149,12 +155,18 @@ struct Connections<'a> {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     graceful: &'a GracefulShutdown,
     handshake_timeout: Duration,
+    send_buffer: Option<usize>,
 }
 
 impl Connections<'_> {
     /// Serves `stream` on its own task, watched by the graceful shutdown.
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        if let Some(size) = self.send_buffer
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
+        {
+            tracing::debug!(%peer, %error, "could not set the send buffer");
+        }
         let service = connection_service(self.app.clone(), peer);
         let builder = self.builder.clone();
         match &self.acceptor {

@@ -87,6 +87,7 @@ impl TestAppBuilder {
     /// Starts auth and messaging on topics of their own, then the gateway, and waits until the
     /// gateway is ready.
     pub async fn spawn(self) -> TestApp {
+        crate::log_if_asked();
         let kafka = match self.kafka {
             Some(kafka) => kafka,
             None => crate::kafka::fresh_topics().await,

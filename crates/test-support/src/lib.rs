@@ -31,6 +31,26 @@ pub use db::TestDatabase;
 pub use kafka_server::KafkaServer;
 pub use redis_server::RedisServer;
 
+/// Logs what the in-process services do when `REALCHAT_TEST_LOG` holds a filter
+/// (`REALCHAT_TEST_LOG=info,realchat_delivery=debug cargo test ... -- --nocapture`).
+pub fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Ok(filter) = std::env::var("REALCHAT_TEST_LOG") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        let options = realchat_runtime::config::CommonOptions {
+            log_filter: filter,
+            log_format: realchat_runtime::config::LogFormat::Human,
+            shutdown_grace_secs: 5,
+        };
+        // The guard would flush traces on drop; a test process has none to flush.
+        if let Ok(guard) = realchat_runtime::telemetry::init("test", &options) {
+            std::mem::forget(guard);
+        }
+    });
+}
+
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_url() -> String {
     std::env::var("REALCHAT_TEST_POSTGRES_URL")

@@ -13,6 +13,8 @@ use test_support::{
     ws::{Frame, Socket},
 };
 
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
 use crate::SOON;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,8 +80,24 @@ async fn a_slow_reader_is_cut_off_while_the_others_keep_their_latency() {
     let (alice, fast, slow) = (app.member().await, app.member().await, app.member().await);
     let conversation = app.group(&[&alice, &fast, &slow]).await;
     let mut fast_socket = app.socket_to(0, &fast).await;
-    // The slow reader connects and then never reads; the kernel buffers fill, then its queue.
-    let slow_socket = app.socket_to(0, &slow).await;
+    // The slow reader connects with a small receive buffer and then never reads: the kernel
+    // buffers fill, then its queue.
+    let slow_socket = {
+        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+        tcp.set_recv_buffer_size(4096).unwrap();
+        let stream = tcp.connect(app.delivery[0].addr).await.unwrap();
+        let mut request = format!("ws://{}/v1/ws", app.delivery[0].addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", slow.access_token).parse().unwrap(),
+        );
+        tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap()
+            .0
+    };
 
     let body = "x".repeat(3_900);
     let mut sent_at = HashMap::new();
@@ -150,16 +168,30 @@ async fn with_redis_down_sockets_stay_open_sends_succeed_and_everything_arrives_
         app.send(&alice, &conversation, &format!("during {i}"))
             .await;
     }
-    // The sockets are still open and answer.
-    for socket in [&mut alice_socket, &mut bob_socket] {
+    // The sockets are still open and answer (what arrives before the pong is kept).
+    let mut early = [Vec::new(), Vec::new()];
+    for (socket, seqs) in [&mut alice_socket, &mut bob_socket]
+        .into_iter()
+        .zip(&mut early)
+    {
         socket.send(&json!({"type": "ping"})).await;
-        socket.expect("pong", SOON).await;
+        loop {
+            match socket.next(SOON).await {
+                Some(Frame::Json(frame)) if frame["type"] == "pong" => break,
+                Some(Frame::Json(frame)) if frame["type"] == "message" => {
+                    seqs.push(frame["message"]["seq"].as_i64().unwrap());
+                }
+                Some(Frame::Json(_)) => {}
+                other => panic!("no pong while Redis is down: {other:?}"),
+            }
+        }
     }
+    let [mut to_alice, mut to_bob] = early;
 
     redis.resume().await;
     app.send(&alice, &conversation, "after").await;
-    let to_bob = bob_socket.seqs_until(&conversation, 7, SOON).await;
-    let to_alice = alice_socket.seqs_until(&conversation, 7, SOON).await;
+    to_bob.extend(bob_socket.seqs_until(&conversation, 7, SOON).await);
+    to_alice.extend(alice_socket.seqs_until(&conversation, 7, SOON).await);
     assert_eq!(dedup(&to_bob), (2..=7).collect::<Vec<_>>(), "{to_bob:?}");
     assert_eq!(
         dedup(&to_alice),
@@ -244,8 +276,16 @@ impl Replica {
             .env("REALCHAT_DELIVERY_HEARTBEAT_SECS", "1")
             .env("REALCHAT_KAFKA_BROKERS", &app.kafka.brokers)
             .env("REALCHAT_KAFKA_TOPIC_PREFIX", &app.kafka.topic_prefix)
-            .env("REALCHAT_LOG", "warn")
-            .stdout(Stdio::null())
+            .env(
+                "REALCHAT_KAFKA_DEBUG",
+                std::env::var("REALCHAT_TEST_KAFKA_DEBUG").unwrap_or_default(),
+            )
+            .env(
+                "REALCHAT_LOG",
+                std::env::var("REALCHAT_TEST_REPLICA_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // Quiet unless REALCHAT_TEST_REPLICA_LOG asks for more.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
@@ -273,6 +313,8 @@ struct Client {
     conversation: String,
     socket: Option<Socket>,
     seen: Vec<i64>,
+    /// Presence frames: (user, status).
+    presence: Vec<(String, String)>,
 }
 
 impl Client {
@@ -292,6 +334,12 @@ impl Client {
                         && frame["message"]["conversation_id"] == self.conversation.as_str()
                     {
                         self.seen.push(frame["message"]["seq"].as_i64().unwrap());
+                    }
+                    if frame["type"] == "presence" {
+                        self.presence.push((
+                            frame["user_id"].as_str().unwrap().to_owned(),
+                            frame["status"].as_str().unwrap().to_owned(),
+                        ));
                     }
                 }
                 Some(Frame::Closed(_)) => {
@@ -334,7 +382,10 @@ async fn claims(prefix: &str, user: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghost_stays() {
     let app = TestApp::builder()
-        .gateway(|o| o.user_burst = 100_000)
+        .gateway(|o| {
+            o.user_burst = 100_000;
+            o.auth_ip_burst = 100_000;
+        })
         .spawn()
         .await;
     let prefix = test_support::unique("rckill:") + ":";
@@ -353,6 +404,7 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
                 conversation: conversation.clone(),
                 socket: None,
                 seen: Vec::new(),
+                presence: Vec::new(),
             });
         }
     }
@@ -377,6 +429,11 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
                 .await;
         }
         if round == rounds / 2 {
+            // From here on, presence frames are the crash's.
+            for client in clients.iter_mut() {
+                client.drain().await;
+                client.presence.clear();
+            }
             drop(doomed.take());
         }
         for client in clients.iter_mut() {
@@ -386,42 +443,42 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
 
     // Everyone who lost their socket reconnects to the survivor and resumes, except client 0,
     // who stays away until their contact has seen them go offline.
-    let mut contact_socket_saw_offline = false;
     for (i, client) in clients.iter_mut().enumerate() {
         if client.socket.is_none() && i != 0 {
             client.reconnect(&survivor.url()).await;
         }
     }
     let away = clients[0].session.user_id.clone();
+    let status_of_away = |client: &Client| {
+        client
+            .presence
+            .iter()
+            .filter(|(user, _)| *user == away)
+            .map(|(_, status)| status.clone())
+            .collect::<Vec<_>>()
+    };
     let deadline = Instant::now() + SOON;
-    while Instant::now() < deadline && !contact_socket_saw_offline {
-        let contact = &mut clients[1];
-        if let Some(Frame::Json(frame)) = contact
-            .socket
-            .as_mut()
-            .unwrap()
-            .next(Duration::from_millis(200))
-            .await
-        {
-            if frame["type"] == "message"
-                && frame["message"]["conversation_id"] == contact.conversation.as_str()
-            {
-                contact.seen.push(frame["message"]["seq"].as_i64().unwrap());
-            }
-            if frame["type"] == "presence" && frame["user_id"] == away.as_str() {
-                contact_socket_saw_offline = frame["status"] == "offline";
-            }
-        }
+    while Instant::now() < deadline && !status_of_away(&clients[1]).contains(&"offline".to_owned())
+    {
+        clients[1].drain().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        contact_socket_saw_offline,
-        "the crashed replica's user never went offline"
+    assert_eq!(
+        status_of_away(&clients[1]),
+        ["offline"],
+        "the crashed replica's user went offline, and only that"
     );
     clients[0].socket = None;
     clients[0].reconnect(&survivor.url()).await;
+    let deadline = Instant::now() + SOON;
+    while Instant::now() < deadline && status_of_away(&clients[1]).len() < 2 {
+        clients[1].drain().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_of_away(&clients[1]), ["offline", "online"]);
 
     // Everyone ends with every message of their conversation, in order.
-    for client in clients.iter_mut() {
+    for (i, client) in clients.iter_mut().enumerate() {
         let socket = client.socket.as_mut().unwrap();
         let cursor = client.seen.iter().copied().max().unwrap_or(0);
         if cursor < rounds as i64 {
@@ -433,7 +490,7 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
         assert_eq!(
             dedup(&client.seen),
             (1..=rounds as i64).collect::<Vec<_>>(),
-            "client {} saw {:?}",
+            "client {i} ({}) saw {:?}",
             client.session.user_id,
             client.seen
         );
