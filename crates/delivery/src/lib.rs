@@ -264,6 +264,7 @@ impl Service {
                 write_timeout: Duration::from_secs(10),
             },
             closing: CancellationToken::new(),
+            resyncs: tokio::sync::Semaphore::new(32),
         });
         let public = TcpListener::bind(options.addr)
             .await

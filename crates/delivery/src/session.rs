@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) options: SessionOptions,
     /// Cancelled once the consumer has committed on shutdown: close with 1001.
     pub(crate) closing: CancellationToken,
+    /// Resyncs that may run at once, so a Redis blip does not send every session of the
+    /// replica to messaging in the same instant.
+    pub(crate) resyncs: tokio::sync::Semaphore,
 }
 
 /// Messages fetched per history call.
@@ -270,7 +273,11 @@ impl Session {
                 self.cursors.remove(&conversation);
                 Ok(())
             }
-            Push::Resync => self.load_conversations(false).await,
+            Push::Resync => {
+                let shared = Arc::clone(&self.shared);
+                let _permit = shared.resyncs.acquire().await;
+                self.load_conversations(false).await
+            }
         }
     }
 

@@ -26,6 +26,7 @@ use crate::{error, routes};
         routes::conversations::history,
         routes::conversations::mark_read,
         routes::realtime::presence,
+        routes::realtime::websocket,
         routes::meta::jwks,
         routes::meta::healthz,
         routes::meta::readyz,
@@ -35,7 +36,7 @@ use crate::{error, routes};
     tags((name = "auth", description = "Accounts and tokens"),
         (name = "conversations", description = "Direct and group conversations"),
         (name = "messages", description = "Sending, history, read positions"),
-        (name = "presence", description = "Who is online"), (name = "meta", description = "Probes"))
+        (name = "realtime", description = "The WebSocket and presence, served by delivery"), (name = "meta", description = "Probes"))
 )]
 pub(crate) struct ApiDoc;
 

@@ -143,8 +143,21 @@ fn socket_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// `GET /v1/ws`: checks the token (401 before any upgrade), then proxies the socket to a
-/// delivery replica.
+/// The WebSocket of API.md: live messages, resume, typing, read receipts and presence.
+///
+/// Checks the token (401 before any upgrade), then proxies the socket to a delivery replica.
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime",
+    params(("access_token" = Option<String>, Query,
+        description = "For browsers, which cannot set headers on a WebSocket: the access token")),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: JSON text frames as in API.md"),
+        (status = 400, body = ErrorBody, description = "`invalid_argument`: not a WebSocket upgrade"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated` or `token_expired`, before any upgrade"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: an `Origin` that is not allowed"),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "no delivery replica is reachable"),
+    ))]
 pub(crate) async fn websocket(State(state): State<AppState>, mut request: Request) -> Response {
     let Some(token) = socket_token(request.headers(), request.uri()).filter(|t| !t.is_empty())
     else {
@@ -295,7 +308,7 @@ pub(crate) struct PresenceQuery {
 }
 
 /// Online or offline, and when last seen.
-#[utoipa::path(get, path = "/v1/presence", tag = "presence", params(PresenceQuery),
+#[utoipa::path(get, path = "/v1/presence", tag = "realtime", params(PresenceQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = PresenceList),

@@ -106,6 +106,9 @@ async fn probes_and_the_openapi_document_are_served() {
         "/v1/auth/refresh",
         "/v1/auth/logout",
         "/v1/auth/me",
+        "/v1/conversations/{id}/messages",
+        "/v1/presence",
+        "/v1/ws",
         "/.well-known/jwks.json",
     ] {
         assert!(
