@@ -75,6 +75,8 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     queue: usize,
     members: Mutex<HashMap<Uuid, Arc<[Uuid]>>>,
+    /// Users whose route could not be claimed when their session opened.
+    unrouted: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// Conversations whose members the hub remembers, at most; past it the cache starts over.
@@ -88,6 +90,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
             members: Mutex::new(HashMap::new()),
+            unrouted: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -198,6 +201,23 @@ impl Hub {
             .values()
             .map(Vec::len)
             .sum()
+    }
+
+    /// Notes that `user`'s route is not in Redis (it could not be claimed).
+    pub(crate) fn mark_unrouted(&self, user: Uuid) {
+        self.unrouted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user);
+    }
+
+    /// Takes the users noted as unrouted (to claim them, then have them resync).
+    pub(crate) fn take_unrouted(&self) -> Vec<Uuid> {
+        self.unrouted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect()
     }
 
     /// Remembers a conversation's members.

@@ -436,10 +436,17 @@ async fn heartbeat(
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        // Taken before the claims are renewed, so each of them is among the users renewed.
+        let unrouted = shared.hub.take_unrouted();
         let users = shared.hub.users();
         if shared.cluster.heartbeat(&users).await.is_err() {
+            for user in unrouted {
+                shared.hub.mark_unrouted(user);
+            }
             continue;
         }
+        // Routed again: what was forwarded while they were not may have missed them.
+        shared.hub.deliver(&unrouted, &hub::Push::Resync);
         let Ok(swept) = shared.cluster.sweep().await else {
             continue;
         };

@@ -167,8 +167,7 @@ impl Session {
         // `ready` means live: the hub has the session, Redis routes to it (unless Redis is
         // down, when the next heartbeat does), and the cursors say where each conversation
         // stood, so the socket is owed exactly what comes after.
-        let came_online =
-            first_here && matches!(self.shared.cluster.claim(&self.user).await, Ok(true));
+        let came_online = first_here && self.claim().await;
         if let Err(closing) = self.load_conversations(true).await {
             return closing;
         }
@@ -231,6 +230,19 @@ impl Session {
             };
             if let Err(closing) = result {
                 return closing;
+            }
+        }
+    }
+
+    /// Claims the user's route; true when they just came online. If Redis cannot be told, the
+    /// session is marked unrouted: forwards may miss it until the next heartbeat claims it, and
+    /// that heartbeat then has it resync.
+    async fn claim(&mut self) -> bool {
+        match self.shared.cluster.claim(&self.user).await {
+            Ok(came_online) => came_online,
+            Err(_) => {
+                self.shared.hub.mark_unrouted(self.user);
+                false
             }
         }
     }
