@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "realchat/delivery/v1/delivery.proto",
         "realchat/events/v1/events.proto",
         "realchat/messaging/v1/messaging.proto",
+        "realchat/profile/v1/profile.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

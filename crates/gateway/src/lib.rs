@@ -40,7 +40,7 @@ use crate::rate_limit::{Limit, RateLimiter};
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub(crate) use realchat_runtime::clients::{AuthClient, MessagingClient};
+pub(crate) use realchat_runtime::clients::{AuthClient, MessagingClient, ProfileClient};
 
 /// Configuration of the gateway. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +72,14 @@ pub struct Options {
         default_value = "http://127.0.0.1:50052"
     )]
     pub messaging_endpoint: String,
+
+    /// gRPC endpoint of the profile service.
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_ENDPOINT",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub profile_endpoint: String,
 
     /// Delivery replicas that serve `/v1/ws` and `/v1/presence`, comma-separated; each new
     /// socket goes to the next one that answers.
@@ -159,6 +167,7 @@ impl Options {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
+            profile_endpoint: "http://127.0.0.1:50053".into(),
             delivery_endpoints: vec!["ws://127.0.0.1:8081".into()],
             redis_url: redis_url.into(),
             redis_prefix: "realchat:".into(),
@@ -189,6 +198,7 @@ pub(crate) struct Limits {
 pub(crate) struct AppState {
     pub(crate) auth: AuthClient,
     pub(crate) messaging: MessagingClient,
+    pub(crate) profile: ProfileClient,
     pub(crate) delivery: Arc<routes::realtime::Delivery>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: RateLimiter,
@@ -222,6 +232,7 @@ impl Service {
         let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let messaging =
             clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        let profile = clients::profile("REALCHAT_PROFILE_ENDPOINT", &options.profile_endpoint)?;
         let verifier = Arc::new(Verifier::new(
             Arc::new(clients::AuthKeySource::new(auth.clone())),
             Duration::from_secs(options.token_leeway_secs),
@@ -267,6 +278,7 @@ impl Service {
         let state = AppState {
             auth,
             messaging,
+            profile,
             delivery,
             verifier,
             limiter,
@@ -371,6 +383,12 @@ fn router(state: AppState) -> Router {
             post(routes::conversations::mark_read),
         )
         .route("/v1/presence", get(routes::realtime::presence))
+        .route("/v1/users", get(routes::users::search))
+        .route(
+            "/v1/users/me",
+            get(routes::users::me).patch(routes::users::edit),
+        )
+        .route("/v1/users/{id}", get(routes::users::get))
         .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .merge(by_ip)

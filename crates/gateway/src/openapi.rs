@@ -25,6 +25,10 @@ use crate::{error, routes};
         routes::conversations::send,
         routes::conversations::history,
         routes::conversations::mark_read,
+        routes::users::me,
+        routes::users::edit,
+        routes::users::get,
+        routes::users::search,
         routes::realtime::presence,
         routes::realtime::websocket,
         routes::meta::jwks,
@@ -36,6 +40,7 @@ use crate::{error, routes};
     tags((name = "auth", description = "Accounts and tokens"),
         (name = "conversations", description = "Direct and group conversations"),
         (name = "messages", description = "Sending, history, read positions"),
+        (name = "profiles", description = "Profiles and the directory"),
         (name = "realtime", description = "The WebSocket and presence, served by delivery"), (name = "meta", description = "Probes"))
 )]
 pub(crate) struct ApiDoc;

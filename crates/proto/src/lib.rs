@@ -31,6 +31,14 @@ pub mod delivery {
     }
 }
 
+/// `realchat.profile.v1`: the profile service.
+pub mod profile {
+    /// Version 1 of the profile API.
+    pub mod v1 {
+        tonic::include_proto!("realchat.profile.v1");
+    }
+}
+
 /// `realchat.events.v1`: the event envelope and every event payload.
 pub mod events {
     /// Version 1 of the events.

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use realchat_proto::{
     auth::v1::{GetJwksRequest, auth_client},
     messaging::v1::messaging_client,
+    profile::v1::profiles_client,
 };
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
@@ -24,6 +25,10 @@ pub type AuthClient = auth_client::AuthClient<InterceptedService<Channel, GrpcCl
 /// The gRPC client of the messaging service.
 pub type MessagingClient =
     messaging_client::MessagingClient<InterceptedService<Channel, GrpcClientPropagation>>;
+
+/// The gRPC client of the profile service.
+pub type ProfileClient =
+    profiles_client::ProfilesClient<InterceptedService<Channel, GrpcClientPropagation>>;
 
 /// A lazily connecting channel to `endpoint`; `variable` names the setting in errors.
 pub fn channel(variable: &str, endpoint: &str) -> anyhow::Result<Channel> {
@@ -46,6 +51,14 @@ pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
 /// A messaging client on `endpoint` (the value of `variable`).
 pub fn messaging(variable: &str, endpoint: &str) -> anyhow::Result<MessagingClient> {
     Ok(messaging_client::MessagingClient::with_interceptor(
+        channel(variable, endpoint)?,
+        GrpcClientPropagation,
+    ))
+}
+
+/// A profile client on `endpoint` (the value of `variable`).
+pub fn profile(variable: &str, endpoint: &str) -> anyhow::Result<ProfileClient> {
+    Ok(profiles_client::ProfilesClient::with_interceptor(
         channel(variable, endpoint)?,
         GrpcClientPropagation,
     ))

@@ -15,6 +15,7 @@ type SharedTweak<T> = std::sync::Arc<dyn Fn(&mut T) + Send + Sync>;
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
     kafka: Option<realchat_outbox::KafkaOptions>,
+    profile: bool,
     delivery_replicas: usize,
     delivery_redis: Option<String>,
     delivery: Vec<SharedTweak<realchat_delivery::Options>>,
@@ -33,6 +34,12 @@ impl TestAppBuilder {
     /// Uses these Kafka options (a private broker, say) instead of fresh topics on the shared one.
     pub fn kafka(mut self, kafka: realchat_outbox::KafkaOptions) -> Self {
         self.kafka = Some(kafka);
+        self
+    }
+
+    /// Runs the profile service too (on a database of its own).
+    pub fn profile(mut self) -> Self {
+        self.profile = true;
         self
     }
 
@@ -118,6 +125,21 @@ impl TestAppBuilder {
         let messaging_shutdown = Shutdown::new(Duration::from_secs(5));
         tokio::spawn(messaging.run(messaging_shutdown.clone()));
 
+        let mut profile_shutdown = None;
+        let mut profile_db = None;
+        let mut profile_addr = None;
+        if self.profile {
+            let db = TestDatabase::new("profile");
+            let mut options = realchat_profile::Options::new(db.url(), kafka.clone());
+            options.consumer_group = crate::unique("profile-");
+            let service = realchat_profile::Service::build(options).await.unwrap();
+            profile_addr = Some(service.grpc_addr());
+            let shutdown = Shutdown::new(Duration::from_secs(5));
+            tokio::spawn(service.run(shutdown.clone()));
+            profile_shutdown = Some(shutdown);
+            profile_db = Some(db);
+        }
+
         let delivery_prefix = crate::unique("rcdelivery:") + ":";
         let delivery_group = crate::unique("delivery-");
         let delivery_redis = self.delivery_redis.unwrap_or_else(crate::redis_url);
@@ -145,6 +167,9 @@ impl TestAppBuilder {
             crate::redis_url(),
         );
         gateway_options.redis_prefix = crate::unique("rctest:") + ":";
+        if let Some(addr) = profile_addr {
+            gateway_options.profile_endpoint = format!("http://{addr}");
+        }
         if !delivery.is_empty() {
             gateway_options.delivery_endpoints = delivery
                 .iter()
@@ -177,7 +202,17 @@ impl TestAppBuilder {
             delivery,
             delivery_redis,
             delivery_prefix,
-            shutdowns: vec![gateway_shutdown, messaging_shutdown, auth_shutdown],
+            profile_db,
+            profile_addr,
+            shutdowns: [
+                Some(gateway_shutdown),
+                profile_shutdown,
+                Some(messaging_shutdown),
+                Some(auth_shutdown),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         // The admin port is plain HTTP even when the public port serves TLS.
         let admin = format!("http://{}", app.gateway_admin);
@@ -294,6 +329,10 @@ pub struct TestApp {
     pub delivery_redis: String,
     /// The Redis key prefix of the delivery replicas.
     pub delivery_prefix: String,
+    /// The profile service's database, when it runs.
+    pub profile_db: Option<TestDatabase>,
+    /// The profile service's gRPC address, when it runs.
+    pub profile_addr: Option<SocketAddr>,
     shutdowns: Vec<Shutdown>,
 }
 
@@ -317,6 +356,7 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             kafka: None,
+            profile: false,
             delivery_replicas: 0,
             delivery_redis: None,
             delivery: Vec::new(),

@@ -4,4 +4,5 @@ pub(crate) mod auth;
 pub(crate) mod conversations;
 pub(crate) mod meta;
 pub(crate) mod realtime;
+pub(crate) mod users;
 pub(crate) mod views;

@@ -1,0 +1,124 @@
+//! The `realchat.profile.v1.Profiles` gRPC service: parse, check, call the store.
+
+use std::time::Instant;
+
+use realchat_proto::profile::v1::{
+    self as pb, GetProfileRequest, NullableString, SearchProfilesRequest, SearchProfilesResponse,
+    UpdateProfileRequest, profiles_server::Profiles,
+};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::{AvatarUrl, Bio, DisplayName, Prefix, search_limit},
+    error::Error,
+    metrics,
+    store::{self, Change, Edit, ProfileRow, unix_ms},
+};
+
+/// The profile service's request handlers.
+#[derive(Clone, Debug)]
+pub struct ProfilesApi {
+    pub(crate) pool: PgPool,
+}
+
+fn to_pb(row: ProfileRow) -> pb::Profile {
+    pb::Profile {
+        user_id: row.user_id.to_string(),
+        username: row.username.unwrap_or_default(),
+        display_name: row.display_name.unwrap_or_default(),
+        has_bio: row.bio.is_some(),
+        bio: row.bio.unwrap_or_default(),
+        has_avatar_url: row.avatar_url.is_some(),
+        avatar_url: row.avatar_url.unwrap_or_default(),
+        updated_at_ms: unix_ms(row.updated_at),
+    }
+}
+
+/// An id from a path: malformed is simply "not found".
+fn user_id(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| Error::NotFound)
+}
+
+fn change(
+    field: Option<NullableString>,
+    parse: impl Fn(&str) -> Result<String, String>,
+) -> Result<Change, Error> {
+    Ok(match field {
+        None => Change::Keep,
+        Some(NullableString { value: None }) => Change::Clear,
+        Some(NullableString { value: Some(v) }) => {
+            Change::Set(parse(&v).map_err(Error::InvalidArgument)?)
+        }
+    })
+}
+
+impl ProfilesApi {
+    async fn edit(&self, request: UpdateProfileRequest) -> Result<pb::Profile, Error> {
+        let user = Uuid::parse_str(&request.user_id)
+            .map_err(|_| Error::InvalidArgument("user_id must be a UUID".into()))?;
+        let display_name = match change(request.display_name, |v| {
+            DisplayName::parse(v).map(DisplayName::into_inner)
+        })? {
+            Change::Keep => None,
+            Change::Set(name) => Some(name),
+            Change::Clear => {
+                return Err(Error::InvalidArgument(
+                    "display_name cannot be removed, only changed".into(),
+                ));
+            }
+        };
+        let edit = Edit {
+            display_name,
+            bio: change(request.bio, |v| Bio::parse(v).map(Bio::into_inner))?,
+            avatar_url: change(request.avatar_url, |v| {
+                AvatarUrl::parse(v).map(AvatarUrl::into_inner)
+            })?,
+        };
+        let row = store::edit(&self.pool, user, edit).await?;
+        ::metrics::counter!(metrics::PROFILES_UPDATED).increment(1);
+        Ok(to_pb(row))
+    }
+
+    async fn search(
+        &self,
+        request: SearchProfilesRequest,
+    ) -> Result<SearchProfilesResponse, Error> {
+        let prefix = Prefix::parse(&request.prefix).map_err(Error::InvalidArgument)?;
+        let limit = search_limit(request.limit).map_err(Error::InvalidArgument)?;
+        let (from, to) = prefix.range();
+        let started = Instant::now();
+        let rows = store::search(&self.pool, &from, to.as_deref(), limit).await?;
+        ::metrics::histogram!(metrics::SEARCH_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(SearchProfilesResponse {
+            profiles: rows.into_iter().map(to_pb).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Profiles for ProfilesApi {
+    async fn get_profile(
+        &self,
+        request: Request<GetProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let user = user_id(&request.get_ref().user_id)?;
+        let row = store::get(&self.pool, user).await?;
+        Ok(Response::new(to_pb(row)))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        Ok(Response::new(self.edit(request.into_inner()).await?))
+    }
+
+    async fn search_profiles(
+        &self,
+        request: Request<SearchProfilesRequest>,
+    ) -> Result<Response<SearchProfilesResponse>, Status> {
+        Ok(Response::new(self.search(request.into_inner()).await?))
+    }
+}

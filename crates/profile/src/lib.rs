@@ -1,0 +1,212 @@
+//! The profile service: who people are, and the directory to find them.
+//!
+//! It owns the `profile` database and serves gRPC `realchat.profile.v1.Profiles`. Profiles are
+//! made by consuming `user.registered` from `realchat.users.v1` (idempotently, never undoing an
+//! edit), so replaying the topic into an empty database rebuilds them. The directory is a prefix
+//! range scan on a bytewise-ordered username index.
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod error;
+mod events;
+mod grpc;
+pub mod metrics;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use realchat_outbox::{
+    KafkaOptions, Topic,
+    consumer::{self, ConsumerOptions},
+};
+use realchat_proto::profile::v1::profiles_server::ProfilesServer;
+use realchat_runtime::{Shutdown, admin, config::Secret};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use grpc::ProfilesApi;
+
+/// The migrations of the `profile` database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Configuration of the profile service. Every field has a default that works with `cargo xtask up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Address of the gRPC server.
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_GRPC_ADDR",
+        default_value = "127.0.0.1:50053"
+    )]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_ADMIN_ADDR",
+        default_value = "127.0.0.1:9183"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// PostgreSQL URL of the `profile` database.
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/profile",
+        hide_env_values = true
+    )]
+    pub database_url: Secret<String>,
+
+    /// Largest number of database connections.
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub database_max_connections: u32,
+
+    /// Apply pending migrations at startup.
+    #[arg(long, env = "REALCHAT_PROFILE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Consumer group reading `realchat.users.v1`.
+    #[arg(
+        long,
+        env = "REALCHAT_PROFILE_CONSUMER_GROUP",
+        default_value = "profile"
+    )]
+    pub consumer_group: String,
+
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+}
+
+impl Options {
+    /// Defaults with the given database and broker, on free ports; for tests and embedding.
+    pub fn new(database_url: impl Into<String>, kafka: KafkaOptions) -> Self {
+        Self {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: Secret::new(database_url.into()),
+            database_max_connections: 16,
+            migrate: true,
+            consumer_group: "profile".into(),
+            kafka,
+        }
+    }
+}
+
+/// Creates the database if missing and applies the migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+        .await
+        .context("migrating the profile database")
+}
+
+/// A built profile service: listeners bound, database migrated.
+#[derive(Debug)]
+pub struct Service {
+    grpc: TcpListener,
+    admin: TcpListener,
+    pool: PgPool,
+    options: Options,
+}
+
+impl Service {
+    /// Binds the listeners (port 0 picks a free one) and prepares the database.
+    pub async fn build(options: Options) -> anyhow::Result<Self> {
+        metrics::describe();
+        let url = options.database_url.expose();
+        if options.migrate {
+            migrate(url).await?;
+        }
+        let pool = realchat_runtime::db::pool(
+            url,
+            options.database_max_connections,
+            Duration::from_secs(3),
+        )
+        .context("REALCHAT_PROFILE_DATABASE_URL")?;
+        if options.kafka.create_topics
+            && let Err(error) = options.kafka.ensure_topics().await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not create the Kafka topics; continuing"
+            );
+        }
+        let grpc = TcpListener::bind(options.grpc_addr)
+            .await
+            .with_context(|| format!("binding REALCHAT_PROFILE_GRPC_ADDR={}", options.grpc_addr))?;
+        let admin = TcpListener::bind(options.admin_addr)
+            .await
+            .with_context(|| {
+                format!("binding REALCHAT_PROFILE_ADMIN_ADDR={}", options.admin_addr)
+            })?;
+        Ok(Self {
+            grpc,
+            admin,
+            pool,
+            options,
+        })
+    }
+
+    /// Where the gRPC server listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Where the admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The database pool (tests inspect state through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` starts, then drains: the server finishes in-flight calls, the
+    /// consumer commits.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let token = shutdown.token();
+        let Self {
+            grpc,
+            admin,
+            pool,
+            options,
+        } = self;
+
+        let api = ProfilesApi { pool: pool.clone() };
+        shutdown.spawn(
+            "grpc-server",
+            realchat_runtime::grpc::serve(grpc, ProfilesServer::new(api), token.clone()),
+        );
+        shutdown.spawn(
+            "admin-server",
+            admin::serve(
+                admin,
+                realchat_runtime::db::readiness(pool.clone()),
+                token.clone(),
+            ),
+        );
+
+        let handler = Arc::new(events::Registrations { pool: pool.clone() });
+        let consumer_options =
+            ConsumerOptions::new(options.consumer_group.clone(), vec![Topic::Users]);
+        let kafka = options.kafka.clone();
+        let consumer_token = token.clone();
+        shutdown.spawn("users-consumer", async move {
+            consumer::run(&kafka, consumer_options, handler, consumer_token).await
+        });
+
+        let result = shutdown.wait().await;
+        pool.close().await;
+        result.map_err(Into::into)
+    }
+}

@@ -1,0 +1,37 @@
+//! `profile`: the profile service binary.
+
+use clap::{Parser, Subcommand};
+use realchat_profile::{Options, Service};
+use realchat_runtime::{Shutdown, config::CommonOptions, telemetry};
+
+/// RealChat profile service: profiles and the username directory.
+#[derive(Debug, Parser)]
+#[command(name = "profile", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: CommonOptions,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if missing, apply migrations, and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("profile", &cli.common)?;
+    if let Some(Command::Migrate) = cli.command {
+        return realchat_profile::migrate(cli.options.database_url.expose()).await;
+    }
+    let shutdown = Shutdown::new(cli.common.shutdown_grace());
+    shutdown.listen_for_signals();
+    let service = Service::build(cli.options).await?;
+    tracing::info!(grpc = %service.grpc_addr(), admin = %service.admin_addr(), "profile service started");
+    service.run(shutdown).await
+}
