@@ -9,7 +9,7 @@
 //! capped exponential backoff up to [`ConsumerOptions::max_attempts`]; an event that cannot even be
 //! decoded, or that the handler rejects as permanently bad, is not retried. Either way the event
 //! then goes to `<topic>.dlq` with headers naming the error, the source topic, partition and
-//! offset, and the attempts made; only once the DLQ acknowledged it is the offset stored and the
+//! offset, the attempts made and the consumer group that gave up; only once the DLQ acknowledged it is the offset stored and the
 //! loop moves on.
 
 use std::{
@@ -353,6 +353,10 @@ impl<H: Handler> Loop<H> {
                 .insert(Header {
                     key: "dlq-attempts",
                     value: Some(attempts_text.as_str()),
+                })
+                .insert(Header {
+                    key: "dlq-group",
+                    value: Some(self.options.group_id.as_str()),
                 });
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&dlq_topic).headers(headers);
