@@ -85,8 +85,14 @@ pub(crate) struct Settings {
 impl Settings {
     /// Resolves the settings from the parsed environment/flags and the workspace layout.
     pub(crate) fn resolve(env: EnvArgs) -> Result<Self> {
-        // xtask is always compiled in place, so its manifest dir pins the workspace.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // `cargo xtask` (`cargo run`) says where xtask's manifest is; that pins the workspace. The
+        // path compiled in is only a fallback: a binary shared through a target directory used by
+        // several clones may have been built in another one.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+            Into::into,
+        );
+        let root = manifest_dir.join("../..");
         let root = root
             .canonicalize()
             .with_context(|| format!("cannot resolve the workspace root {}", root.display()))?;
