@@ -165,12 +165,10 @@ impl Service {
             access_ttl,
             refresh_ttl: Duration::from_secs(options.refresh_token_ttl_days * 86_400),
         };
-        let grpc = TcpListener::bind(options.grpc_addr)
-            .await
-            .with_context(|| format!("binding REALCHAT_AUTH_GRPC_ADDR={}", options.grpc_addr))?;
-        let admin = TcpListener::bind(options.admin_addr)
-            .await
-            .with_context(|| format!("binding REALCHAT_AUTH_ADMIN_ADDR={}", options.admin_addr))?;
+        let grpc =
+            realchat_runtime::net::bind("REALCHAT_AUTH_GRPC_ADDR", options.grpc_addr).await?;
+        let admin =
+            realchat_runtime::net::bind("REALCHAT_AUTH_ADMIN_ADDR", options.admin_addr).await?;
         if options.kafka.create_topics
             && let Err(error) = options.kafka.ensure_topics().await
         {
@@ -190,16 +188,12 @@ impl Service {
 
     /// Where the gRPC server listens.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.grpc)
     }
 
     /// Where the admin server listens.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.admin)
     }
 
     /// The database pool (tests inspect state through it).

@@ -266,17 +266,9 @@ impl Service {
             closing: CancellationToken::new(),
             resyncs: tokio::sync::Semaphore::new(32),
         });
-        let public = TcpListener::bind(options.addr)
-            .await
-            .with_context(|| format!("binding REALCHAT_DELIVERY_ADDR={}", options.addr))?;
-        let admin = TcpListener::bind(options.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding REALCHAT_DELIVERY_ADMIN_ADDR={}",
-                    options.admin_addr
-                )
-            })?;
+        let public = realchat_runtime::net::bind("REALCHAT_DELIVERY_ADDR", options.addr).await?;
+        let admin =
+            realchat_runtime::net::bind("REALCHAT_DELIVERY_ADMIN_ADDR", options.admin_addr).await?;
         let state = AppState {
             shared,
             verifier,
@@ -299,16 +291,12 @@ impl Service {
 
     /// Where sockets connect.
     pub fn local_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.public)
     }
 
     /// Where the admin server listens.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.admin)
     }
 
     /// This replica's id in Redis.

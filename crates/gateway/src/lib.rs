@@ -296,14 +296,9 @@ impl Service {
             request_timeout: Duration::from_secs(options.request_timeout_secs),
             readiness,
         };
-        let public = TcpListener::bind(options.addr)
-            .await
-            .with_context(|| format!("binding REALCHAT_GATEWAY_ADDR={}", options.addr))?;
-        let admin = TcpListener::bind(options.admin_addr)
-            .await
-            .with_context(|| {
-                format!("binding REALCHAT_GATEWAY_ADMIN_ADDR={}", options.admin_addr)
-            })?;
+        let public = realchat_runtime::net::bind("REALCHAT_GATEWAY_ADDR", options.addr).await?;
+        let admin =
+            realchat_runtime::net::bind("REALCHAT_GATEWAY_ADMIN_ADDR", options.admin_addr).await?;
         let serve_options = ServeOptions {
             header_read_timeout: Duration::from_secs(options.header_timeout_secs),
             tls,
@@ -319,16 +314,12 @@ impl Service {
 
     /// Where the public API listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.public
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.public)
     }
 
     /// Where the admin server listens.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.admin)
     }
 
     /// Serves until `shutdown` starts, then finishes in-flight requests within the grace period.

@@ -136,14 +136,10 @@ impl Service {
                 "could not create the Kafka topics; continuing"
             );
         }
-        let grpc = TcpListener::bind(options.grpc_addr)
-            .await
-            .with_context(|| format!("binding REALCHAT_PROFILE_GRPC_ADDR={}", options.grpc_addr))?;
-        let admin = TcpListener::bind(options.admin_addr)
-            .await
-            .with_context(|| {
-                format!("binding REALCHAT_PROFILE_ADMIN_ADDR={}", options.admin_addr)
-            })?;
+        let grpc =
+            realchat_runtime::net::bind("REALCHAT_PROFILE_GRPC_ADDR", options.grpc_addr).await?;
+        let admin =
+            realchat_runtime::net::bind("REALCHAT_PROFILE_ADMIN_ADDR", options.admin_addr).await?;
         Ok(Self {
             grpc,
             admin,
@@ -154,16 +150,12 @@ impl Service {
 
     /// Where the gRPC server listens.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.grpc)
     }
 
     /// Where the admin server listens.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        realchat_runtime::net::local_addr(&self.admin)
     }
 
     /// The database pool (tests inspect state through it).

@@ -6,6 +6,7 @@
 //! - [`shutdown`]: named tasks owned by one [`Shutdown`], signal handling, a bounded drain.
 //! - [`admin`]: the per-service admin server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`http`]: an HTTP server loop with header-read timeouts, optional TLS and graceful drain.
+//! - [`net`]: binding listeners with errors that name the setting.
 //! - [`jwt`]: access-token claims and a verifier that caches public keys by `kid`.
 //! - `db` (feature `postgres`): pools, creating a service's database, migrations.
 //! - [`grpc`]: how an API error code travels inside a gRPC status.
@@ -23,6 +24,7 @@ pub mod format;
 pub mod grpc;
 pub mod http;
 pub mod jwt;
+pub mod net;
 pub mod shutdown;
 pub mod telemetry;
 
