@@ -1,0 +1,121 @@
+//! `realchat` as people use it: two terminals, one tailing, one sending, against the real
+//! services (auth, messaging, profile, a delivery replica and the gateway in process).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use test_support::TestApp;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Runs `realchat` with its own config directory (one per person).
+fn realchat(app: &TestApp, home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_realchat"))
+        .args(args)
+        .env("REALCHAT_URL", &app.base)
+        .env("XDG_CONFIG_HOME", home)
+        .env("REALCHAT_PASSWORD", "correct horse battery")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_from_two_terminals() {
+    let app = TestApp::builder()
+        .profile()
+        .delivery_replicas(1)
+        .spawn()
+        .await;
+    let dir = std::env::temp_dir().join(test_support::unique("realchat-cli-"));
+    let (alice_home, bob_home) = (dir.join("alice"), dir.join("bob"));
+    let (alice, bob) = (test_support::unique("a_"), test_support::unique("b_"));
+    for (home, name) in [(&alice_home, &alice), (&bob_home, &bob)] {
+        stdout(&realchat(&app, home, &["register", name]));
+        assert!(stdout(&realchat(&app, home, &["login", name])).contains(name.as_str()));
+    }
+    assert!(stdout(&realchat(&app, &alice_home, &["whoami"])).starts_with(alice.as_str()));
+    // The session file is the user's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(alice_home.join("realchat/session.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0);
+    }
+
+    // Bob's profile exists a moment after registration; then Alice can open a chat by name.
+    let conversation = test_support::eventually(
+        "alice to open a chat with bob",
+        Duration::from_secs(20),
+        || {
+            let output = realchat(&app, &alice_home, &["open", &bob]);
+            async move {
+                output
+                    .status
+                    .success()
+                    .then(|| String::from_utf8(output.stdout).unwrap().trim().to_owned())
+            }
+        },
+    )
+    .await;
+
+    // Bob tails in one terminal...
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_realchat"))
+        .args(["tail", "--json"])
+        .env("REALCHAT_URL", &app.base)
+        .env("XDG_CONFIG_HOME", &bob_home)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // ...Alice sends in the other.
+    for text in ["hello bob", "second"] {
+        assert!(
+            stdout(&realchat(&app, &alice_home, &["send", &conversation, text]))
+                .starts_with("sent #")
+        );
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("tail printed nothing")
+            .unwrap()
+            .unwrap();
+        let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(message["body"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["hello bob", "second"]);
+
+    let history = stdout(&realchat(&app, &bob_home, &["history", &conversation]));
+    assert_eq!(
+        history.lines().collect::<Vec<_>>(),
+        [
+            format!("#1 {alice}: hello bob"),
+            format!("#2 {alice}: second")
+        ]
+    );
+    assert!(stdout(&realchat(&app, &bob_home, &["conversations"])).contains(&conversation));
+    let _ = std::fs::remove_dir_all(&dir);
+}

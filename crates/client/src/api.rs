@@ -1,0 +1,480 @@
+//! The HTTP half of the client.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an API error.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// The request needs a login first.
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+impl Error {
+    /// The API error code, if the server gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later can help.
+    fn is_transient(&self) -> bool {
+        matches!(self, Error::Transport(_))
+            || matches!(self, Error::Api { status, .. } if *status >= 500)
+    }
+}
+
+/// The tokens of a login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user_id: String,
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+}
+
+/// A profile.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Profile {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+    pub bio: Option<String>,
+    pub avatar_url: Option<String>,
+    pub updated_at: String,
+}
+
+/// Changes to one's profile: `None` leaves a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileEdit {
+    pub display_name: Option<String>,
+    pub bio: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+}
+
+/// A conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub member_ids: Vec<String>,
+    pub created_at: String,
+    pub last_seq: i64,
+}
+
+/// A conversation in one's list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConversationSummary {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub unread_count: i64,
+    pub last_message: Option<Message>,
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub sender_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+    pub created_at: String,
+}
+
+/// Someone's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Presence {
+    pub user_id: String,
+    pub status: String,
+    pub last_seen: Option<String>,
+}
+
+/// Attempts [`Client::send`] makes before giving up on a transient failure.
+const SEND_ATTEMPTS: u32 = 4;
+
+/// A client of one RealChat server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    tokens: Arc<Mutex<Option<Tokens>>>,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), not logged in.
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            base: base.trim_end_matches('/').to_owned(),
+            tokens: Arc::default(),
+        }
+    }
+
+    /// A client that uses tokens from an earlier login.
+    pub fn with_tokens(base: &str, tokens: Tokens) -> Self {
+        let client = Self::new(base);
+        *client.lock() = Some(tokens);
+        client
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The current tokens (they change on refresh: keep them if you store them).
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tokens>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<Option<T>, Error> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Protocol(e.to_string()));
+        }
+        let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(Error::Api {
+            status: status.as_u16(),
+            code: error["error"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            message: error["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    /// A request with the access token; an expired one is refreshed once and the request repeated.
+    async fn authed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<T>, Error> {
+        let token = self.access_token()?;
+        match self.call(method.clone(), path, body, Some(&token)).await {
+            Err(error) if error.code() == Some("token_expired") => {
+                self.refresh().await?;
+                let token = self.access_token()?;
+                self.call(method, path, body, Some(&token)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn authed_value<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Error> {
+        self.authed(method, path, body)
+            .await?
+            .ok_or_else(|| Error::Protocol("an empty answer".into()))
+    }
+
+    /// The current access token.
+    pub fn access_token(&self) -> Result<String, Error> {
+        self.lock()
+            .as_ref()
+            .map(|t| t.access_token.clone())
+            .ok_or(Error::NotLoggedIn)
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, username: &str, password: &str) -> Result<User, Error> {
+        let body = json!({"username": username, "password": password});
+        self.call(Method::POST, "/v1/auth/register", Some(&body), None)
+            .await?
+            .ok_or_else(|| Error::Protocol("an empty answer".into()))
+    }
+
+    /// Logs in and keeps the tokens.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Tokens, Error> {
+        let body = json!({"username": username, "password": password});
+        let tokens: Tokens = self
+            .call(Method::POST, "/v1/auth/login", Some(&body), None)
+            .await?
+            .ok_or_else(|| Error::Protocol("an empty answer".into()))?;
+        *self.lock() = Some(tokens.clone());
+        Ok(tokens)
+    }
+
+    /// Exchanges the refresh token for a new pair (the old one is spent).
+    pub async fn refresh(&self) -> Result<Tokens, Error> {
+        let refresh_token = self
+            .lock()
+            .as_ref()
+            .map(|t| t.refresh_token.clone())
+            .ok_or(Error::NotLoggedIn)?;
+        let body = json!({"refresh_token": refresh_token});
+        let tokens: Tokens = self
+            .call(Method::POST, "/v1/auth/refresh", Some(&body), None)
+            .await?
+            .ok_or_else(|| Error::Protocol("an empty answer".into()))?;
+        *self.lock() = Some(tokens.clone());
+        Ok(tokens)
+    }
+
+    /// Ends the login (its refresh tokens stop working).
+    pub async fn logout(&self) -> Result<(), Error> {
+        let Some(tokens) = self.lock().take() else {
+            return Ok(());
+        };
+        let body = json!({"refresh_token": tokens.refresh_token});
+        self.call::<Value>(Method::POST, "/v1/auth/logout", Some(&body), None)
+            .await
+            .map(drop)
+    }
+
+    /// Who the access token belongs to.
+    pub async fn me(&self) -> Result<User, Error> {
+        self.authed_value(Method::GET, "/v1/auth/me", None).await
+    }
+
+    /// One's own profile.
+    pub async fn my_profile(&self) -> Result<Profile, Error> {
+        self.authed_value(Method::GET, "/v1/users/me", None).await
+    }
+
+    /// Changes one's own profile.
+    pub async fn edit_profile(&self, edit: &ProfileEdit) -> Result<Profile, Error> {
+        let mut body = serde_json::Map::new();
+        if let Some(name) = &edit.display_name {
+            body.insert("display_name".into(), json!(name));
+        }
+        if let Some(bio) = &edit.bio {
+            body.insert("bio".into(), json!(bio));
+        }
+        if let Some(url) = &edit.avatar_url {
+            body.insert("avatar_url".into(), json!(url));
+        }
+        self.authed_value(Method::PATCH, "/v1/users/me", Some(&Value::Object(body)))
+            .await
+    }
+
+    /// Someone's profile.
+    pub async fn profile(&self, user_id: &str) -> Result<Profile, Error> {
+        self.authed_value(Method::GET, &format!("/v1/users/{user_id}"), None)
+            .await
+    }
+
+    /// Profiles whose username starts with `prefix`.
+    pub async fn search_users(&self, prefix: &str, limit: u32) -> Result<Vec<Profile>, Error> {
+        #[derive(Deserialize)]
+        struct Found {
+            users: Vec<Profile>,
+        }
+        let query = format!("/v1/users?prefix={}&limit={limit}", encode(prefix));
+        let found: Found = self.authed_value(Method::GET, &query, None).await?;
+        Ok(found.users)
+    }
+
+    /// The direct conversation with `user_id` (created, or the existing one).
+    pub async fn open_direct(&self, user_id: &str) -> Result<Conversation, Error> {
+        let body = json!({"kind": "direct", "member_ids": [user_id]});
+        self.authed_value(Method::POST, "/v1/conversations", Some(&body))
+            .await
+    }
+
+    /// A new group.
+    pub async fn create_group(
+        &self,
+        member_ids: &[&str],
+        title: &str,
+    ) -> Result<Conversation, Error> {
+        let body = json!({"kind": "group", "member_ids": member_ids, "title": title});
+        self.authed_value(Method::POST, "/v1/conversations", Some(&body))
+            .await
+    }
+
+    /// One's conversations, most recent activity first.
+    pub async fn conversations(&self) -> Result<Vec<ConversationSummary>, Error> {
+        #[derive(Deserialize)]
+        struct List {
+            conversations: Vec<ConversationSummary>,
+        }
+        let list: List = self
+            .authed_value(Method::GET, "/v1/conversations", None)
+            .await?;
+        Ok(list.conversations)
+    }
+
+    /// Sends a message, retrying transient failures with the same `client_msg_id` (so the server
+    /// keeps exactly one copy).
+    pub async fn send(&self, conversation_id: &str, body: &str) -> Result<Message, Error> {
+        let client_msg_id = uuid::Uuid::new_v4().to_string();
+        self.send_with_id(conversation_id, &client_msg_id, body)
+            .await
+    }
+
+    /// Sends a message with one's own idempotency key.
+    pub async fn send_with_id(
+        &self,
+        conversation_id: &str,
+        client_msg_id: &str,
+        body: &str,
+    ) -> Result<Message, Error> {
+        let request = json!({"client_msg_id": client_msg_id, "body": body});
+        let path = format!("/v1/conversations/{conversation_id}/messages");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.authed_value(Method::POST, &path, Some(&request)).await {
+                Err(error) if error.is_transient() && attempt < SEND_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Messages after `after_seq`, ascending.
+    pub async fn history_after(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, Error> {
+        self.history(&format!(
+            "/v1/conversations/{conversation_id}/messages?after_seq={after_seq}&limit={limit}"
+        ))
+        .await
+    }
+
+    /// The newest messages, descending.
+    pub async fn latest(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, Error> {
+        self.history(&format!(
+            "/v1/conversations/{conversation_id}/messages?limit={limit}"
+        ))
+        .await
+    }
+
+    async fn history(&self, path: &str) -> Result<Vec<Message>, Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            messages: Vec<Message>,
+        }
+        let page: Page = self.authed_value(Method::GET, path, None).await?;
+        Ok(page.messages)
+    }
+
+    /// Moves one's read position forward.
+    pub async fn mark_read(&self, conversation_id: &str, seq: i64) -> Result<(), Error> {
+        let body = json!({"seq": seq});
+        self.authed::<Value>(
+            Method::POST,
+            &format!("/v1/conversations/{conversation_id}/read"),
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The presence of some users.
+    pub async fn presence(&self, user_ids: &[&str]) -> Result<Vec<Presence>, Error> {
+        #[derive(Deserialize)]
+        struct List {
+            presence: Vec<Presence>,
+        }
+        let list: List = self
+            .authed_value(
+                Method::GET,
+                &format!("/v1/presence?user_ids={}", user_ids.join(",")),
+                None,
+            )
+            .await?;
+        Ok(list.presence)
+    }
+
+    /// The WebSocket URL of the server.
+    pub(crate) fn socket_url(&self) -> String {
+        let base = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            self.base.clone()
+        };
+        format!("{base}/v1/ws")
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! A typed async client of RealChat's public API (API.md).
+//!
+//! - [`Client`]: the HTTP API. It keeps the tokens of the last login and, when an access token
+//!   expires, refreshes it once and repeats the request. [`Client::send`] generates the
+//!   `client_msg_id` and retries transport failures and `5xx` with the same id, which the server
+//!   turns into the original message: a retry never makes a second copy.
+//! - [`Socket`]: the WebSocket. It reconnects with backoff, resumes every conversation from the
+//!   last seq it handed out, drops duplicates by `(conversation_id, seq)`, and reports a gap if
+//!   the server ever skipped a seq.
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod socket;
+
+pub use api::{
+    Client, Conversation, ConversationSummary, Error, Message, Presence, Profile, ProfileEdit,
+    Tokens, User,
+};
+pub use socket::{Event, Socket};

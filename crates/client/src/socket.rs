@@ -1,0 +1,344 @@
+//! The WebSocket half of the client: a session that survives reconnects.
+//!
+//! A background task owns the connection. It reads frames, keeps the highest seq handed out per
+//! conversation (the cursor), drops any `(conversation_id, seq)` at or below it, and reports a
+//! seq further ahead as a gap. When the connection breaks (a replica restarting closes with 1001,
+//! a slow reader gets 1013, the network goes) it reconnects with backoff and sends `resume` with
+//! every cursor, so the caller sees each message once, in order.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message as Frame, client::IntoClientRequest as _};
+
+use crate::{Client, Error, Message};
+
+/// What a [`Socket`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new message, never one handed out before.
+    Message(Message),
+    /// The replay asked for by a resume is complete for this conversation.
+    Resumed {
+        conversation_id: String,
+        last_seq: i64,
+    },
+    /// Someone is typing.
+    Typing {
+        conversation_id: String,
+        user_id: String,
+    },
+    /// A member's read position moved.
+    Read {
+        conversation_id: String,
+        user_id: String,
+        seq: i64,
+    },
+    /// A contact came online or went offline.
+    Presence { user_id: String, online: bool },
+    /// The server skipped seqs (it should not): `expected` was due, `got` came.
+    Gap {
+        conversation_id: String,
+        expected: i64,
+        got: i64,
+    },
+    /// The connection was (re)established; every tracked conversation is being resumed.
+    Connected,
+    /// The connection broke; the socket is reconnecting.
+    Disconnected { code: Option<u16> },
+}
+
+enum Command {
+    Typing(String),
+    Track(String, i64),
+}
+
+/// A WebSocket session that reconnects and resumes by itself. Dropping it closes it.
+#[derive(Debug)]
+pub struct Socket {
+    events: mpsc::Receiver<Event>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Socket {
+    /// Connects (the first connection must work) and starts the session.
+    pub async fn connect(client: &Client) -> Result<Self, Error> {
+        let stream = open(client).await?;
+        let (events_tx, events) = mpsc::channel(1024);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(client.clone(), stream, events_tx, commands_rx));
+        Ok(Self {
+            events,
+            commands,
+            task,
+        })
+    }
+
+    /// The next event; `None` once the session has ended for good (it was dropped, or the
+    /// login cannot be renewed).
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Resumes `conversation_id` from `last_seq` now and after every reconnect: messages after it
+    /// come, in order, then live ones.
+    pub fn track(&self, conversation_id: &str, last_seq: i64) {
+        let _ = self
+            .commands
+            .send(Command::Track(conversation_id.to_owned(), last_seq));
+    }
+
+    /// Tells the other members of a conversation that the user is typing.
+    pub fn typing(&self, conversation_id: &str) {
+        let _ = self
+            .commands
+            .send(Command::Typing(conversation_id.to_owned()));
+    }
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(client: &Client) -> Result<Stream, Error> {
+    let mut request = client
+        .socket_url()
+        .into_client_request()
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    let token = client.access_token()?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::Protocol("a token that is not a header value".into()))?,
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((stream, _)) => Ok(stream),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err(Error::Api {
+                status: response.status().as_u16(),
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        }
+        Err(error) => Err(Error::Transport(error.to_string())),
+    }
+}
+
+/// Per conversation: the highest seq handed out.
+#[derive(Default)]
+struct Cursors(HashMap<String, i64>);
+
+impl Cursors {
+    /// Whether a message is new; reports a gap through `gap`.
+    fn admit(&mut self, message: &Message, gap: &mut Option<Event>) -> bool {
+        match self.0.get(&message.conversation_id) {
+            Some(cursor) if message.seq <= *cursor => false,
+            Some(cursor) => {
+                if message.seq > cursor + 1 {
+                    *gap = Some(Event::Gap {
+                        conversation_id: message.conversation_id.clone(),
+                        expected: cursor + 1,
+                        got: message.seq,
+                    });
+                }
+                self.0.insert(message.conversation_id.clone(), message.seq);
+                true
+            }
+            None => {
+                self.0.insert(message.conversation_id.clone(), message.seq);
+                true
+            }
+        }
+    }
+
+    fn resume_frame(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| json!({"type": "resume", "cursors": self.0}).to_string())
+    }
+}
+
+async fn run(
+    client: Client,
+    mut stream: Stream,
+    events: mpsc::Sender<Event>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut cursors = Cursors::default();
+    let mut attempt = 0u32;
+    loop {
+        if events.send(Event::Connected).await.is_err() {
+            return;
+        }
+        if let Some(resume) = cursors.resume_frame()
+            && stream.send(Frame::text(resume)).await.is_err()
+        {
+            // Broken at once: fall through to reconnecting.
+        }
+        let code = serve(&mut stream, &mut cursors, &events, &mut commands).await;
+        let Some(code) = code else {
+            return; // the caller is gone
+        };
+        if events.send(Event::Disconnected { code }).await.is_err() {
+            return;
+        }
+        // Reconnect with backoff; an expired token is refreshed first.
+        stream = loop {
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(6)).min(5_000))).await;
+            match open(&client).await {
+                Ok(stream) => {
+                    attempt = 0;
+                    break stream;
+                }
+                Err(error) if error.code() == Some("token_expired") || code == Some(1008) => {
+                    if client.refresh().await.is_err() {
+                        return;
+                    }
+                }
+                Err(Error::Api { status: 401, .. }) => return,
+                Err(error) => tracing::debug!(%error, "reconnecting"),
+            }
+        };
+    }
+}
+
+/// Serves one connection; returns its close code when it ends, `None` if the caller is gone.
+async fn serve(
+    stream: &mut Stream,
+    cursors: &mut Cursors,
+    events: &mpsc::Sender<Event>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Option<u16>> {
+    let mut ping = tokio::time::interval(Duration::from_secs(25));
+    ping.reset();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Frame::Text(text))) => text,
+                    Some(Ok(Frame::Close(close))) => return Some(close.map(|c| u16::from(c.code))),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Some(None),
+                };
+                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                for event in interpret(&value, cursors) {
+                    if events.send(event).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+            command = commands.recv() => {
+                let frame = match command {
+                    None => return None,
+                    Some(Command::Typing(conversation)) => {
+                        json!({"type": "typing", "conversation_id": conversation})
+                    }
+                    Some(Command::Track(conversation, last_seq)) => {
+                        let cursor = cursors.0.entry(conversation.clone()).or_insert(last_seq);
+                        *cursor = (*cursor).max(last_seq);
+                        json!({"type": "resume", "cursors": {conversation: *cursor}})
+                    }
+                };
+                if stream.send(Frame::text(frame.to_string())).await.is_err() {
+                    return Some(None);
+                }
+            }
+            _ = ping.tick() => {
+                if stream.send(Frame::text(r#"{"type":"ping"}"#)).await.is_err() {
+                    return Some(None);
+                }
+            }
+        }
+    }
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// Turns a server frame into events, applying the cursors.
+fn interpret(frame: &Value, cursors: &mut Cursors) -> Vec<Event> {
+    match frame["type"].as_str() {
+        Some("message") => {
+            let Ok(message) = serde_json::from_value::<Message>(frame["message"].clone()) else {
+                return Vec::new();
+            };
+            let mut gap = None;
+            if !cursors.admit(&message, &mut gap) {
+                return Vec::new();
+            }
+            gap.into_iter().chain([Event::Message(message)]).collect()
+        }
+        Some("resumed") => vec![Event::Resumed {
+            conversation_id: text(frame, "conversation_id"),
+            last_seq: frame["last_seq"].as_i64().unwrap_or_default(),
+        }],
+        Some("typing") => vec![Event::Typing {
+            conversation_id: text(frame, "conversation_id"),
+            user_id: text(frame, "user_id"),
+        }],
+        Some("read") => vec![Event::Read {
+            conversation_id: text(frame, "conversation_id"),
+            user_id: text(frame, "user_id"),
+            seq: frame["seq"].as_i64().unwrap_or_default(),
+        }],
+        Some("presence") => vec![Event::Presence {
+            user_id: text(frame, "user_id"),
+            online: frame["status"] == "online",
+        }],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn message(seq: i64) -> Value {
+        json!({"type": "message", "message": {"id": format!("m{seq}"), "conversation_id": "c",
+            "seq": seq, "sender_id": "s", "client_msg_id": "k", "body": "b",
+            "created_at": "2026-11-27T00:00:00.000Z"}})
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_gaps_reported() {
+        let mut cursors = Cursors::default();
+        assert_eq!(interpret(&message(1), &mut cursors).len(), 1);
+        assert!(interpret(&message(1), &mut cursors).is_empty());
+        let events = interpret(&message(4), &mut cursors);
+        assert!(matches!(
+            &events[0],
+            Event::Gap {
+                expected: 2,
+                got: 4,
+                ..
+            }
+        ));
+        assert!(matches!(&events[1], Event::Message(m) if m.seq == 4));
+        assert!(interpret(&message(3), &mut cursors).is_empty());
+        assert_eq!(
+            cursors.resume_frame().unwrap(),
+            r#"{"cursors":{"c":4},"type":"resume"}"#
+        );
+    }
+}

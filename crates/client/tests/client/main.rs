@@ -1,0 +1,159 @@
+//! The client against the real services: auth, messaging, profile, two delivery replicas and the
+//! gateway in process, on PostgreSQL, Redis and the broker.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use realchat_client::{Client, Event, Message, ProfileEdit, Socket};
+use test_support::TestApp;
+
+const SOON: Duration = Duration::from_secs(20);
+
+/// A logged-in client whose user messaging already knows.
+async fn user(app: &TestApp) -> Client {
+    let session = app.member().await;
+    let client = Client::new(&app.base);
+    client
+        .login(&session.username, &session.password)
+        .await
+        .unwrap();
+    client
+}
+
+async fn next_message(socket: &mut Socket) -> Message {
+    loop {
+        match tokio::time::timeout(SOON, socket.next()).await {
+            Ok(Some(Event::Message(message))) => return message,
+            Ok(Some(Event::Gap { .. })) => panic!("the server skipped a seq"),
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the socket ended"),
+            Err(_) => panic!("no message within {SOON:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_chat_and_a_socket_survives_its_replica_going_away() {
+    let app = TestApp::builder()
+        .profile()
+        .delivery_replicas(2)
+        .spawn()
+        .await;
+    let (alice, bob) = (user(&app).await, user(&app).await);
+    let bob_id = bob.tokens().unwrap().user_id;
+    let conversation = alice.open_direct(&bob_id).await.unwrap();
+
+    let mut socket = Socket::connect(&bob).await.unwrap();
+    socket.track(&conversation.id, 0);
+    let first = alice.send(&conversation.id, "one").await.unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(next_message(&mut socket).await, first);
+
+    // Retrying with the same idempotency key returns the original.
+    let again = alice
+        .send_with_id(&conversation.id, &first.client_msg_id, "one")
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    // Both replicas drain (1001); the socket reconnects (the gateway picks a live one), resumes,
+    // and hands out what was sent meanwhile exactly once and in order.
+    for replica in &app.delivery {
+        replica.shutdown.trigger();
+    }
+    for replica in &app.delivery {
+        let mut stopped = replica.stopped.clone();
+        tokio::time::timeout(SOON, stopped.wait_for(|done| *done))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for i in 2..=4 {
+        alice
+            .send(&conversation.id, &format!("while away {i}"))
+            .await
+            .unwrap();
+    }
+    let replica = test_support::DeliveryReplica::start({
+        let mut options = realchat_delivery::Options::new(
+            format!("http://{}", app.auth_addr),
+            format!("http://{}", app.messaging_addr),
+            app.delivery_redis.clone(),
+            app.kafka.clone(),
+        );
+        options.addr = app.delivery[0].addr;
+        options.redis_prefix = app.delivery_prefix.clone();
+        options.consumer_group = test_support::unique("delivery-");
+        options
+    })
+    .await;
+    let seqs: Vec<i64> = {
+        let mut seqs = Vec::new();
+        for _ in 2..=4 {
+            seqs.push(next_message(&mut socket).await.seq);
+        }
+        seqs
+    };
+    assert_eq!(seqs, [2, 3, 4]);
+    drop(replica);
+
+    // The REST side: profiles, lists, presence, reads.
+    let profile = alice
+        .edit_profile(&ProfileEdit {
+            display_name: Some("Alice".into()),
+            ..ProfileEdit::default()
+        })
+        .await;
+    // The profile appears a moment after registration.
+    let profile = match profile {
+        Ok(profile) => profile,
+        Err(_) => {
+            test_support::eventually("alice's profile", SOON, || async {
+                alice
+                    .edit_profile(&ProfileEdit {
+                        display_name: Some("Alice".into()),
+                        ..ProfileEdit::default()
+                    })
+                    .await
+                    .ok()
+            })
+            .await
+        }
+    };
+    assert_eq!(profile.display_name, "Alice");
+    let listed = bob.conversations().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.conversation.id == conversation.id && c.unread_count == 4)
+    );
+    bob.mark_read(&conversation.id, 4).await.unwrap();
+    let history = bob.history_after(&conversation.id, 1, 10).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    let error = bob.profile("not-a-user").await.unwrap_err();
+    assert_eq!(error.code(), Some("not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
+    let app = TestApp::builder()
+        .auth(|o| o.access_token_ttl_secs = 1)
+        .gateway(|o| o.token_leeway_secs = 0)
+        .spawn()
+        .await;
+    let client = Client::new(&app.base);
+    let username = test_support::unique("c_");
+    client
+        .register(&username, "correct horse battery")
+        .await
+        .unwrap();
+    let first = client
+        .login(&username, "correct horse battery")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let me = client.me().await.unwrap();
+    assert_eq!(me.username, username);
+    assert_ne!(client.tokens().unwrap().refresh_token, first.refresh_token);
+}
