@@ -37,7 +37,7 @@ use realchat_outbox::{
     KafkaOptions, Topic,
     consumer::{self, ConsumerOptions},
 };
-use realchat_proto::messaging::v1::{GetConversationRequest, ListConversationsRequest};
+use realchat_proto::messaging::v1::ListConversationsRequest;
 use realchat_runtime::{
     Shutdown, admin,
     clients::{self, MessagingClient},
@@ -326,29 +326,14 @@ impl Service {
         let started = std::time::Instant::now();
         let channel_up = Arc::clone(&subscribed);
         let readiness = admin::readiness(move || {
-            let mut messaging = messaging.clone();
+            let messaging = messaging.clone();
             let channel_up = channel_up.load(std::sync::atomic::Ordering::Relaxed)
                 || started.elapsed() > Duration::from_secs(10);
             async move {
                 if !channel_up {
                     return Err("forwarding channel: not subscribed yet".to_owned());
                 }
-                let probe = GetConversationRequest {
-                    caller_id: Uuid::nil().to_string(),
-                    conversation_id: Uuid::nil().to_string(),
-                };
-                match tokio::time::timeout(
-                    Duration::from_secs(1),
-                    messaging.get_conversation(probe),
-                )
-                .await
-                {
-                    Err(_) => Err("messaging: timed out".to_owned()),
-                    Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                        Err(format!("messaging: {}", status.message()))
-                    }
-                    Ok(_) => Ok(()),
-                }
+                clients::messaging_answers(&messaging, Duration::from_secs(1)).await
             }
         });
         let serve_options = ServeOptions {

@@ -25,7 +25,7 @@ use axum::{
     response::IntoResponse,
     routing::{delete, get, post},
 };
-use realchat_proto::{auth::v1::GetJwksRequest, messaging::v1::GetConversationRequest};
+use realchat_proto::auth::v1::GetJwksRequest;
 use realchat_runtime::{
     Shutdown,
     admin::{self, Readiness},
@@ -252,25 +252,14 @@ impl Service {
         };
         let (ready_auth, ready_messaging) = (auth.clone(), messaging.clone());
         let readiness = admin::readiness(move || {
-            let (mut auth, mut messaging) = (ready_auth.clone(), ready_messaging.clone());
+            let (mut auth, messaging) = (ready_auth.clone(), ready_messaging.clone());
             async move {
                 let wait = Duration::from_secs(1);
                 tokio::time::timeout(wait, auth.get_jwks(GetJwksRequest {}))
                     .await
                     .map_err(|_| "auth: timed out".to_owned())?
                     .map_err(|status| format!("auth: {}", status.message()))?;
-                // Any answer but "unavailable" means messaging and its database are there.
-                let probe = GetConversationRequest {
-                    caller_id: uuid::Uuid::nil().to_string(),
-                    conversation_id: uuid::Uuid::nil().to_string(),
-                };
-                match tokio::time::timeout(wait, messaging.get_conversation(probe)).await {
-                    Err(_) => Err("messaging: timed out".to_owned()),
-                    Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                        Err(format!("messaging: {}", status.message()))
-                    }
-                    Ok(_) => Ok(()),
-                }
+                clients::messaging_answers(&messaging, wait).await
             }
         });
         let delivery = routes::realtime::Delivery::new(&options.delivery_endpoints)

@@ -28,21 +28,28 @@ pub(crate) async fn authenticate(
         Ok(token) => token,
         Err(error) => return error.into_response(),
     };
-    let claims = match state.verifier.verify(token).await {
-        Ok(claims) => claims,
-        Err(error) => return token_error(error).into_response(),
+    let user_id = match verify_and_limit(&state, token).await {
+        Ok(user_id) => user_id,
+        Err(error) => return error.into_response(),
     };
+    request.extensions_mut().insert(AuthUser { user_id });
+    next.run(request).await
+}
+
+/// Checks an access token and takes one request from its user's bucket; the user's id.
+pub(crate) async fn verify_and_limit(
+    state: &AppState,
+    token: &str,
+) -> Result<uuid::Uuid, ApiError> {
+    let claims = state.verifier.verify(token).await.map_err(token_error)?;
     if let Decision::Deny { retry_after_secs } = state
         .limiter
         .check(Scope::User, &claims.sub.to_string(), state.limits.user)
         .await
     {
-        return ApiError::rate_limited(retry_after_secs).into_response();
+        return Err(ApiError::rate_limited(retry_after_secs));
     }
-    request.extensions_mut().insert(AuthUser {
-        user_id: claims.sub,
-    });
-    next.run(request).await
+    Ok(claims.sub)
 }
 
 fn bearer_token(request: &Request) -> Result<&str, ApiError> {

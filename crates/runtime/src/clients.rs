@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use anyhow::Context as _;
 use realchat_proto::{
     auth::v1::{GetJwksRequest, auth_client},
-    messaging::v1::messaging_client,
+    messaging::v1::{GetConversationRequest, messaging_client},
     profile::v1::profiles_client,
 };
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
@@ -54,6 +54,23 @@ pub fn messaging(variable: &str, endpoint: &str) -> anyhow::Result<MessagingClie
         channel(variable, endpoint)?,
         GrpcClientPropagation,
     ))
+}
+
+/// Whether messaging and its database answer, within `wait`: for readiness checks. Any answer
+/// but `unavailable` (a probe for a conversation that does not exist is a `not_found`) will do.
+pub async fn messaging_answers(messaging: &MessagingClient, wait: Duration) -> Result<(), String> {
+    let probe = GetConversationRequest {
+        caller_id: uuid::Uuid::nil().to_string(),
+        conversation_id: uuid::Uuid::nil().to_string(),
+    };
+    let mut messaging = messaging.clone();
+    match tokio::time::timeout(wait, messaging.get_conversation(probe)).await {
+        Err(_) => Err("messaging: timed out".to_owned()),
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+            Err(format!("messaging: {}", status.message()))
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// A profile client on `endpoint` (the value of `variable`).

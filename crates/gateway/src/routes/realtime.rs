@@ -30,8 +30,7 @@ use crate::{
     AppState,
     error::{ApiError, ErrorBody},
     extract::{ClientIp, TrustForwardedFor},
-    middleware::token_error,
-    rate_limit::{Decision, Scope},
+    middleware::verify_and_limit,
 };
 
 /// Headers a WebSocket handshake needs upstream, besides the ones the gateway sets itself.
@@ -163,16 +162,8 @@ pub(crate) async fn websocket(State(state): State<AppState>, mut request: Reques
     else {
         return ApiError::unauthenticated("missing bearer token").into_response();
     };
-    let claims = match state.verifier.verify(&token).await {
-        Ok(claims) => claims,
-        Err(error) => return token_error(error).into_response(),
-    };
-    if let Decision::Deny { retry_after_secs } = state
-        .limiter
-        .check(Scope::User, &claims.sub.to_string(), state.limits.user)
-        .await
-    {
-        return ApiError::rate_limited(retry_after_secs).into_response();
+    if let Err(error) = verify_and_limit(&state, &token).await {
+        return error.into_response();
     }
     let is_upgrade = request
         .headers()
