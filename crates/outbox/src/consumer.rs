@@ -79,6 +79,9 @@ pub struct ConsumerOptions {
     /// broker does (the local broker, Tansu 0.6, may never expire a member that died without
     /// leaving, and keeps its partitions assigned to it).
     pub rejoin: Option<Arc<tokio::sync::Notify>>,
+    /// Overrides [`KafkaOptions::fetch_wait_ms`] for this consumer. Worth raising for events
+    /// nobody waits on live: a broker that holds every fetch (Tansu 0.6) is then polled less.
+    pub fetch_wait: Option<Duration>,
 }
 
 impl ConsumerOptions {
@@ -90,6 +93,7 @@ impl ConsumerOptions {
             max_attempts: 5,
             max_backoff: Duration::from_secs(2),
             rejoin: None,
+            fetch_wait: None,
         }
     }
 }
@@ -111,6 +115,13 @@ pub async fn run<H: Handler>(
     metrics::describe();
     let topics = kafka.topics();
     let names: Vec<String> = options.topics.iter().map(|t| topics.name(*t)).collect();
+    let kafka = &match options.fetch_wait {
+        Some(wait) => KafkaOptions {
+            fetch_wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            ..kafka.clone()
+        },
+        None => kafka.clone(),
+    };
     let mut consumer = subscribe(kafka, &options.group_id, &names)?;
     let mut joined_at = Instant::now();
     let looper = Loop {

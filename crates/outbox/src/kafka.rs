@@ -43,6 +43,18 @@ pub struct KafkaOptions {
     #[arg(long = "kafka-create-topics", env = "REALCHAT_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_topics: bool,
 
+    /// Longest a consumer's fetch waits at the broker for new events, in milliseconds
+    /// (`fetch.wait.max.ms`). A Kafka broker answers as soon as there is data, so this only bounds
+    /// idle polling; a broker that holds every fetch for this long (Tansu 0.6 does) adds it to
+    /// every event's latency, and polls more often the lower it is.
+    #[arg(
+        long = "kafka-fetch-wait-ms",
+        env = "REALCHAT_KAFKA_FETCH_WAIT_MS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(0..=10_000)
+    )]
+    pub fetch_wait_ms: u32,
+
     /// librdkafka debug contexts (its `debug` property, e.g. `cgrp,fetch`), for diagnosing
     /// consumer-group and broker trouble; empty for none.
     #[arg(long = "kafka-debug", env = "REALCHAT_KAFKA_DEBUG", default_value = "")]
@@ -56,6 +68,7 @@ impl KafkaOptions {
             brokers: brokers.into(),
             topic_prefix: topic_prefix.into(),
             create_topics: true,
+            fetch_wait_ms: 20,
             debug: String::new(),
         }
     }
@@ -107,7 +120,7 @@ impl KafkaOptions {
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "20");
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
         self.with_debug(config)
     }
 

@@ -189,8 +189,12 @@ impl Service {
         );
 
         let handler = Arc::new(events::Registrations { pool: pool.clone() });
-        let consumer_options =
-            ConsumerOptions::new(options.consumer_group.clone(), vec![Topic::Users]);
+        let consumer_options = ConsumerOptions {
+            // Registrations are needed before someone's first conversation, not within
+            // milliseconds: poll the broker less.
+            fetch_wait: Some(std::time::Duration::from_millis(200)),
+            ..ConsumerOptions::new(options.consumer_group.clone(), vec![Topic::Users])
+        };
         let kafka = options.kafka.clone();
         let consumer_token = token.clone();
         shutdown.spawn("users-consumer", async move {

@@ -52,6 +52,11 @@ impl KafkaServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills it (SIGKILL), as a crash or a network cut would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -90,6 +95,15 @@ impl KafkaServer {
             },
         )
         .await;
+        // The index Tansu 0.6 lacks (see xtask's broker module); best effort.
+        let _ = Command::new("sqlite3")
+            .arg(self.dir.join("tansu.db"))
+            .arg(".timeout 5000")
+            .arg("CREATE INDEX IF NOT EXISTS realchat_header_by_record ON header (topition, offset_id)")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -210,6 +210,36 @@ fn install(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// Adds the index Tansu 0.6's SQLite schema lacks: its `header` table has none, so the broker
+/// scans every header ever stored for each record it fetches, and fetching slows down in
+/// proportion to everything the broker holds (measured: direct messages at 300/s went from 7.8 s
+/// to 73 ms end to end once this index existed). Needs the `sqlite3` command; without it the
+/// broker works, only slower as it fills up.
+pub(crate) fn index_headers(database: &Path) {
+    let added = Command::new("sqlite3")
+        .arg(database)
+        .arg(".timeout 5000")
+        .arg("CREATE INDEX IF NOT EXISTS realchat_header_by_record ON header (topition, offset_id)")
+        .stdin(Stdio::null())
+        .output();
+    match added {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => ui::warning!(
+            "could not index the broker's headers ({}); fetching slows as it fills up",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(_) => ui::warning!(
+            "`sqlite3` is not installed, so the broker's headers cannot be indexed and fetching \
+             slows as it fills up (install the sqlite3 package)"
+        ),
+    }
+}
+
+/// The broker's SQLite database.
+pub(crate) fn database(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("kafka").join("tansu.db")
+}
+
 /// How to run the broker.
 ///
 /// Its working directory is the data dir because the SQLite path in the

@@ -118,6 +118,7 @@ impl System {
 
         if let Some(tansu) = tansu {
             broker::ensure_topics(settings, &tansu)?;
+            broker::index_headers(&broker::database(settings));
         }
         Ok(ensured)
     }

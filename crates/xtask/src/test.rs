@@ -168,6 +168,7 @@ impl TestBroker {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        crate::broker::index_headers(&broker.dir.join("tansu.db"));
         step!(
             "test broker: {} (data in {})",
             broker.address,
