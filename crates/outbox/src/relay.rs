@@ -246,6 +246,7 @@ impl Relay {
     /// Reads the oldest rows, publishes them in order, waits for the acknowledgements, and
     /// (when `delete`) removes the acknowledged ones.
     async fn round(&mut self, conn: &mut PgConnection, delete: bool) -> Result<Round, sqlx::Error> {
+        let started = std::time::Instant::now();
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, topic, key, event_id, event_type, traceparent, payload, created_at
              FROM outbox ORDER BY id LIMIT $1",
@@ -257,6 +258,7 @@ impl Relay {
             return Ok(Round::default());
         }
 
+        let selected = started.elapsed();
         // One producer for the whole round, so a key's rows share one partition queue. Hand
         // everything over first, in id order, then wait: one round trip per batch, not per row.
         let producer = self.producer.current();
@@ -309,6 +311,7 @@ impl Relay {
                 }
             }
         }
+        let acknowledged = started.elapsed();
         if !failed_by_topic.is_empty() {
             // Purge whatever is still queued, so none of it can land after a retry of earlier rows,
             // and get a fresh producer id for the next attempt (the old one may not survive a
@@ -325,6 +328,13 @@ impl Relay {
                 .execute(&mut *conn)
                 .await?;
         }
+        tracing::debug!(
+            rows = rows.len(),
+            select_ms = selected.as_secs_f64() * 1e3,
+            publish_ms = (acknowledged - selected).as_secs_f64() * 1e3,
+            delete_ms = (started.elapsed() - acknowledged).as_secs_f64() * 1e3,
+            "relay round"
+        );
         Ok(Round {
             fetched: rows.len(),
             published: acked.len(),
