@@ -6,7 +6,14 @@
 //! a slow reader gets 1013, the network goes) it reconnects with backoff and sends `resume` with
 //! every cursor, so the caller sees each message once, in order.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -60,6 +67,7 @@ enum Command {
 pub struct Socket {
     events: mpsc::Receiver<Event>,
     commands: mpsc::UnboundedSender<Command>,
+    dropped: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,15 +80,35 @@ impl Drop for Socket {
 impl Socket {
     /// Connects (the first connection must work) and starts the session.
     pub async fn connect(client: &Client) -> Result<Self, Error> {
-        let stream = open(client).await?;
+        Self::connect_to(client, &client.socket_url()).await
+    }
+
+    /// Like [`Socket::connect`], but to this WebSocket URL (`ws://host:port/v1/ws`) instead of
+    /// the server's: a delivery replica reached directly, as a load balancer would.
+    pub async fn connect_to(client: &Client, url: &str) -> Result<Self, Error> {
+        let stream = open(client, url).await?;
         let (events_tx, events) = mpsc::channel(1024);
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(client.clone(), stream, events_tx, commands_rx));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let session = Session {
+            client: client.clone(),
+            url: url.to_owned(),
+            events: events_tx,
+            dropped: Arc::clone(&dropped),
+        };
+        let task = tokio::spawn(run(session, stream, commands_rx));
         Ok(Self {
             events,
             commands,
+            dropped,
             task,
         })
+    }
+
+    /// How many message frames the server sent more than once (or after a later one), which
+    /// the socket dropped instead of handing out.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// The next event; `None` once the session has ended for good (it was dropped, or the
@@ -108,9 +136,8 @@ impl Socket {
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(client: &Client) -> Result<Stream, Error> {
-    let mut request = client
-        .socket_url()
+async fn open(client: &Client, url: &str) -> Result<Stream, Error> {
+    let mut request = url
         .into_client_request()
         .map_err(|e| Error::Protocol(e.to_string()))?;
     let token = client.access_token()?;
@@ -144,15 +171,18 @@ async fn open(client: &Client) -> Result<Stream, Error> {
     }
 }
 
-/// Per conversation: the highest seq handed out.
+/// Per conversation: the highest seq handed out; and how many frames were dropped as already seen.
 #[derive(Default)]
-struct Cursors(HashMap<String, i64>);
+struct Cursors(HashMap<String, i64>, Arc<AtomicU64>);
 
 impl Cursors {
     /// Whether a message is new; reports a gap through `gap`.
     fn admit(&mut self, message: &Message, gap: &mut Option<Event>) -> bool {
         match self.0.get(&message.conversation_id) {
-            Some(cursor) if message.seq <= *cursor => false,
+            Some(cursor) if message.seq <= *cursor => {
+                self.1.fetch_add(1, Ordering::Relaxed);
+                false
+            }
             Some(cursor) => {
                 if message.seq > cursor + 1 {
                     *gap = Some(Event::Gap {
@@ -176,13 +206,22 @@ impl Cursors {
     }
 }
 
-async fn run(
+/// What the background task needs to keep a session going.
+struct Session {
     client: Client,
-    mut stream: Stream,
+    url: String,
     events: mpsc::Sender<Event>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
-    let mut cursors = Cursors::default();
+    dropped: Arc<AtomicU64>,
+}
+
+async fn run(session: Session, mut stream: Stream, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let Session {
+        client,
+        url,
+        events,
+        dropped,
+    } = session;
+    let mut cursors = Cursors(HashMap::new(), dropped);
     let mut attempt = 0u32;
     loop {
         if events.send(Event::Connected).await.is_err() {
@@ -204,7 +243,7 @@ async fn run(
         stream = loop {
             attempt += 1;
             tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(6)).min(5_000))).await;
-            match open(&client).await {
+            match open(&client, &url).await {
                 Ok(stream) => {
                     attempt = 0;
                     break stream;
@@ -325,6 +364,7 @@ mod tests {
         let mut cursors = Cursors::default();
         assert_eq!(interpret(&message(1), &mut cursors).len(), 1);
         assert!(interpret(&message(1), &mut cursors).is_empty());
+        assert_eq!(cursors.1.load(Ordering::Relaxed), 1);
         let events = interpret(&message(4), &mut cursors);
         assert!(matches!(
             &events[0],
