@@ -2,24 +2,33 @@
 //! whatever the earlier ones are doing, so a stall shows up in the latencies instead of lowering
 //! the rate), measures how long each message takes to reach every member's socket, and at the end
 //! checks that every acknowledged message reached every member's socket: none lost, none
-//! duplicated, none out of order. Any violation makes the run fail.
+//! duplicated, none out of order. Any violation makes the run fail (exit status 1).
 //!
-//! Scenarios so far: `direct` (many 1:1 pairs).
+//! Scenarios:
+//! - `direct`: many 1:1 conversations, every member with a socket.
+//! - `group-fanout`: one group (1,000 members by default), every member with a socket.
+//! - `connections`: hold many idle sockets on one delivery replica; memory per socket.
+//! - `outage`: `direct` load while the broker is stopped for a while; the backlog's drain time.
+//!
+//! Each run also measures the limits its result is compared with (see [`limits`]).
 //!
 //! ```sh
-//! cargo run --release -p bench -- direct --rate 200 --duration 20 --users 100
-//! cargo run --release -p bench -- direct --json
+//! cargo run --release -p bench -- direct --rate 1000 --duration 20
+//! cargo run --release -p bench -- group-fanout --json
 //! ```
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+mod limits;
+mod load;
+mod procfs;
+mod report;
+mod setup;
+
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use realchat_client::{Client, Error, Event, Socket};
+use load::{Conversation, Load, Outage};
+use report::Report;
 
 /// Load generator and correctness checker.
 #[derive(Debug, Parser)]
@@ -30,304 +39,369 @@ struct Cli {
     /// The server's public URL.
     #[arg(long, env = "REALCHAT_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// Offered messages per second.
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    /// Seconds of measured load (after the warm-up).
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// Offered messages per second [default: 100; 200 for `outage`].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of measured load, after the warm-up [default: 10; for `outage`, the outage and
+    /// 10 s on either side of it].
+    #[arg(long)]
+    duration: Option<f64>,
     /// Seconds of unmeasured load first.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Users (an even number for `direct`: they pair up).
-    #[arg(long, default_value_t = 20)]
-    users: usize,
-    /// Seconds to wait for the last messages to arrive before checking.
+    /// Users [default: 20 for `direct` and `outage` (pairs), the group size for `group-fanout`,
+    /// 100 for `connections`].
+    #[arg(long)]
+    users: Option<usize>,
+    /// Members of the `group-fanout` group (at most 1,000).
+    #[arg(long, default_value_t = 1000)]
+    group_size: usize,
+    /// Sockets each user holds (each must get every message).
+    #[arg(long, default_value_t = 1)]
+    sockets_per_user: usize,
+    /// Connect sockets straight to these delivery endpoints (`ws://host:port/v1/ws`,
+    /// comma-separated, round robin), as a load balancer would, instead of through the gateway.
+    #[arg(long, value_delimiter = ',')]
+    ws_url: Vec<String>,
+    /// Sockets `connections` holds.
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    /// Seconds `connections` holds its sockets idle.
     #[arg(long, default_value_t = 10.0)]
-    drain: f64,
+    hold: f64,
+    /// Seconds the broker stays down in `outage`.
+    #[arg(long, default_value_t = 60.0)]
+    outage: f64,
+    /// Seconds into the measured load the outage starts.
+    #[arg(long, default_value_t = 10.0)]
+    outage_after: f64,
+    /// Shell command that stops the broker.
+    #[arg(long, default_value = "cargo xtask stop kafka")]
+    stop_command: String,
+    /// Shell command that starts the broker again (and returns once it is up).
+    #[arg(long, default_value = "cargo xtask start kafka")]
+    start_command: String,
+    /// Longest wait for the last deliveries after the last send, in seconds [default: 30; 120
+    /// for `outage`].
+    #[arg(long)]
+    drain: Option<f64>,
+    /// Skip measuring the limits (pgbench, bare fan-out).
+    #[arg(long)]
+    no_limits: bool,
+    /// Seconds pgbench runs for the database limit.
+    #[arg(long, default_value_t = 10)]
+    limit_seconds: u32,
+    /// The PostgreSQL server (no database) pgbench measures the database limit on.
+    #[arg(
+        long,
+        env = "REALCHAT_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    postgres_url: String,
     /// Print one JSON object at the end instead of lines for people.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// Many 1:1 conversations, each member with a socket.
+    /// Many 1:1 conversations, every member with a socket.
     Direct,
+    /// One big group, every member with a socket.
+    GroupFanout,
+    /// Many idle sockets on one delivery replica: memory per socket.
+    Connections,
+    /// Direct load through a broker outage: nothing lost, and how fast the backlog drains.
+    Outage,
 }
 
-/// A message the server acknowledged, and when its send was due.
-struct Acked {
-    due: Instant,
-    measured: bool,
-}
-
-/// What the sockets saw: per (conversation, seq, member), when it arrived.
-#[derive(Default)]
-struct Seen {
-    arrivals: HashMap<(String, i64, String), Instant>,
-    duplicates: u64,
-    reordered: u64,
-    gaps: u64,
-    last: HashMap<(String, String), i64>,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Registers and logs in a user, waiting out rate limits.
-async fn user(url: &str, run: &str, i: usize) -> anyhow::Result<Client> {
-    let client = Client::new(url);
-    let (name, password) = (format!("b{run}_{i}"), "benchmark password");
-    for step in 0..2 {
-        loop {
-            let result = if step == 0 {
-                client.register(&name, password).await.map(drop)
-            } else {
-                client.login(&name, password).await.map(drop)
-            };
-            match result {
-                Ok(()) => break,
-                Err(Error::Api { status: 429, .. }) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await
-                }
-                Err(error) => return Err(error).with_context(|| format!("setting up {name}")),
-            }
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::GroupFanout => "group-fanout",
+            Self::Connections => "connections",
+            Self::Outage => "outage",
         }
     }
-    Ok(client)
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Scenario::Direct = cli.scenario;
-    if cli.users < 2 || cli.users % 2 != 0 {
-        bail!("--users must be an even number of at least 2");
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let run = format!("{:x}", std::process::id() ^ nanos);
-    let mut clients = Vec::new();
-    for i in 0..cli.users {
-        clients.push(user(&cli.url, &run, i).await?);
-    }
-    let ids: Vec<String> = clients
-        .iter()
-        .map(|c| c.tokens().map(|t| t.user_id).unwrap_or_default())
-        .collect();
-    // A new user becomes usable in conversations once messaging has heard of them.
-    let mut conversations = Vec::new();
-    for pair in 0..cli.users / 2 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let conversation = loop {
-            match clients[pair * 2].open_direct(&ids[pair * 2 + 1]).await {
-                Ok(conversation) => break conversation,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(error) => return Err(error).context("opening a conversation"),
+    let json = cli.json;
+    match run(cli).await {
+        Ok(report) => {
+            let passed = report.violations.is_empty();
+            report.print(json);
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
-        };
-        conversations.push(conversation.id);
-    }
-
-    let seen: Arc<Mutex<Seen>> = Arc::default();
-    let mut readers = Vec::new();
-    for (i, client) in clients.iter().enumerate() {
-        let mut socket = Socket::connect(client).await?;
-        socket.track(&conversations[i / 2], 0);
-        let (seen, me) = (Arc::clone(&seen), ids[i].clone());
-        readers.push(tokio::spawn(async move {
-            while let Some(event) = socket.next().await {
-                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                match event {
-                    Event::Message(message) => {
-                        let key = (message.conversation_id.clone(), message.seq, me.clone());
-                        if seen.arrivals.contains_key(&key) {
-                            seen.duplicates += 1;
-                            continue;
-                        }
-                        seen.arrivals.insert(key, Instant::now());
-                        let previous = seen
-                            .last
-                            .insert((message.conversation_id, me.clone()), message.seq)
-                            .unwrap_or(0);
-                        if message.seq < previous {
-                            seen.reordered += 1;
-                        }
-                    }
-                    Event::Gap { .. } => seen.gaps += 1,
-                    _ => {}
-                }
-            }
-        }));
-    }
-
-    let total = ((cli.warmup + cli.duration) * cli.rate).round() as u64;
-    let measured_from = (cli.warmup * cli.rate).round() as u64;
-    let acked: Arc<Mutex<HashMap<(String, i64), Acked>>> = Arc::default();
-    let send_latency: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(200);
-    let mut sends = Vec::with_capacity(total as usize);
-    for k in 0..total {
-        let due = start + Duration::from_secs_f64(k as f64 / cli.rate);
-        tokio::time::sleep_until(due.into()).await;
-        let pair = (k as usize) % conversations.len();
-        let sender = clients[pair * 2 + (k as usize / conversations.len()) % 2].clone();
-        let conversation = conversations[pair].clone();
-        let (acked, send_latency, errors) = (
-            Arc::clone(&acked),
-            Arc::clone(&send_latency),
-            Arc::clone(&errors),
-        );
-        let measured = k >= measured_from;
-        sends.push(tokio::spawn(async move {
-            match sender.send(&conversation, "benchmark message").await {
-                Ok(message) => {
-                    if measured {
-                        send_latency
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(due.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    acked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((conversation, message.seq), Acked { due, measured });
-                }
-                Err(_) => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let sent = sends.len() as u64;
-    for send in sends {
-        let _ = send.await;
-    }
-    let offered_secs = start.elapsed().as_secs_f64();
-
-    // Drain: wait until every acknowledged message reached both members, or the drain time.
-    let members = 2usize;
-    let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
-    loop {
-        let done = {
-            let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
-            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            acked.len() * members <= seen.arrivals.len()
-        };
-        if done || Instant::now() > drain_until {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            ExitCode::from(2)
+        }
     }
-    for reader in readers {
-        reader.abort();
-    }
+}
 
-    let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    let member_ids: HashMap<&str, [&str; 2]> = conversations
-        .iter()
+async fn run(cli: Cli) -> anyhow::Result<Report> {
+    let mut report = Report::new(cli.scenario.name());
+    report.set("url", cli.url.clone());
+    match cli.scenario {
+        Scenario::Direct | Scenario::Outage => direct(&cli, &mut report).await?,
+        Scenario::GroupFanout => group_fanout(&cli, &mut report).await?,
+        Scenario::Connections => connections(&cli, &mut report).await?,
+    }
+    memory(&mut report);
+    Ok(report)
+}
+
+/// `direct`, and `outage` (the same load with the broker stopped part of the time).
+async fn direct(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    let outage = (cli.scenario == Scenario::Outage).then(|| Outage {
+        after: cli.outage_after,
+        length: cli.outage,
+        stop: cli.stop_command.clone(),
+        start: cli.start_command.clone(),
+    });
+    let rate = cli
+        .rate
+        .unwrap_or(if outage.is_some() { 200.0 } else { 100.0 });
+    let duration = cli.duration.unwrap_or(match &outage {
+        Some(outage) => outage.after + outage.length + 10.0,
+        None => 10.0,
+    });
+    let limit = database_limit(cli, report)?;
+    let users = cli.users.unwrap_or(20);
+    let run = setup::run_id();
+    let clients = setup::users(&cli.url, &run, users).await?;
+    let ids = setup::ids(&clients);
+    let conversations = setup::pairs(&clients, &ids)
+        .await?
+        .into_iter()
         .enumerate()
-        .map(|(pair, c)| {
-            (
-                c.as_str(),
-                [ids[pair * 2].as_str(), ids[pair * 2 + 1].as_str()],
-            )
+        .map(|(pair, id)| Conversation {
+            id,
+            members: vec![pair * 2, pair * 2 + 1],
+            senders: vec![pair * 2, pair * 2 + 1],
         })
         .collect();
-    let (mut lost, mut delivered, mut e2e) = (0u64, 0u64, Vec::new());
-    for ((conversation, seq), ack) in acked.iter() {
-        for member in member_ids[conversation.as_str()] {
-            match seen
-                .arrivals
-                .get(&(conversation.clone(), *seq, member.to_owned()))
-            {
-                Some(at) => {
-                    delivered += 1;
-                    if ack.measured {
-                        e2e.push(at.duration_since(ack.due).as_secs_f64() * 1000.0);
-                    }
-                }
-                None => lost += 1,
+    report.set("users", users);
+    let load = Load {
+        conversations,
+        rate,
+        warmup: cli.warmup,
+        duration,
+        drain: cli
+            .drain
+            .unwrap_or(if outage.is_some() { 120.0 } else { 30.0 }),
+        sockets_per_user: cli.sockets_per_user,
+        ws_urls: cli.ws_url.clone(),
+        outage: outage.clone(),
+    };
+    let outcome = load::run(&clients, &load, report).await?;
+    if let Some(limit) = limit {
+        let achieved = report
+            .get("acked_per_s")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        report.set("acked_per_s_to_limit", ratio(achieved, limit));
+        report.say(format!(
+            "limit       one send's SQL under pgbench: {limit:.0} tx/s; this run acknowledged {achieved:.0} msg/s ({:.2} of it)",
+            achieved / limit
+        ));
+    }
+    if let (Some(outage), Some(back)) = (outage, outcome.broker_back) {
+        let drain = outcome
+            .backlog_delivered
+            .map(|at| at.saturating_duration_since(back).as_secs_f64());
+        report.set("outage_s", outage.length);
+        report.set(
+            "backlog_drain_s",
+            drain.map(|d| (d * 1000.0).round() / 1000.0),
+        );
+        report.say(format!(
+            "outage      broker down {} s from {} s into the load; the backlog was delivered {} after it came back",
+            outage.length,
+            outage.after,
+            drain.map_or("never".to_owned(), |d| format!("{d:.2} s"))
+        ));
+    }
+    Ok(())
+}
+
+/// `group-fanout`: one group, everyone's socket gets every message.
+async fn group_fanout(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    let size = cli.users.unwrap_or(cli.group_size);
+    if !(2..=1000).contains(&size) {
+        bail!("a group has 2 to 1,000 members");
+    }
+    let rate = cli.rate.unwrap_or(100.0);
+    let limit = if cli.no_limits {
+        None
+    } else {
+        eprintln!("measuring the bare fan-out limit with {size} sockets");
+        let messages = (200_000 / size as u64).clamp(200, 5_000);
+        let limit = limits::bare_fanout(size * cli.sockets_per_user, messages).await?;
+        report.set("limit_bare_fanout_per_s", limit.round());
+        Some(limit)
+    };
+    let run = setup::run_id();
+    let clients = setup::users(&cli.url, &run, size).await?;
+    let ids = setup::ids(&clients);
+    let group = setup::group(&clients, &ids).await?;
+    report.set("users", size);
+    report.set("group_size", size);
+    let load = Load {
+        conversations: vec![Conversation {
+            id: group,
+            members: (0..size).collect(),
+            senders: (0..size).collect(),
+        }],
+        rate,
+        warmup: cli.warmup,
+        duration: cli.duration.unwrap_or(10.0),
+        drain: cli.drain.unwrap_or(30.0),
+        sockets_per_user: cli.sockets_per_user,
+        ws_urls: cli.ws_url.clone(),
+        outage: None,
+    };
+    load::run(&clients, &load, report).await?;
+    if let Some(limit) = limit {
+        let achieved = report
+            .get("delivered_per_s")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        report.set("delivered_per_s_to_limit", ratio(achieved, limit));
+        report.say(format!(
+            "limit       a bare fan-out server here: {limit:.0} deliveries/s; this run {achieved:.0}/s ({:.2} of it)",
+            achieved / limit
+        ));
+    }
+    Ok(())
+}
+
+/// `connections`: idle sockets on one delivery replica, and what each costs it.
+async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    let sockets = cli.sockets;
+    let users = cli.users.unwrap_or(100).clamp(1, sockets.max(1));
+    let Some(ws_url) = cli.ws_url.first().cloned() else {
+        bail!(
+            "`connections` measures one delivery replica: give its endpoint with --ws-url ws://host:port/v1/ws"
+        );
+    };
+    let port = ws_url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| authority.rsplit(':').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .context("--ws-url needs an explicit port")?;
+    let pid = procfs::listening_on(port);
+    let run = setup::run_id();
+    let clients = setup::users(&cli.url, &run, users).await?;
+    let owners: Vec<usize> = (0..sockets).map(|i| i % users).collect();
+    let before = pid.and_then(procfs::memory);
+    let (connected, connect_rate) =
+        load::connect(&clients, &owners, std::slice::from_ref(&ws_url), |_| {
+            Vec::new()
+        })
+        .await?;
+    eprintln!(
+        "{} sockets connected; holding them {} s",
+        connected.len(),
+        cli.hold
+    );
+    tokio::time::sleep(Duration::from_secs_f64(cli.hold)).await;
+    let after = pid.and_then(procfs::memory);
+    // Every socket must still be the one it connected: no reconnects while idle.
+    let mut disconnects = 0u64;
+    for (_, mut socket) in connected {
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(1), socket.next()).await
+        {
+            if let realchat_client::Event::Disconnected { .. } = event {
+                disconnects += 1;
             }
         }
     }
-    e2e.sort_by(f64::total_cmp);
-    let mut send = send_latency
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    send.sort_by(f64::total_cmp);
-    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
-    let report = serde_json::json!({
-        "scenario": "direct",
-        "offered_rate": cli.rate,
-        "duration_s": cli.duration,
-        "users": cli.users,
-        "sent": sent,
-        "acked": acked.len(),
-        "send_errors": errors,
-        "delivered": delivered,
-        "delivered_per_s": delivered as f64 / offered_secs,
-        "send_p50_ms": percentile(&send, 50.0),
-        "send_p99_ms": percentile(&send, 99.0),
-        "e2e_p50_ms": percentile(&e2e, 50.0),
-        "e2e_p90_ms": percentile(&e2e, 90.0),
-        "e2e_p99_ms": percentile(&e2e, 99.0),
-        "e2e_p999_ms": percentile(&e2e, 99.9),
-        "e2e_max_ms": e2e.last().copied().unwrap_or(f64::NAN),
-        "lost": lost,
-        "duplicates": seen.duplicates,
-        "reordered": seen.reordered,
-        "gaps": seen.gaps,
-    });
-    let failed = lost > 0 || seen.duplicates > 0 || seen.reordered > 0 || seen.gaps > 0;
-    if cli.json {
-        println!("{report}");
-    } else {
-        println!(
-            "direct: {} users, offered {} msg/s for {}+{} s: sent {sent}, acked {}, {errors} send errors",
-            cli.users,
-            cli.rate,
-            cli.warmup,
-            cli.duration,
-            acked.len()
-        );
-        println!(
-            "send        p50 {:.2} ms  p99 {:.2} ms",
-            percentile(&send, 50.0),
-            percentile(&send, 99.0)
-        );
-        println!(
-            "end to end  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({:.0} deliveries/s)",
-            percentile(&e2e, 50.0),
-            percentile(&e2e, 90.0),
-            percentile(&e2e, 99.0),
-            percentile(&e2e, 99.9),
-            e2e.last().copied().unwrap_or(f64::NAN),
-            delivered as f64 / offered_secs
-        );
-        println!(
-            "checker     lost {lost}  duplicates {}  reordered {}  gaps {}  => {}",
-            seen.duplicates,
-            seen.reordered,
-            seen.gaps,
-            if failed { "FAIL" } else { "ok" }
-        );
+    report.set("users", users);
+    report.set("sockets", sockets);
+    report.set("connect_per_s", connect_rate.round());
+    report.set("hold_s", cli.hold);
+    report.set("disconnects", disconnects);
+    report.say(format!(
+        "connections {sockets} sockets of {users} users to {ws_url}, connected at {connect_rate:.0}/s, held {} s, {disconnects} dropped",
+        cli.hold
+    ));
+    match (before, after) {
+        (Some((before, _)), Some((after, _))) => {
+            let per_socket = after.saturating_sub(before) as f64 / sockets.max(1) as f64;
+            report.set("replica_rss_before_bytes", before);
+            report.set("replica_rss_after_bytes", after);
+            report.set("bytes_per_socket", per_socket.round());
+            report.say(format!(
+                "memory      the replica went from {:.1} MiB to {:.1} MiB: {:.1} KiB per socket",
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                per_socket / 1024.0
+            ));
+        }
+        _ => {
+            report.set("bytes_per_socket", serde_json::Value::Null);
+            report.fail(format!(
+                "cannot read the memory of the process listening on port {port} (is it on this machine?)"
+            ));
+        }
     }
-    if failed {
-        bail!("the checker found lost, duplicated or reordered messages");
+    if disconnects > 0 {
+        report.fail(format!("{disconnects} idle sockets were dropped"));
     }
     Ok(())
+}
+
+/// The pgbench limit, unless asked not to.
+fn database_limit(cli: &Cli, report: &mut Report) -> anyhow::Result<Option<f64>> {
+    if cli.no_limits {
+        return Ok(None);
+    }
+    eprintln!(
+        "measuring the database limit: one send's SQL under pgbench for {} s",
+        cli.limit_seconds
+    );
+    let tps = limits::pgbench_sends(&cli.postgres_url, cli.limit_seconds)?;
+    report.set("limit_pgbench_tps", tps.round());
+    Ok(Some(tps))
+}
+
+fn ratio(achieved: f64, limit: f64) -> f64 {
+    (achieved / limit * 1000.0).round() / 1000.0
+}
+
+/// The memory of every service process on this machine, into the report.
+fn memory(report: &mut Report) {
+    let processes = procfs::services();
+    if processes.is_empty() {
+        return;
+    }
+    let mut rss = serde_json::Map::new();
+    let mut line = String::from("memory      RSS (peak):");
+    for process in &processes {
+        let mib = |bytes: u64| (bytes as f64 / 1048576.0 * 10.0).round() / 10.0;
+        rss.insert(
+            process.name.clone(),
+            serde_json::json!({"rss_mib": mib(process.rss_bytes), "peak_rss_mib": mib(process.peak_rss_bytes)}),
+        );
+        line.push_str(&format!(
+            "  {} {} MiB ({})",
+            process.name,
+            mib(process.rss_bytes),
+            mib(process.peak_rss_bytes)
+        ));
+    }
+    report.set("rss", serde_json::Value::Object(rss));
+    report.say(line);
 }
