@@ -44,6 +44,17 @@ impl KafkaServer {
             child: None,
         };
         server.resume().await;
+        // The index Tansu 0.6 lacks (see xtask's broker module), best effort. Only on a new
+        // broker: even a no-op CREATE INDEX takes the write lock, and a broker that is writing
+        // then fails the request.
+        let _ = Command::new("sqlite3")
+            .arg(server.dir.join("tansu.db"))
+            .arg(".timeout 5000")
+            .arg("CREATE INDEX IF NOT EXISTS realchat_header_by_record ON header (topition, offset_id)")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         server
     }
 
@@ -95,15 +106,6 @@ impl KafkaServer {
             },
         )
         .await;
-        // The index Tansu 0.6 lacks (see xtask's broker module); best effort.
-        let _ = Command::new("sqlite3")
-            .arg(self.dir.join("tansu.db"))
-            .arg(".timeout 5000")
-            .arg("CREATE INDEX IF NOT EXISTS realchat_header_by_record ON header (topition, offset_id)")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
