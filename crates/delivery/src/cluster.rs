@@ -29,7 +29,7 @@ use std::{
 };
 
 use prost::Message as _;
-use realchat_proto::delivery::v1::Forward;
+use realchat_proto::delivery::v1::{Forward, Resync, forward};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
@@ -115,6 +115,8 @@ pub(crate) struct Cluster {
     breaker_until_ms: Arc<AtomicU64>,
     /// Dead replicas this replica already noticed.
     seen_dead: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Set when forwards to other replicas were skipped; see [`Cluster::repair_skipped_forwards`].
+    skipped_forwards: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -159,6 +161,7 @@ impl Cluster {
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
             seen_dead: Arc::default(),
+            skipped_forwards: Arc::default(),
         })
     }
 
@@ -421,6 +424,52 @@ impl Cluster {
             }
         }
         Ok(by_replica)
+    }
+
+    /// Notes that forwards were skipped (their routes could not be read, or publishing failed).
+    pub(crate) fn skipped_forwards(&self) {
+        self.skipped_forwards.store(true, Ordering::Relaxed);
+    }
+
+    /// After forwards were skipped, tells every other live replica to resync its sessions.
+    ///
+    /// A replica whose subscription dropped resyncs by itself when it is back; but Redis can fail
+    /// this replica's calls (a timeout, the breaker) while the others' subscriptions stay up, and
+    /// then nothing else tells them: their sessions would repair the gap only when the next
+    /// message of the conversation comes, which may be never. Returns how many replicas were told.
+    pub(crate) async fn repair_skipped_forwards(&self) -> Result<usize, Error> {
+        if !self.skipped_forwards.swap(false, Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let told = async {
+            let mut connection = self.connection.clone();
+            let replicas: Vec<String> = self
+                .call(
+                    "replicas",
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(self.key(format_args!("replicas")))
+                        .arg(now_ms())
+                        .arg("+inf")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            let resync = Forward {
+                user_ids: Vec::new(),
+                item: Some(forward::Item::Resync(Resync {})),
+            };
+            let mut told = 0;
+            for replica in replicas.iter().filter(|r| **r != *self.replica) {
+                self.forward(replica, &resync).await?;
+                told += 1;
+            }
+            Ok::<_, Error>(told)
+        }
+        .await;
+        if told.is_err() {
+            // Still owed: try again on the next heartbeat.
+            self.skipped_forwards();
+        }
+        told
     }
 
     /// Publishes `forward` to `replica`; false when nobody listened (the replica is gone).

@@ -8,9 +8,11 @@
 //! before that redelivers the event (at least once; sessions drop what they already pushed).
 //!
 //! Redis may fail here. Local sessions still get everything this replica consumes; the forwards
-//! that could not be published are missed live by the other replicas, whose subscriptions (on the
-//! same Redis) dropped too: when theirs comes back they tell every session to resync from history.
-//! A gap noticed any other way is filled by the session itself before it pushes the next message.
+//! that could not be published are missed live by the other replicas. If their subscriptions (on
+//! the same Redis) dropped too, they tell every session to resync from history when theirs comes
+//! back. If not (only this replica's calls failed or were too slow), this replica tells them to
+//! resync once Redis answers it again (`Cluster::repair_skipped_forwards`, on the heartbeat). A gap
+//! noticed any other way is filled by the session itself before it pushes the next message.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -122,6 +124,8 @@ pub(crate) async fn spread(
 ) {
     let local = hub.deliver(recipients, push);
     let Ok(by_replica) = cluster.routes(recipients).await else {
+        // Whoever else should have had it gets it by a resync (see `repair_skipped_forwards`).
+        cluster.skipped_forwards();
         return;
     };
     tracing::debug!(local, replicas = by_replica.len(), "spreading");
@@ -135,7 +139,10 @@ pub(crate) async fn spread(
                 Ok(true) => "sent",
                 // The replica is gone; its clients reconnect elsewhere and resume.
                 Ok(false) => "no_listener",
-                Err(_) => "failed",
+                Err(_) => {
+                    cluster.skipped_forwards();
+                    "failed"
+                }
             };
             ::metrics::counter!(metrics::FORWARDS, "outcome" => outcome).increment(1);
         }
@@ -261,6 +268,13 @@ fn receive(hub: &Hub, payload: &[u8]) {
         }
         Some(Item::Presence(p)) => {
             Push::Frame(protocol::presence(&p.user_id, p.online), "presence")
+        }
+        Some(Item::Resync(_)) => {
+            // The sender skipped forwards to this replica: every session catches up.
+            tracing::info!("another replica skipped forwards to this one; resyncing every session");
+            ::metrics::counter!(metrics::RESYNCS).increment(1);
+            hub.broadcast(&Push::Resync);
+            return;
         }
         None => return,
     };

@@ -420,6 +420,15 @@ async fn heartbeat(
         }
         // Routed again: what was forwarded while they were not may have missed them.
         shared.hub.deliver(&unrouted, &hub::Push::Resync);
+        // Redis answers again: the replicas this one could not forward to catch up.
+        if let Ok(told) = shared.cluster.repair_skipped_forwards().await
+            && told > 0
+        {
+            tracing::info!(
+                replicas = told,
+                "told the other replicas to resync after skipped forwards"
+            );
+        }
         let Ok(swept) = shared.cluster.sweep().await else {
             continue;
         };

@@ -19,7 +19,8 @@ pub const FORWARDS: &str = "delivery_forwards_total";
 pub const FORWARDS_RECEIVED: &str = "delivery_forwards_received_total";
 /// Redis operations that failed or timed out, by `op`.
 pub const REDIS_ERRORS: &str = "delivery_redis_errors_total";
-/// Times the forwarding channel was lost and every session was told to resync.
+/// Times every session was told to resync: the forwarding channel came (back), or another
+/// replica had skipped forwards to this one.
 pub const RESYNCS: &str = "delivery_resyncs_total";
 
 /// Registers the descriptions with the recorder.

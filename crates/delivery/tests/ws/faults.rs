@@ -547,3 +547,45 @@ async fn presence_of(app: &TestApp, replica: &str, token: &str, ids: &[&str]) ->
         .map(|p| p["status"].as_str().unwrap().to_owned())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_skipped_while_subscriptions_stay_up_are_repaired_by_a_resync() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::builder()
+        .delivery_replicas(2)
+        .delivery_redis(redis.url())
+        .delivery(|o| o.heartbeat_secs = 1)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = app.direct(&alice, &bob).await;
+    // Whichever replica owns the conversation's partition, one of the two sockets is on the
+    // other one and gets the conversation's messages forwarded.
+    let mut alice_socket = app.socket_to(0, &alice).await;
+    let mut bob_socket = app.socket_to(1, &bob).await;
+    app.send(&alice, &conversation, "before").await;
+    assert_eq!(alice_socket.seqs_until(&conversation, 1, SOON).await, [1]);
+    assert_eq!(bob_socket.seqs_until(&conversation, 1, SOON).await, [1]);
+
+    // Redis stalls for longer than the replicas' call timeout (500 ms), so the owner cannot look
+    // up where the other socket is and skips the forward; but for less than the subscriptions'
+    // ping timeout (2 s), so neither subscription drops (a dropped one resyncs by itself).
+    // Nothing is sent afterwards, so no later message reveals the gap.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("ALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    app.send(&alice, &conversation, "while Redis stalls").await;
+
+    let repaired = Duration::from_secs(15);
+    assert_eq!(
+        alice_socket.seqs_until(&conversation, 2, repaired).await,
+        [2]
+    );
+    assert_eq!(bob_socket.seqs_until(&conversation, 2, repaired).await, [2]);
+}
