@@ -25,6 +25,9 @@ struct Cli {
     /// The server's public URL.
     #[arg(long, env = "REALCHAT_URL", global = true)]
     url: Option<String>,
+    /// PEM certificates to trust besides the system's (a private CA, a self-signed server).
+    #[arg(long, env = "REALCHAT_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of lines for people.
     #[arg(long, global = true)]
     json: bool,
@@ -117,11 +120,26 @@ fn save(saved: &Saved) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client of `base`, trusting `ca_cert` too when given.
+fn client(base: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    Ok(match ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Client::with_root_certificates(base, &pem)?
+        }
+        None => Client::new(base),
+    })
+}
+
 /// A client on the saved session; the caller saves it again after (tokens rotate on refresh).
-fn logged_in(url: Option<&str>) -> anyhow::Result<(Client, Saved)> {
+fn logged_in(
+    url: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<(Client, Saved)> {
     let saved = load()?;
-    let url = url.unwrap_or(&saved.url).to_owned();
-    Ok((Client::with_tokens(&url, saved.tokens.clone()), saved))
+    let client = client(url.unwrap_or(&saved.url), ca_cert)?;
+    client.set_tokens(saved.tokens.clone());
+    Ok((client, saved))
 }
 
 fn keep(client: &Client, mut saved: Saved) -> anyhow::Result<()> {
@@ -169,9 +187,10 @@ async fn name_of(client: &Client, names: &mut HashMap<String, String>, user_id: 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let url = cli.url.as_deref();
+    let ca_cert = cli.ca_cert.as_deref();
     match cli.command {
         Command::Register { username, password } => {
-            let client = Client::new(url.unwrap_or(DEFAULT_URL));
+            let client = client(url.unwrap_or(DEFAULT_URL), ca_cert)?;
             let user = client.register(&username, &password).await?;
             if cli.json {
                 print_json(
@@ -183,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Login { username, password } => {
             let base = url.unwrap_or(DEFAULT_URL);
-            let client = Client::new(base);
+            let client = client(base, ca_cert)?;
             let tokens = client.login(&username, &password).await?;
             save(&Saved {
                 url: base.to_owned(),
@@ -197,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Logout => {
-            if let Ok((client, _)) = logged_in(url) {
+            if let Ok((client, _)) = logged_in(url, ca_cert) {
                 let _ = client.logout().await;
             }
             let _ = std::fs::remove_file(session_path()?);
@@ -206,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Whoami => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let me = client.me().await?;
             if cli.json {
                 print_json(
@@ -218,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
             keep(&client, saved)?;
         }
         Command::Users { prefix, limit } => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let users = client.search_users(&prefix, limit).await?;
             for user in &users {
                 if cli.json {
@@ -235,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
             keep(&client, saved)?;
         }
         Command::Conversations => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             for summary in client.conversations().await? {
                 let c = &summary.conversation;
                 if cli.json {
@@ -254,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
             keep(&client, saved)?;
         }
         Command::Open { user } => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let user_id = if user.parse::<uuid_like::Id>().is_ok() {
                 user.clone()
             } else {
@@ -278,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
             keep(&client, saved)?;
         }
         Command::Send { conversation, text } => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let message = client.send(&conversation, &text).await?;
             if cli.json {
                 print_json(&message)?;
@@ -291,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
             conversation,
             limit,
         } => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let mut messages = client.latest(&conversation, limit).await?;
             messages.reverse();
             let mut names = HashMap::new();
@@ -306,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
             keep(&client, saved)?;
         }
         Command::Tail { conversation } => {
-            let (client, saved) = logged_in(url)?;
+            let (client, saved) = logged_in(url, ca_cert)?;
             let mut socket = Socket::connect(&client).await?;
             if let Some(conversation) = &conversation {
                 // Live from now: resume from the newest message there is.

@@ -129,26 +129,69 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     tokens: Arc<Mutex<Option<Tokens>>>,
+    /// What `wss://` sockets trust: the system's roots and any added ones.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), not logged in.
+    /// A client of the server at `base` (`http://127.0.0.1:8080`, or `https://...`, trusting
+    /// the system's certificate authorities), not logged in.
     pub fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+        Self::build(base, &[]).unwrap_or_else(|error| {
+            // Only a broken TLS setup gets here; plain HTTP still works.
+            tracing::warn!(%error, "TLS unavailable; only http:// and ws:// will work");
+            Self {
+                http: reqwest::Client::new(),
+                base: base.trim_end_matches('/').to_owned(),
+                tokens: Arc::default(),
+                tls: Arc::new(tls_config(rustls::RootCertStore::empty())),
+            }
+        })
+    }
+
+    /// Like [`Client::new`], also trusting the certificates in `pem` (a private certificate
+    /// authority, or a self-signed server), for HTTPS and for `wss://` sockets.
+    pub fn with_root_certificates(base: &str, pem: &[u8]) -> Result<Self, Error> {
+        Self::build(base, pem)
+    }
+
+    fn build(base: &str, pem: &[u8]) -> Result<Self, Error> {
+        let bad = |e: &dyn std::fmt::Display| Error::Protocol(format!("root certificate: {e}"));
+        let extra = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system certificates are skipped; what is left is still trusted.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        for cert in extra {
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_der(&cert).map_err(|e| bad(&e))?);
+            roots.add(cert).map_err(|e| bad(&e))?;
+        }
+        Ok(Self {
+            http: http.build().map_err(|e| Error::Transport(e.to_string()))?,
             base: base.trim_end_matches('/').to_owned(),
             tokens: Arc::default(),
-        }
+            tls: Arc::new(tls_config(roots)),
+        })
+    }
+
+    /// The TLS settings of `wss://` sockets.
+    pub(crate) fn tls(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.tls)
     }
 
     /// A client that uses tokens from an earlier login.
     pub fn with_tokens(base: &str, tokens: Tokens) -> Self {
         let client = Self::new(base);
-        *client.lock() = Some(tokens);
+        client.set_tokens(tokens);
         client
+    }
+
+    /// Uses tokens from an earlier login from now on.
+    pub fn set_tokens(&self, tokens: Tokens) {
+        *self.lock() = Some(tokens);
     }
 
     /// The server's base URL.
@@ -464,6 +507,15 @@ impl Client {
         };
         format!("{base}/v1/ws")
     }
+}
+
+/// TLS for `wss://` sockets on the ring provider (the one the whole workspace uses).
+fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Percent-encodes a query value.

@@ -1,6 +1,7 @@
 //! A typed async client of RealChat's public API (API.md).
 //!
-//! - [`Client`]: the HTTP API. It keeps the tokens of the last login and, when an access token
+//! - [`Client`]: the HTTP API, over `http://` or `https://` (the system's roots, plus any given to
+//!   [`Client::with_root_certificates`]). It keeps the tokens of the last login and, when an access token
 //!   expires, refreshes it once and repeats the request. [`Client::send`] generates the
 //!   `client_msg_id` and retries transport failures and `5xx` with the same id, which the server
 //!   turns into the original message: a retry never makes a second copy.

@@ -147,7 +147,10 @@ async fn open(client: &Client, url: &str) -> Result<Stream, Error> {
             .parse()
             .map_err(|_| Error::Protocol("a token that is not a header value".into()))?,
     );
-    match tokio_tungstenite::connect_async(request).await {
+    let connector = tokio_tungstenite::Connector::Rustls(client.tls());
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+        .await
+    {
         Ok((stream, _)) => Ok(stream),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let body: Value = response

@@ -157,3 +157,63 @@ async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
     assert_eq!(me.username, username);
     assert_ne!(client.tokens().unwrap().refresh_token, first.refresh_token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_client_talks_https_and_its_socket_wss() {
+    let dir = std::env::temp_dir().join(test_support::unique("realchat-client-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = test_support::self_signed_certificate(&dir);
+    let app = TestApp::builder()
+        .delivery_replicas(1)
+        .gateway(move |o| {
+            o.tls_cert = Some(cert);
+            o.tls_key = Some(key);
+        })
+        .spawn()
+        .await;
+    let base = app.base.replacen("http://", "https://", 1);
+    let pem = std::fs::read(dir.join("cert.pem")).unwrap();
+
+    // Without the server's certificate among its roots, the client refuses the server.
+    let stranger = Client::new(&base);
+    let refused = stranger
+        .register("tls_stranger", "correct horse battery")
+        .await;
+    assert!(
+        matches!(refused, Err(realchat_client::Error::Transport(_))),
+        "{refused:?}"
+    );
+
+    let mut clients = Vec::new();
+    for name in ["alice", "bob"] {
+        let client = Client::with_root_certificates(&base, &pem).unwrap();
+        let username = test_support::unique(&format!("tls_{name}_"));
+        client
+            .register(&username, "correct horse battery")
+            .await
+            .unwrap();
+        client
+            .login(&username, "correct horse battery")
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let bob_id = clients[1].tokens().unwrap().user_id;
+    let deadline = tokio::time::Instant::now() + SOON;
+    let conversation = loop {
+        match clients[0].open_direct(&bob_id).await {
+            Ok(conversation) => break conversation,
+            // Messaging learns of bob through the broker.
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let mut socket = Socket::connect(&clients[1]).await.unwrap();
+    socket.track(&conversation.id, 0);
+    clients[0].send(&conversation.id, "over TLS").await.unwrap();
+    let message = next_message(&mut socket).await;
+    assert_eq!((message.seq, message.body.as_str()), (1, "over TLS"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,58 +1,15 @@
 //! With a certificate configured, the public port speaks HTTPS (rustls) and nothing else.
 
-use std::{process::Command, sync::Arc};
+use std::sync::Arc;
 
-use test_support::{TestApp, unique};
+use test_support::{TestApp, self_signed_certificate, unique};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A self-signed P-256 server certificate for localhost (not a CA: rustls refuses a CA
-/// certificate as a server's), made with the `openssl` tool.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key, config) = (
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-        dir.join("openssl.cnf"),
-    );
-    std::fs::write(
-        &config,
-        "[req]\ndistinguished_name=dn\nx509_extensions=v3\nprompt=no\n[dn]\nCN=localhost\n\
-         [v3]\nbasicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let output = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .arg("-config")
-        .arg(&config)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl must be installed to run this test");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (cert, key)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_public_port_serves_https_only() {
     let dir = std::env::temp_dir().join(unique("realchat-tls-"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = self_signed(&dir);
+    let (cert, key) = self_signed_certificate(&dir);
     let (cert_path, key_path) = (cert.clone(), key.clone());
     let app = TestApp::builder()
         .gateway(move |o| {
