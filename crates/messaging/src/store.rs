@@ -49,6 +49,15 @@ pub struct MessageRow {
     pub created_at: OffsetDateTime,
 }
 
+/// What the send statement returns: the message, whether it is new, and (if new) the members.
+#[derive(sqlx::FromRow)]
+struct SentRow {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    created: bool,
+    member_ids: Vec<Uuid>,
+}
+
 /// One entry of a user's conversation list.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -310,50 +319,55 @@ pub async fn send(
     client_msg_id: &ClientMsgId,
     body: &Body,
 ) -> Result<(MessageRow, bool), Error> {
+    // Three statements and a commit: a send is the hot path, and each round trip costs both
+    // this process and the database.
     let mut tx = pool.begin().await?;
-    // The lock makes the idempotency check below exact: a racing retry waits here, then finds
-    // the message its twin committed.
+    // The lock makes the idempotency lookup below exact: a racing retry waits here, then (in the
+    // next statement, on a snapshot taken after the wait) finds the message its twin committed.
     lock_as_member(&mut tx, conversation, caller)
         .await?
         .ok_or(Error::NotFound)?;
-    let existing: Option<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
-    )))
-    .bind(conversation)
-    .bind(caller)
-    .bind(client_msg_id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(original) = existing {
-        tx.commit().await?;
-        return Ok((original, false));
-    }
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = now() WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(conversation)
-    .fetch_one(&mut *tx)
-    .await?;
-    let message: MessageRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {MESSAGE_COLUMNS}"
+    // The earlier copy if this is a retry; otherwise the next seq, the message, the sender's read
+    // position (writing a message means having read the conversation up to it) and the members
+    // the event names, in one statement.
+    let sent: SentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH existing AS (
+             SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE conversation_id = $2 AND sender_id = $3 AND client_msg_id = $4
+         ),
+         next AS (
+             UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = now()
+             WHERE id = $2 AND NOT EXISTS (SELECT 1 FROM existing)
+             RETURNING last_seq
+         ),
+         message AS (
+             INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, body)
+             SELECT $1, $2, next.last_seq, $3, $4, $5 FROM next
+             RETURNING {MESSAGE_COLUMNS}
+         ),
+         read AS (
+             UPDATE members SET read_seq = GREATEST(members.read_seq, message.seq) FROM message
+             WHERE members.conversation_id = $2 AND members.user_id = $3
+         )
+         SELECT message.*, true AS created,
+                ARRAY(SELECT user_id FROM members WHERE conversation_id = $2 ORDER BY user_id) AS member_ids
+         FROM message
+         UNION ALL
+         SELECT existing.*, false AS created, ARRAY[]::uuid[] AS member_ids FROM existing"
     )))
     .bind(Uuid::now_v7())
     .bind(conversation)
-    .bind(seq)
     .bind(caller)
     .bind(client_msg_id.as_str())
     .bind(body.as_str())
     .fetch_one(&mut *tx)
     .await?;
-    // Writing a message means having read the conversation up to it.
-    sqlx::query("UPDATE members SET read_seq = GREATEST(read_seq, $3) WHERE conversation_id = $1 AND user_id = $2")
-        .bind(conversation)
-        .bind(caller)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-    let members = members_in(&mut tx, conversation).await?;
+    let (message, members) = (sent.message, sent.member_ids);
+    if !sent.created {
+        tx.commit().await?;
+        return Ok((message, false));
+    }
+    let seq = message.seq;
     let event = Payload::MessageCreated(MessageCreated {
         message_id: message.id.to_string(),
         conversation_id: conversation.to_string(),

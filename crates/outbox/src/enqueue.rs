@@ -34,9 +34,13 @@ pub async fn enqueue(
         traceparent: traceparent.clone(),
         payload: Some(payload),
     };
+    // One round trip: the row, and the notification that goes out with the commit.
     sqlx::query(
-        "INSERT INTO outbox (topic, key, event_id, event_type, traceparent, payload)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH row AS (
+             INSERT INTO outbox (topic, key, event_id, event_type, traceparent, payload)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1
+         )
+         SELECT pg_notify($7, '') FROM row",
     )
     .bind(topic.logical_name())
     .bind(key)
@@ -44,11 +48,8 @@ pub async fn enqueue(
     .bind(event_type)
     .bind(traceparent)
     .bind(envelope.encode_to_vec())
+    .bind(NOTIFY_CHANNEL)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(event_id)
 }
