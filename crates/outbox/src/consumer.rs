@@ -31,7 +31,7 @@ use realchat_proto::events::v1::Envelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::{KafkaOptions, Topic, metrics, relay::backoff};
+use crate::{KafkaOptions, Topic, kafka::close_on_own_thread, metrics, relay::backoff};
 
 /// A decoded event and where it came from.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub async fn run<H: Handler>(
                 );
                 joined_at = Instant::now();
                 // The old member commits what it stored and leaves the group as it closes.
-                tokio::task::spawn_blocking(move || {
+                close_on_own_thread(move || {
                     let _ = old.commit_consumer_state(CommitMode::Sync);
                     drop(old);
                 });
@@ -173,7 +173,7 @@ pub async fn run<H: Handler>(
                 );
                 joined_at = Instant::now();
                 // Closing tries to leave the group and may wait for the broker: not on this thread.
-                tokio::task::spawn_blocking(move || drop(old));
+                close_on_own_thread(move || drop(old));
                 continue;
             }
             Err(error) => {
@@ -200,9 +200,10 @@ pub async fn run<H: Handler>(
         }
     }
 
-    // The final commit, leaving the group and closing the client all wait on the broker: on a
-    // blocking thread, so a slow broker never stalls the runtime's workers.
-    let closed = tokio::task::spawn_blocking(move || {
+    // The final commit, leaving the group and closing the client all wait on the broker, for
+    // ever if it is gone: on a thread of their own, waited for a bounded time.
+    let (closed, close_finished) = tokio::sync::oneshot::channel();
+    close_on_own_thread(move || {
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
@@ -211,14 +212,20 @@ pub async fn run<H: Handler>(
         }
         consumer.unsubscribe();
         drop(consumer);
-    })
-    .await;
-    if let Err(error) = closed {
-        tracing::warn!(%error, "closing the consumer failed");
+        let _ = closed.send(());
+    });
+    if tokio::time::timeout(FINAL_CLOSE_TIMEOUT, close_finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not let the consumer close in time; stopping without it");
     }
     tracing::info!("consumer stopped");
     Ok(())
 }
+
+/// How long stopping waits for the consumer's final commit and close.
+const FINAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A consumer that lost every broker is replaced at most this often.
 const REJOIN_AFTER: Duration = Duration::from_secs(5);
@@ -387,8 +394,8 @@ impl<H: Handler> Loop<H> {
             match producer.send(record, Duration::from_secs(5)).await {
                 Ok(_) => {
                     if let Some(done) = dlq.take() {
-                        // Closing a producer waits for its queue: not on a runtime worker.
-                        tokio::task::spawn_blocking(move || drop(done));
+                        // Closing a producer waits for its queue.
+                        close_on_own_thread(move || drop(done));
                     }
                     let label = self
                         .topics
@@ -400,7 +407,7 @@ impl<H: Handler> Loop<H> {
                 Err((error, _)) => {
                     wait_attempt += 1;
                     if let Some(failed) = dlq.take() {
-                        tokio::task::spawn_blocking(move || drop(failed));
+                        close_on_own_thread(move || drop(failed));
                     }
                     tracing::warn!(%error, "the DLQ did not acknowledge; retrying");
                     tokio::select! {

@@ -154,8 +154,8 @@ impl KafkaOptions {
             .operation_timeout(Some(Duration::from_secs(4)))
             .request_timeout(Some(Duration::from_secs(4)));
         let results = admin.create_topics(&new, &options).await;
-        // Destroying a client joins its threads and may wait on the broker: not on a runtime worker.
-        tokio::task::spawn_blocking(move || drop(admin));
+        // Destroying a client joins its threads and may wait on the broker.
+        close_on_own_thread(move || drop(admin));
         for result in results? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -163,6 +163,21 @@ impl KafkaOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs `close` (which closes Kafka clients) on a thread of its own.
+///
+/// Closing a client waits on the broker: leaving a group, committing, purging a queue. Against a
+/// broker that is gone it can wait indefinitely, and on the runtime's blocking pool that would
+/// hold up the process's exit, which waits for every blocking task. A thread of its own keeps the
+/// runtime's workers free and lets the process exit whenever it is done.
+pub(crate) fn close_on_own_thread(close: impl FnOnce() + Send + 'static) {
+    if let Err(error) = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(close)
+    {
+        tracing::warn!(%error, "cannot start a thread to close a Kafka client; leaking it");
     }
 }
 
@@ -242,7 +257,7 @@ impl WatchedProducer {
                 self.watch = watch;
                 // Dropping purges the old queue and waits a moment for the purge: not on an async
                 // worker thread.
-                tokio::task::spawn_blocking(move || drop(old));
+                close_on_own_thread(move || drop(old));
                 tracing::info!("replaced the Kafka producer");
             }
             Err(error) => {
