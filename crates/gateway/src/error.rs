@@ -162,6 +162,10 @@ impl From<tonic::Status> for ApiError {
             }
             (Code::FailedPrecondition, _) => Self::new(StatusCode::CONFLICT, "conflict", message),
             (Code::ResourceExhausted, _) => Self::rate_limited(1),
+            (Code::Internal, _) if realchat_runtime::grpc::refused_by_shutdown(&status) => {
+                tracing::warn!(grpc.message = %message, "a backend refused the call while stopping");
+                Self::unavailable("a backend service is unavailable, retry shortly")
+            }
             (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
                 tracing::warn!(grpc.code = ?status.code(), grpc.message = %message, "backend unavailable");
                 Self::unavailable("a backend service is unavailable, retry shortly")

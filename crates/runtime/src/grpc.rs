@@ -95,3 +95,63 @@ mod tests {
         assert_eq!(api_code(&tonic::Status::internal("x")), None);
     }
 }
+
+/// Whether a call failed because the server was shutting down and refused it: an HTTP/2 GOAWAY
+/// for a call the server had not started. Nothing was done, so it can be retried (on another
+/// replica, or once the server is back). tonic reports these as `internal`, not `unavailable`.
+pub fn refused_by_shutdown(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if format!("{error:?}").contains("GoAway") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod refused_tests {
+    use super::*;
+
+    /// Stands in for hyper's error of a stream a GOAWAY refused, which reads like this.
+    #[derive(Debug)]
+    struct Refused;
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    struct Http2(Kind);
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    enum Kind {
+        GoAway(&'static str),
+    }
+
+    impl std::fmt::Display for Http2 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Http2 {}
+
+    #[test]
+    fn only_a_goaway_in_the_source_chain_counts_as_refused() {
+        let goaway = tonic::Status::from_error(Box::new(Http2(Kind::GoAway("NO_ERROR"))));
+        assert!(refused_by_shutdown(&goaway));
+        let other = tonic::Status::from_error(Box::new(Refused));
+        assert!(!refused_by_shutdown(&other));
+        assert!(!refused_by_shutdown(&tonic::Status::internal(
+            "internal error"
+        )));
+    }
+}

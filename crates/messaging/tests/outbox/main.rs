@@ -442,7 +442,7 @@ async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
                 if matches!(
                     status.code(),
                     tonic::Code::Unavailable | tonic::Code::Cancelled
-                ) =>
+                ) || realchat_runtime::grpc::refused_by_shutdown(&status) =>
             {
                 refused += 1
             }
