@@ -10,6 +10,7 @@
 //! | `replicas` | sorted set | live replicas, scored by when their heartbeat expires |
 //! | `replica:<id>:users` | set | the users a replica holds, so a survivor can clean up after it |
 //! | `fwd:<id>` | pub/sub channel | [`Forward`]s for the replica `id` |
+//! | `fwd:*everyone` | pub/sub channel | what every replica hears: a `Resync` after skipped forwards |
 //!
 //! Claims expire unless renewed, so a replica that dies without a word stops being a route and
 //! its users go offline within [`Cluster::ttl`] plus one sweep. A live replica renews every claim
@@ -431,45 +432,44 @@ impl Cluster {
         self.skipped_forwards.store(true, Ordering::Relaxed);
     }
 
-    /// After forwards were skipped, tells every other live replica to resync its sessions.
+    /// After forwards were skipped, tells every other replica to resync its sessions.
     ///
     /// A replica whose subscription dropped resyncs by itself when it is back; but Redis can fail
     /// this replica's calls (a timeout, the breaker) while the others' subscriptions stay up, and
     /// then nothing else tells them: their sessions would repair the gap only when the next
-    /// message of the conversation comes, which may be never. Returns how many replicas were told.
-    pub(crate) async fn repair_skipped_forwards(&self) -> Result<usize, Error> {
+    /// message of the conversation comes, which may be never. The `Resync` goes on the channel
+    /// every replica listens to, so it needs no list of replicas (which a restarted Redis has
+    /// lost until they heartbeat again). Returns how many replicas heard it (this one included).
+    pub(crate) async fn repair_skipped_forwards(&self) -> Result<i64, Error> {
         if !self.skipped_forwards.swap(false, Ordering::Relaxed) {
             return Ok(0);
         }
-        let told = async {
-            let mut connection = self.connection.clone();
-            let replicas: Vec<String> = self
-                .call(
-                    "replicas",
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.key(format_args!("replicas")))
-                        .arg(now_ms())
-                        .arg("+inf")
-                        .query_async(&mut connection),
-                )
-                .await?;
-            let resync = Forward {
-                user_ids: Vec::new(),
-                item: Some(forward::Item::Resync(Resync {})),
-            };
-            let mut told = 0;
-            for replica in replicas.iter().filter(|r| **r != *self.replica) {
-                self.forward(replica, &resync).await?;
-                told += 1;
-            }
-            Ok::<_, Error>(told)
-        }
-        .await;
+        let resync = Forward {
+            user_ids: Vec::new(),
+            item: Some(forward::Item::Resync(Resync {
+                from_replica: self.replica.to_string(),
+            })),
+        };
+        let mut connection = self.connection.clone();
+        let told = self
+            .call(
+                "resync",
+                redis::cmd("PUBLISH")
+                    .arg(self.everyone_channel())
+                    .arg(resync.encode_to_vec())
+                    .query_async::<i64>(&mut connection),
+            )
+            .await;
         if told.is_err() {
             // Still owed: try again on the next heartbeat.
             self.skipped_forwards();
         }
         told
+    }
+
+    /// The channel every replica listens to besides its own.
+    pub(crate) fn everyone_channel(&self) -> String {
+        self.key(format_args!("fwd:*everyone"))
     }
 
     /// Publishes `forward` to `replica`; false when nobody listened (the replica is gone).

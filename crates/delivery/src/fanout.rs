@@ -192,6 +192,7 @@ pub(crate) async fn forwarding(
         let attempted = tokio::time::timeout(Duration::from_secs(2), async {
             let mut pubsub = cluster.client().get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(cluster.everyone_channel()).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
@@ -224,7 +225,7 @@ pub(crate) async fn forwarding(
                 () = shutdown.cancelled() => return Ok(()),
                 message = stream.next() => {
                     let Some(message) = message else { break };
-                    receive(&hub, message.get_payload_bytes());
+                    receive(&hub, cluster.replica(), message.get_payload_bytes());
                 }
                 _ = ping.tick() => {
                     // A dead connection may not say so: a ping that goes unanswered ends it.
@@ -240,7 +241,7 @@ pub(crate) async fn forwarding(
     }
 }
 
-fn receive(hub: &Hub, payload: &[u8]) {
+fn receive(hub: &Hub, replica: &str, payload: &[u8]) {
     ::metrics::counter!(metrics::FORWARDS_RECEIVED).increment(1);
     let forward = match Forward::decode(payload) {
         Ok(forward) => forward,
@@ -269,7 +270,10 @@ fn receive(hub: &Hub, payload: &[u8]) {
         Some(Item::Presence(p)) => {
             Push::Frame(protocol::presence(&p.user_id, p.online), "presence")
         }
-        Some(Item::Resync(_)) => {
+        Some(Item::Resync(resync)) => {
+            if resync.from_replica == replica {
+                return; // its own sessions got everything it consumed
+            }
             // The sender skipped forwards to this replica: every session catches up.
             tracing::info!("another replica skipped forwards to this one; resyncing every session");
             ::metrics::counter!(metrics::RESYNCS).increment(1);
