@@ -83,19 +83,6 @@ pub fn api_code(status: &tonic::Status) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_api_code_survives_the_round_trip() {
-        let s = status(tonic::Code::AlreadyExists, "username_taken", "taken");
-        assert_eq!(api_code(&s), Some("username_taken"));
-        assert_eq!(s.code(), tonic::Code::AlreadyExists);
-        assert_eq!(api_code(&tonic::Status::internal("x")), None);
-    }
-}
-
 /// Whether a call failed because the server was shutting down and refused it: an HTTP/2 GOAWAY
 /// for a call the server had not started. Nothing was done, so it can be retried (on another
 /// replica, or once the server is back). tonic reports these as `internal`, not `unavailable`.
@@ -111,21 +98,30 @@ pub fn refused_by_shutdown(status: &tonic::Status) -> bool {
 }
 
 #[cfg(test)]
-mod refused_tests {
+mod tests {
     use super::*;
 
-    /// Stands in for hyper's error of a stream a GOAWAY refused, which reads like this.
-    #[derive(Debug)]
-    struct Refused;
+    #[test]
+    fn the_api_code_survives_the_round_trip() {
+        let s = status(tonic::Code::AlreadyExists, "username_taken", "taken");
+        assert_eq!(api_code(&s), Some("username_taken"));
+        assert_eq!(s.code(), tonic::Code::AlreadyExists);
+        assert_eq!(api_code(&tonic::Status::internal("x")), None);
+    }
 
-    impl std::fmt::Display for Refused {
+    /// Another HTTP/2 failure (a reset stream, say): not a refusal.
+    #[derive(Debug)]
+    struct Reset;
+
+    impl std::fmt::Display for Reset {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("http2 error")
         }
     }
 
-    impl std::error::Error for Refused {}
+    impl std::error::Error for Reset {}
 
+    /// Debug-prints like hyper's error for a stream a GOAWAY refused.
     #[derive(Debug)]
     #[allow(dead_code)]
     struct Http2(Kind);
@@ -148,7 +144,7 @@ mod refused_tests {
     fn only_a_goaway_in_the_source_chain_counts_as_refused() {
         let goaway = tonic::Status::from_error(Box::new(Http2(Kind::GoAway("NO_ERROR"))));
         assert!(refused_by_shutdown(&goaway));
-        let other = tonic::Status::from_error(Box::new(Refused));
+        let other = tonic::Status::from_error(Box::new(Reset));
         assert!(!refused_by_shutdown(&other));
         assert!(!refused_by_shutdown(&tonic::Status::internal(
             "internal error"
