@@ -130,11 +130,24 @@ pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, sh
             reason: Utf8Bytes::from_static(closing.reason),
         };
         // Best effort: the peer may already be gone.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            session.socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let sent =
+            tokio::time::timeout_at(deadline, session.socket.send(Message::Close(Some(frame))))
+                .await;
+        if matches!(sent, Ok(Ok(()))) {
+            // Wait for the peer to answer the close (or a second to pass) before dropping the
+            // connection: dropping it with bytes of theirs unread makes the kernel reset it, and
+            // a reset can overtake the close frame, so the peer would see 1006 instead of the
+            // code it is owed.
+            while let Ok(Some(Ok(_))) =
+                tokio::time::timeout_at(deadline, session.socket.recv()).await
+            {}
+            if code == close::TOO_BIG {
+                // The rest of the oversized frame is unread, and the stream cannot be read past
+                // the error: give the peer its second to read the close.
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
     }
     let contacts = session.contacts();
     drop(session);
