@@ -136,6 +136,13 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub request_timeout_secs: u64,
 
+    /// Requests in progress at once, at most; past it a request is refused at once with 503
+    /// `unavailable` (and `Retry-After`), so an overloaded backend makes clients back off instead
+    /// of queueing requests (and their memory) in the gateway.
+    #[arg(long, env = "REALCHAT_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
     /// Longest a client may take to send its request headers, in seconds.
     #[arg(long, env = "REALCHAT_GATEWAY_HEADER_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=120))]
@@ -178,6 +185,7 @@ impl Options {
             user_burst: 200,
             trust_forwarded_for: false,
             request_timeout_secs: 30,
+            max_in_flight: 1024,
             header_timeout_secs: 10,
             token_leeway_secs: 5,
             tls_cert: None,
@@ -205,6 +213,7 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     pub(crate) trust_forwarded_for: bool,
     pub(crate) request_timeout: Duration,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) readiness: Readiness,
 }
 
@@ -283,6 +292,7 @@ impl Service {
             },
             trust_forwarded_for: options.trust_forwarded_for,
             request_timeout: Duration::from_secs(options.request_timeout_secs),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight as usize)),
             readiness,
         };
         let public = realchat_runtime::net::bind("REALCHAT_GATEWAY_ADDR", options.addr).await?;
@@ -382,6 +392,7 @@ fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(from_fn_with_state(state.clone(), middleware::shed))
         .layer(from_fn(middleware::record))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");

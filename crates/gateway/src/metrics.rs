@@ -8,6 +8,8 @@ pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 /// Requests let through because Redis could not be asked, by `scope`.
 pub const RATE_LIMIT_FAIL_OPEN: &str = "gateway_rate_limit_fail_open_total";
+/// Requests refused because `max_in_flight` were already in progress.
+pub const SHED: &str = "gateway_requests_shed_total";
 /// Access tokens refused, by `reason` (`missing`, `expired`, `invalid`).
 pub const TOKENS_REFUSED: &str = "gateway_tokens_refused_total";
 
@@ -23,6 +25,10 @@ pub fn describe() {
     metrics::describe_counter!(
         RATE_LIMIT_FAIL_OPEN,
         "Requests allowed without a limit check because Redis was unreachable"
+    );
+    metrics::describe_counter!(
+        SHED,
+        "Requests refused at once because the gateway was at its limit of requests in progress"
     );
     metrics::describe_counter!(TOKENS_REFUSED, "Access tokens refused by reason");
 }

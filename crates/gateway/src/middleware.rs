@@ -1,6 +1,6 @@
 //! Request middleware: authentication, rate limits, timeouts and request metrics.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -121,6 +121,18 @@ pub(crate) async fn limit_by_ip(
         return ApiError::rate_limited(retry_after_secs).into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Refuses a request at once when `max_in_flight` are already in progress: under overload the
+/// client is told to come back (503 with `Retry-After`) rather than left waiting in a queue that
+/// only grows. A WebSocket holds its permit only until it is upgraded.
+pub(crate) async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
+        ::metrics::counter!(metrics::SHED).increment(1);
+        return ApiError::unavailable("the gateway is at its limit of requests in progress")
+            .into_response();
+    };
+    next.run(request).await
 }
 
 /// Bounds the whole request, body reading included, so a slow client cannot hold a worker.

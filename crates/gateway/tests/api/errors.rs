@@ -179,3 +179,53 @@ async fn a_client_that_trickles_its_headers_is_disconnected() {
         "the server kept a slow-header connection open past its timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_limit_of_requests_in_progress_the_gateway_answers_503_at_once() {
+    let app = TestApp::builder()
+        .gateway(|o| o.max_in_flight = 1)
+        .spawn()
+        .await;
+    // One request in progress: its body is still coming.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(b"{\"username\":".to_vec())).await.unwrap();
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let held = tokio::spawn(
+        app.http
+            .post(format!("{}/v1/auth/login", app.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send(),
+    );
+    // Until the gateway has it, a probe may still get through; once it has it, nothing does.
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let response = app.get("/healthz", None).await;
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a second request was let through while the first was in progress");
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert_error(refused, 503, "unavailable").await;
+
+    // The first one finishes (a bad login), and the gateway takes requests again.
+    tx.send(Ok(b"\"nobody\",\"password\":\"wrong-password\"}".to_vec()))
+        .await
+        .unwrap();
+    drop(tx);
+    let first = held.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
