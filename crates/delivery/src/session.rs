@@ -19,6 +19,7 @@ use std::{
 };
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt as _;
 use realchat_proto::{
     delivery::v1::{Presence, Typing, forward::Item},
     messaging::v1::{GetConversationRequest, HistoryRequest, ListConversationsRequest},
@@ -44,6 +45,8 @@ pub(crate) struct SessionOptions {
     pub(crate) ping_interval: Duration,
     /// A socket write that takes longer than this means the reader is not reading.
     pub(crate) write_timeout: Duration,
+    /// Conversations bigger than this do not make their members contacts (for presence).
+    pub(crate) presence_max_members: usize,
 }
 
 /// What every session of a replica shares.
@@ -62,6 +65,8 @@ pub(crate) struct Shared {
 
 /// Messages fetched per history call.
 const PAGE: u32 = 200;
+/// Queued pushes a session applies before it flushes its socket, at most.
+const BATCH: usize = 64;
 /// Typing notices relayed per conversation, at most one per this interval.
 const TYPING_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -119,6 +124,7 @@ pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, sh
         opened_at_ms: now_ms(),
         shared: Arc::clone(&shared),
         overflow: registration.overflow.clone(),
+        unflushed: false,
     };
     let closing = session
         .serve(registration.rx, registration.first_here, token_expires_at)
@@ -168,6 +174,8 @@ struct Session {
     opened_at_ms: i64,
     shared: Arc<Shared>,
     overflow: CancellationToken,
+    /// Frames were queued on the socket since the last flush.
+    unflushed: bool,
 }
 
 impl Session {
@@ -189,6 +197,9 @@ impl Session {
             .send(protocol::ready(&session_id, self.user), "ready")
             .await
         {
+            return closing;
+        }
+        if let Err(closing) = self.flush().await {
             return closing;
         }
         if came_online {
@@ -219,7 +230,7 @@ impl Session {
                     return Closing::with(close::POLICY, "token expired", "token_expired");
                 }
                 push = rx.recv() => match push {
-                    Some(push) => self.apply(push).await,
+                    Some(push) => self.apply_queued(push, &mut rx).await,
                     None => return Closing::gone("error"),
                 },
                 frame = self.socket.recv() => {
@@ -241,7 +252,7 @@ impl Session {
                     self.write(Message::Ping(Default::default())).await
                 }
             };
-            if let Err(closing) = result {
+            if let Err(closing) = result.and(self.flush().await) {
                 return closing;
             }
         }
@@ -260,11 +271,47 @@ impl Session {
         }
     }
 
-    /// Writes a frame, giving up on a reader that does not read.
+    /// Applies `push` and whatever else is already queued (up to a batch), so that a session
+    /// that fell behind writes its frames in one go: the loop flushes once after it.
+    async fn apply_queued(
+        &mut self,
+        push: Push,
+        rx: &mut tokio::sync::mpsc::Receiver<Push>,
+    ) -> Result<(), Closing> {
+        self.apply(push).await?;
+        for _ in 1..BATCH {
+            let Ok(push) = rx.try_recv() else { break };
+            self.apply(push).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a frame on the socket, giving up on a reader that does not read. It leaves when
+    /// the buffer is full or at the next [`Session::flush`].
     async fn write(&mut self, message: Message) -> Result<(), Closing> {
+        self.unflushed = true;
         let overflow = self.overflow.clone();
         tokio::select! {
-            written = self.socket.send(message) => written.map_err(|_| Closing::gone("error")),
+            // The write first: it almost always completes at once, and then the timer is never
+            // even registered.
+            biased;
+            written = self.socket.feed(message) => written.map_err(|_| Closing::gone("error")),
+            () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
+            () = tokio::time::sleep(self.shared.options.write_timeout) => {
+                Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
+            }
+        }
+    }
+
+    /// Sends what [`Session::write`] queued, under the same bound.
+    async fn flush(&mut self) -> Result<(), Closing> {
+        if !std::mem::take(&mut self.unflushed) {
+            return Ok(());
+        }
+        let overflow = self.overflow.clone();
+        tokio::select! {
+            biased;
+            flushed = self.socket.flush() => flushed.map_err(|_| Closing::gone("error")),
             () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
             () = tokio::time::sleep(self.shared.options.write_timeout) => {
                 Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
@@ -562,12 +609,15 @@ impl Session {
         }
     }
 
-    /// Everyone who shares a conversation with the user (as far as this replica knows).
+    /// Everyone who shares a conversation with the user (as far as this replica knows), big
+    /// groups aside.
     fn contacts(&self) -> Vec<Uuid> {
+        let most = self.shared.options.presence_max_members;
         let mut contacts: Vec<Uuid> = self
             .cursors
             .keys()
             .filter_map(|c| self.shared.hub.members(c))
+            .filter(|members| members.len() <= most)
             .flat_map(|members| members.iter().copied().collect::<Vec<_>>())
             .filter(|m| *m != self.user)
             .collect();
