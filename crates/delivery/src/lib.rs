@@ -152,6 +152,14 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(4096..=16 * 1024 * 1024))]
     pub socket_send_buffer: u64,
 
+    /// Presence frames go to the members of a user's direct conversations and of groups of at
+    /// most this many members. In a bigger group one socket coming online would mean a frame
+    /// (and a route lookup) for every member; their presence is there to ask for instead
+    /// (`GET /v1/presence`).
+    #[arg(long, env = "REALCHAT_DELIVERY_PRESENCE_MAX_MEMBERS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub presence_max_members: u64,
+
     /// Seconds between heartbeats that renew this replica's routes and presence claims. A claim
     /// lasts three heartbeats, so a dead replica's users go offline within about four.
     #[arg(long, env = "REALCHAT_DELIVERY_HEARTBEAT_SECS", default_value_t = 5,
@@ -189,6 +197,7 @@ impl Options {
             ping_interval_secs: 30,
             send_queue: 1024,
             socket_send_buffer: 64 * 1024,
+            presence_max_members: 100,
             heartbeat_secs: 5,
             token_leeway_secs: 5,
             kafka,
@@ -262,6 +271,7 @@ impl Service {
                 idle_timeout: Duration::from_secs(options.idle_timeout_secs),
                 ping_interval: Duration::from_secs(options.ping_interval_secs),
                 write_timeout: Duration::from_secs(10),
+                presence_max_members: options.presence_max_members as usize,
             },
             closing: CancellationToken::new(),
             resyncs: tokio::sync::Semaphore::new(32),
@@ -448,7 +458,8 @@ async fn heartbeat(
         for user in swept.offline {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                let contacts = contacts_of(&shared.messaging, user).await;
+                let most = shared.options.presence_max_members;
+                let contacts = contacts_of(&shared.messaging, user, most).await;
                 session::announce(&shared, user, false, contacts).await;
             });
         }
@@ -458,8 +469,8 @@ async fn heartbeat(
     Ok(())
 }
 
-/// Everyone who shares a conversation with `user`, asked of messaging.
-async fn contacts_of(messaging: &MessagingClient, user: Uuid) -> Vec<Uuid> {
+/// Everyone who shares a conversation of at most `most` members with `user`, asked of messaging.
+async fn contacts_of(messaging: &MessagingClient, user: Uuid, most: usize) -> Vec<Uuid> {
     let mut messaging = messaging.clone();
     let Ok(response) = messaging
         .list_conversations(ListConversationsRequest {
@@ -474,6 +485,7 @@ async fn contacts_of(messaging: &MessagingClient, user: Uuid) -> Vec<Uuid> {
         .conversations
         .into_iter()
         .filter_map(|s| s.conversation)
+        .filter(|c| c.member_ids.len() <= most)
         .flat_map(|c| c.member_ids)
         .filter_map(|m| m.parse().ok())
         .filter(|m| *m != user)

@@ -136,3 +136,46 @@ async fn read_receipts_reach_the_other_members() {
         json!({"type": "read", "conversation_id": conversation, "user_id": bob.user_id, "seq": 1})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_direct_contacts_and_small_groups_but_not_big_ones() {
+    let app = TestApp::builder()
+        .delivery_replicas(2)
+        .delivery(|o| o.presence_max_members = 3)
+        .spawn()
+        .await;
+    let (alice, bob, carol, dave) = (
+        app.member().await,
+        app.member().await,
+        app.member().await,
+        app.member().await,
+    );
+    // Carol shares only a group of 4 with Alice; Bob a direct conversation and that group.
+    app.direct(&alice, &bob).await;
+    app.group(&[&alice, &bob, &carol, &dave]).await;
+    let mut alice_socket = app.socket_to(0, &alice).await;
+
+    let carol_socket = app.socket_to(1, &carol).await;
+    let bob_socket = app.socket_to(1, &bob).await;
+    let online = alice_socket.expect("presence", SOON).await;
+    assert_eq!(
+        online,
+        json!({"type": "presence", "user_id": bob.user_id, "status": "online"}),
+        "the first presence frame is Bob's: Carol's group is over the limit"
+    );
+    drop(carol_socket);
+    drop(bob_socket);
+    let offline = alice_socket.expect("presence", SOON).await;
+    assert_eq!(offline["user_id"], bob.user_id);
+    assert_eq!(offline["status"], "offline");
+    while let Some(frame) = alice_socket.next(Duration::from_secs(1)).await {
+        if let Frame::Json(frame) = frame {
+            assert_ne!(frame["type"], "presence", "{frame}");
+        }
+    }
+    // Carol's presence is still there to ask for.
+    assert_eq!(
+        status_of(&app, &alice, &carol.user_id).await["status"],
+        "offline"
+    );
+}
