@@ -107,32 +107,37 @@ struct Ack {
 #[derive(Debug, Default)]
 struct Track {
     arrivals: HashMap<usize, Vec<(i64, Instant)>>,
-    gaps: u64,
+    /// The first few gaps the socket saw: `(conversation index, expected seq, seq that came)`.
+    gaps: Vec<(usize, i64, i64)>,
+    gap_count: u64,
     disconnects: u64,
 }
 
+/// Violations described, at most this many of each kind, so a failed run says where to look.
+const DESCRIBED: usize = 5;
+
 /// Connects one socket per entry of `owners` (a user index), tracking the conversations
-/// `conversations_of` gives for its user. Returns the sockets with their user index, and the
-/// connect rate.
+/// `conversations_of` gives for its user. Returns the sockets with their user index and the URL
+/// they were opened on (empty for the gateway's), and the connect rate.
 pub(crate) async fn connect(
     clients: &[Client],
     owners: &[usize],
     ws_urls: &[String],
     conversations_of: impl Fn(usize) -> Vec<String>,
-) -> anyhow::Result<(Vec<(usize, Socket)>, f64)> {
+) -> anyhow::Result<(Vec<(usize, Socket, String)>, f64)> {
     let started = Instant::now();
-    let sockets: Vec<anyhow::Result<(usize, Socket)>> =
+    let sockets: Vec<anyhow::Result<(usize, Socket, String)>> =
         stream::iter(owners.iter().copied().enumerate())
             .map(|(i, user)| {
                 let client = &clients[user];
                 let url = (!ws_urls.is_empty()).then(|| ws_urls[i % ws_urls.len()].clone());
                 async move {
-                    let socket = match url {
-                        Some(url) => Socket::connect_to(client, &url).await,
+                    let socket = match &url {
+                        Some(url) => Socket::connect_to(client, url).await,
                         None => Socket::connect(client).await,
                     }
                     .with_context(|| format!("connecting socket {i}"))?;
-                    Ok((user, socket))
+                    Ok((user, socket, url.unwrap_or_default()))
                 }
             })
             .buffer_unordered(CONNECT_CONCURRENCY)
@@ -140,7 +145,7 @@ pub(crate) async fn connect(
             .await;
     let sockets = sockets.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let rate = sockets.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    for (user, socket) in &sockets {
+    for (user, socket, _) in &sockets {
         for conversation in conversations_of(*user) {
             socket.track(&conversation, 0);
         }
@@ -185,14 +190,14 @@ pub(crate) async fn run(
     let (stop, stopped) = watch::channel(false);
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|(user, socket)| {
+        .map(|(user, socket, url)| {
             let reader = read(
                 socket,
                 Arc::clone(&index),
                 Arc::clone(&delivered),
                 stopped.clone(),
             );
-            (user, tokio::spawn(reader))
+            (user, url, tokio::spawn(reader))
         })
         .collect();
 
@@ -262,9 +267,11 @@ pub(crate) async fn run(
     let drained_in = sending_done.elapsed();
     let _ = stop.send(true);
     let mut tracks = Vec::with_capacity(readers.len());
-    for (user, reader) in readers {
+    let mut urls = Vec::with_capacity(readers.len());
+    for (user, url, reader) in readers {
         let (track, dropped) = reader.await.context("a socket reader panicked")?;
         tracks.push((user, track, dropped));
+        urls.push(url);
     }
 
     // The checker.
@@ -283,9 +290,26 @@ pub(crate) async fn run(
     }
     // Per socket and conversation: arrival by seq, after counting order and duplicates.
     let mut by_seq: Vec<HashMap<usize, HashMap<i64, Instant>>> = Vec::with_capacity(tracks.len());
-    for (_, track, dropped) in &tracks {
+    let socket_name = |socket: usize| {
+        let (user, url) = (tracks[socket].0, &urls[socket]);
+        if url.is_empty() {
+            format!("socket {socket} (user {user})")
+        } else {
+            format!("socket {socket} (user {user}, {url})")
+        }
+    };
+    let mut described = Vec::new();
+    for (socket, (_, track, dropped)) in tracks.iter().enumerate() {
         raw_duplicates += dropped;
-        gaps += track.gaps;
+        gaps += track.gap_count;
+        for (c, expected, got) in &track.gaps {
+            if described.len() < DESCRIBED {
+                described.push(format!(
+                    "gap: {} was handed seq {got} of conversation {c} when {expected} was due",
+                    socket_name(socket)
+                ));
+            }
+        }
         disconnects += track.disconnects;
         let mut sockets_seqs = HashMap::new();
         for (c, arrivals) in &track.arrivals {
@@ -314,6 +338,12 @@ pub(crate) async fn run(
             for socket in member_sockets.get(member).into_iter().flatten() {
                 let Some(at) = by_seq[*socket].get(c).and_then(|seqs| seqs.get(seq)) else {
                     lost += 1;
+                    if described.len() < 2 * DESCRIBED {
+                        described.push(format!(
+                            "lost: {} never had seq {seq} of conversation {c}",
+                            socket_name(*socket)
+                        ));
+                    }
                     continue;
                 };
                 if ack.measured {
@@ -387,6 +417,9 @@ pub(crate) async fn run(
     if reordered > 0 || gaps > 0 {
         report.fail(format!("{reordered} messages out of order, {gaps} gaps"));
     }
+    for line in described {
+        report.say(format!("violation   {line}"));
+    }
     Ok(Outcome {
         broker_back,
         backlog_delivered,
@@ -420,7 +453,18 @@ async fn read(
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Event::Gap { .. } => track.gaps += 1,
+            Event::Gap {
+                conversation_id,
+                expected,
+                got,
+            } => {
+                track.gap_count += 1;
+                if let Some(c) = index.get(&conversation_id)
+                    && track.gaps.len() < DESCRIBED
+                {
+                    track.gaps.push((*c, expected, got));
+                }
+            }
             Event::Disconnected { .. } => track.disconnects += 1,
             _ => {}
         }

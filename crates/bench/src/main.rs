@@ -319,7 +319,7 @@ async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let after = pid.and_then(procfs::memory);
     // Every socket must still be the one it connected: no reconnects while idle.
     let mut disconnects = 0u64;
-    for (_, mut socket) in connected {
+    for (_, mut socket, _) in connected {
         while let Ok(Some(event)) =
             tokio::time::timeout(Duration::from_millis(1), socket.next()).await
         {
