@@ -214,16 +214,22 @@ impl Session {
         let mut ping = tokio::time::interval(self.shared.options.ping_interval);
         ping.reset();
         let mut last_heard = Instant::now();
+        // Made once: a future made anew on every turn of the loop registers anew every time,
+        // and the loop turns once per frame.
         let closing_token = self.shared.closing.clone();
-        let overflow = self.overflow.clone();
+        let closing = closing_token.cancelled();
+        tokio::pin!(closing);
+        let overflow_token = self.overflow.clone();
+        let overflow = overflow_token.cancelled();
+        tokio::pin!(overflow);
 
         loop {
             let result = tokio::select! {
                 biased;
-                () = closing_token.cancelled() => {
+                () = &mut closing => {
                     return Closing::with(close::GOING_AWAY, "server shutting down", "shutdown");
                 }
-                () = overflow.cancelled() => {
+                () = &mut overflow => {
                     return Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader");
                 }
                 () = &mut expiry => {
