@@ -181,20 +181,21 @@ struct Cursors(HashMap<String, i64>, Arc<AtomicU64>);
 impl Cursors {
     /// Whether a message is new; reports a gap through `gap`.
     fn admit(&mut self, message: &Message, gap: &mut Option<Event>) -> bool {
-        match self.0.get(&message.conversation_id) {
+        match self.0.get_mut(&message.conversation_id) {
             Some(cursor) if message.seq <= *cursor => {
                 self.1.fetch_add(1, Ordering::Relaxed);
                 false
             }
             Some(cursor) => {
-                if message.seq > cursor + 1 {
+                if message.seq > *cursor + 1 {
                     *gap = Some(Event::Gap {
                         conversation_id: message.conversation_id.clone(),
-                        expected: cursor + 1,
+                        expected: *cursor + 1,
                         got: message.seq,
                     });
                 }
-                self.0.insert(message.conversation_id.clone(), message.seq);
+                // In place: no new key (and no allocation) per message.
+                *cursor = message.seq;
                 true
             }
             None => {
