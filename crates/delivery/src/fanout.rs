@@ -88,14 +88,18 @@ pub(crate) fn route(hub: &Hub, envelope: &Envelope) -> Result<Option<Routed>, St
         }
         Payload::MemberAdded(a) => {
             let conversation = uuid("conversation_id", &a.conversation_id)?;
-            let user = uuid("user_id", &a.user_id)?;
+            let added = if a.user_ids.is_empty() {
+                vec![uuid("user_id", &a.user_id)?]
+            } else {
+                uuids("user_ids", &a.user_ids)?
+            };
             hub.set_members(conversation, uuids("member_ids", &a.member_ids)?.into());
             Routed {
                 push: Push::Joined {
                     conversation,
                     last_seq: a.last_seq,
                 },
-                recipients: vec![user],
+                recipients: added,
             }
         }
         Payload::MemberRemoved(r) => {
