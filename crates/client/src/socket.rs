@@ -174,11 +174,49 @@ async fn open(client: &Client, url: &str) -> Result<Stream, Error> {
     }
 }
 
-/// Per conversation: the highest seq handed out; and how many frames were dropped as already seen.
+/// Per conversation: the highest seq handed out; how many frames were dropped as already seen;
+/// and the conversations with a `resume` in flight, with the messages that came for them
+/// meanwhile.
+///
+/// Until `resumed`, the server may push a live message before it reads the `resume` and replays
+/// what comes before it (API.md promises order and no gaps only once `resumed` came). Handing
+/// that message out at once would move the cursor past the replay, whose messages would then look
+/// like duplicates and be dropped. So they wait, and leave in seq order with the replay.
 #[derive(Default)]
-struct Cursors(HashMap<String, i64>, Arc<AtomicU64>);
+struct Cursors(
+    HashMap<String, i64>,
+    Arc<AtomicU64>,
+    HashMap<String, Vec<Message>>,
+);
 
 impl Cursors {
+    /// Notes a `resume` sent for `conversation_id`.
+    fn resuming(&mut self, conversation_id: &str) {
+        self.2.entry(conversation_id.to_owned()).or_default();
+    }
+
+    /// A new connection: whatever waited on the old one comes again by its resume, which covers
+    /// every tracked conversation.
+    fn reconnected(&mut self) {
+        self.2 = self.0.keys().map(|c| (c.clone(), Vec::new())).collect();
+    }
+
+    /// The messages that waited for `conversation_id`'s replay, now in order (duplicates and
+    /// gaps handled as for any message).
+    fn resumed(&mut self, conversation_id: &str) -> Vec<Event> {
+        let mut waiting = self.2.remove(conversation_id).unwrap_or_default();
+        waiting.sort_by_key(|m| m.seq);
+        let mut events = Vec::with_capacity(waiting.len());
+        for message in waiting {
+            let mut gap = None;
+            if self.admit(&message, &mut gap) {
+                events.extend(gap);
+                events.push(Event::Message(message));
+            }
+        }
+        events
+    }
+
     /// Whether a message is new; reports a gap through `gap`.
     fn admit(&mut self, message: &Message, gap: &mut Option<Event>) -> bool {
         match self.0.get_mut(&message.conversation_id) {
@@ -225,12 +263,13 @@ async fn run(session: Session, mut stream: Stream, mut commands: mpsc::Unbounded
         events,
         dropped,
     } = session;
-    let mut cursors = Cursors(HashMap::new(), dropped);
+    let mut cursors = Cursors(HashMap::new(), dropped, HashMap::new());
     let mut attempt = 0u32;
     loop {
         if events.send(Event::Connected).await.is_err() {
             return;
         }
+        cursors.reconnected();
         if let Some(resume) = cursors.resume_frame()
             && stream.send(Frame::text(resume)).await.is_err()
         {
@@ -298,7 +337,9 @@ async fn serve(
                     Some(Command::Track(conversation, last_seq)) => {
                         let cursor = cursors.0.entry(conversation.clone()).or_insert(last_seq);
                         *cursor = (*cursor).max(last_seq);
-                        json!({"type": "resume", "cursors": {conversation: *cursor}})
+                        let frame = json!({"type": "resume", "cursors": {&conversation: *cursor}});
+                        cursors.resuming(&conversation);
+                        frame
                     }
                 };
                 if stream.send(Frame::text(frame.to_string())).await.is_err() {
@@ -325,16 +366,25 @@ fn interpret(frame: &Value, cursors: &mut Cursors) -> Vec<Event> {
             let Ok(message) = serde_json::from_value::<Message>(frame["message"].clone()) else {
                 return Vec::new();
             };
+            if let Some(waiting) = cursors.2.get_mut(&message.conversation_id) {
+                waiting.push(message);
+                return Vec::new();
+            }
             let mut gap = None;
             if !cursors.admit(&message, &mut gap) {
                 return Vec::new();
             }
             gap.into_iter().chain([Event::Message(message)]).collect()
         }
-        Some("resumed") => vec![Event::Resumed {
-            conversation_id: text(frame, "conversation_id"),
-            last_seq: frame["last_seq"].as_i64().unwrap_or_default(),
-        }],
+        Some("resumed") => {
+            let conversation_id = text(frame, "conversation_id");
+            let mut events = cursors.resumed(&conversation_id);
+            events.push(Event::Resumed {
+                conversation_id,
+                last_seq: frame["last_seq"].as_i64().unwrap_or_default(),
+            });
+            events
+        }
         Some("typing") => vec![Event::Typing {
             conversation_id: text(frame, "conversation_id"),
             user_id: text(frame, "user_id"),
@@ -384,5 +434,61 @@ mod tests {
             cursors.resume_frame().unwrap(),
             r#"{"cursors":{"c":4},"type":"resume"}"#
         );
+    }
+
+    fn seqs(events: &[Event]) -> Vec<i64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_live_message_ahead_of_a_replay_waits_for_it() {
+        // Tracked from 0, but the server pushed seq 4 live before it read the resume, then
+        // replayed 1 to 4.
+        let mut cursors = Cursors::default();
+        cursors.0.insert("c".into(), 0);
+        cursors.resuming("c");
+        let mut events = Vec::new();
+        for seq in [4, 1, 2, 3, 4] {
+            events.extend(interpret(&message(seq), &mut cursors));
+        }
+        assert!(events.is_empty(), "nothing leaves before `resumed`");
+        let resumed = json!({"type": "resumed", "conversation_id": "c", "last_seq": 4});
+        let events = interpret(&resumed, &mut cursors);
+        assert_eq!(seqs(&events), [1, 2, 3, 4]);
+        assert!(!events.iter().any(|e| matches!(e, Event::Gap { .. })));
+        assert!(matches!(
+            events.last(),
+            Some(Event::Resumed { last_seq: 4, .. })
+        ));
+        assert_eq!(cursors.1.load(Ordering::Relaxed), 1, "the second 4");
+        // Then live again, at once.
+        assert_eq!(seqs(&interpret(&message(5), &mut cursors)), [5]);
+    }
+
+    #[test]
+    fn a_replay_that_still_misses_seqs_reports_the_gap() {
+        let mut cursors = Cursors::default();
+        cursors.0.insert("c".into(), 0);
+        cursors.reconnected();
+        for seq in [3, 1] {
+            assert!(interpret(&message(seq), &mut cursors).is_empty());
+        }
+        let resumed = json!({"type": "resumed", "conversation_id": "c", "last_seq": 3});
+        let events = interpret(&resumed, &mut cursors);
+        assert_eq!(seqs(&events), [1, 3]);
+        assert!(matches!(
+            &events[1],
+            Event::Gap {
+                expected: 2,
+                got: 3,
+                ..
+            }
+        ));
     }
 }
