@@ -296,17 +296,8 @@ impl Session {
     /// the buffer is full or at the next [`Session::flush`].
     async fn write(&mut self, message: Message) -> Result<(), Closing> {
         self.unflushed = true;
-        let overflow = self.overflow.clone();
-        tokio::select! {
-            // The write first: it almost always completes at once, and then the timer is never
-            // even registered.
-            biased;
-            written = self.socket.feed(message) => written.map_err(|_| Closing::gone("error")),
-            () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
-            () = tokio::time::sleep(self.shared.options.write_timeout) => {
-                Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
-            }
-        }
+        let (overflow, timeout) = (self.overflow.clone(), self.shared.options.write_timeout);
+        bounded(overflow, timeout, self.socket.feed(message)).await
     }
 
     /// Sends what [`Session::write`] queued, under the same bound.
@@ -314,15 +305,8 @@ impl Session {
         if !std::mem::take(&mut self.unflushed) {
             return Ok(());
         }
-        let overflow = self.overflow.clone();
-        tokio::select! {
-            biased;
-            flushed = self.socket.flush() => flushed.map_err(|_| Closing::gone("error")),
-            () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
-            () = tokio::time::sleep(self.shared.options.write_timeout) => {
-                Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
-            }
-        }
+        let (overflow, timeout) = (self.overflow.clone(), self.shared.options.write_timeout);
+        bounded(overflow, timeout, self.socket.flush()).await
     }
 
     async fn send(&mut self, frame: Utf8Bytes, kind: &'static str) -> Result<(), Closing> {
@@ -630,6 +614,25 @@ impl Session {
         contacts.sort_unstable();
         contacts.dedup();
         contacts
+    }
+}
+
+/// Runs a socket write or flush, giving up (1013) on a reader that does not read: the write
+/// takes longer than `timeout`, or the session's queue overflowed meanwhile.
+async fn bounded(
+    overflow: CancellationToken,
+    timeout: Duration,
+    io: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), Closing> {
+    tokio::select! {
+        // The write first: it almost always completes at once, and then the timer is never even
+        // registered.
+        biased;
+        done = io => done.map_err(|_| Closing::gone("error")),
+        () = overflow.cancelled() => Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader")),
+        () = tokio::time::sleep(timeout) => {
+            Err(Closing::with(close::TRY_AGAIN_LATER, "too slow: reconnect and resume", "slow_reader"))
+        }
     }
 }
 
