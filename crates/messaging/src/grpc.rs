@@ -8,6 +8,7 @@ use realchat_proto::messaging::v1::{
     ListConversationsResponse, MarkReadRequest, MarkReadResponse, RemoveMemberRequest,
     RemoveMemberResponse, SendRequest, SendResponse, messaging_server::Messaging,
 };
+use realchat_runtime::telemetry::propagation::current_traceparent;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -16,7 +17,8 @@ use crate::{
     domain::{self, Body, ClientMsgId, Kind, MAX_GROUP_MEMBERS, Page},
     error::Error,
     metrics,
-    store::{self, Conversation, MessageRow, unix_ms},
+    sends::Sends,
+    store::{self, Conversation, MessageRow, NewMessage, unix_ms},
 };
 
 /// Most conversations a list returns (the most recently active ones).
@@ -26,6 +28,7 @@ const MAX_LISTED_CONVERSATIONS: i64 = 500;
 #[derive(Clone, Debug)]
 pub struct MessagingApi {
     pub(crate) pool: PgPool,
+    pub(crate) sends: Sends,
 }
 
 fn caller(raw: &str) -> Result<Uuid, Error> {
@@ -121,8 +124,16 @@ impl MessagingApi {
             ClientMsgId::parse(request.client_msg_id).map_err(Error::InvalidArgument)?;
         let body = Body::parse(request.body).map_err(Error::InvalidArgument)?;
         let started = Instant::now();
-        let (message, created) =
-            store::send(&self.pool, caller, conversation, &client_msg_id, &body).await?;
+        let (message, created) = self
+            .sends
+            .send(NewMessage {
+                caller,
+                conversation,
+                client_msg_id,
+                body,
+                traceparent: current_traceparent(),
+            })
+            .await?;
         ::metrics::histogram!(metrics::SEND_SECONDS).record(started.elapsed().as_secs_f64());
         let outcome = if created { "created" } else { "duplicate" };
         ::metrics::counter!(metrics::SENDS, "outcome" => outcome).increment(1);

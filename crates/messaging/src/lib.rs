@@ -1,8 +1,9 @@
 //! The messaging service: conversations, members, messages and read positions.
 //!
 //! It owns the `messaging` database and serves gRPC `realchat.messaging.v1.Messaging`. A send
-//! is one transaction that takes the conversation's next `seq`, stores the message and writes its
-//! `message.created` event to the outbox ([`store::send`]); the answer means durable. The outbox
+//! takes the conversation's next `seq`, stores the message and writes its `message.created` event
+//! to the outbox in one transaction, which concurrent sends share ([`sends`], [`store::send_all`]);
+//! the answer comes after the commit and means durable. The outbox
 //! relay running in every replica publishes events to `realchat.messages.v1` in order, and a
 //! consumer of `realchat.users.v1` keeps the table of registered users that members must come from.
 
@@ -13,6 +14,7 @@ pub mod error;
 mod events;
 mod grpc;
 pub mod metrics;
+pub mod sends;
 pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -29,6 +31,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use grpc::MessagingApi;
+use sends::Sends;
 
 /// The migrations of the `messaging` database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -69,6 +72,11 @@ pub struct Options {
     )]
     pub database_max_connections: u32,
 
+    /// Tasks that commit sends; each commits everything queued when it is free as one transaction
+    /// (group commit). More writers mean more transactions in parallel; fewer, larger batches.
+    #[arg(long, env = "REALCHAT_MESSAGING_SEND_WRITERS", default_value_t = 4)]
+    pub send_writers: usize,
+
     /// Apply pending migrations at startup.
     #[arg(long, env = "REALCHAT_MESSAGING_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -97,6 +105,7 @@ impl Options {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database_url: Secret::new(database_url.into()),
             database_max_connections: 32,
+            send_writers: 4,
             migrate: true,
             relay: true,
             consumer_group: "messaging".into(),
@@ -182,7 +191,15 @@ impl Service {
             options,
         } = self;
 
-        let api = MessagingApi { pool: pool.clone() };
+        // The writers end after the gRPC server: it holds the queue until its last call returns.
+        let (sends, writers) = Sends::new(pool.clone(), options.send_writers);
+        for writer in writers {
+            shutdown.spawn("send-writer", writer);
+        }
+        let api = MessagingApi {
+            pool: pool.clone(),
+            sends,
+        };
         shutdown.spawn(
             "grpc-server",
             realchat_runtime::grpc::serve(grpc, MessagingServer::new(api), token.clone()),

@@ -2,8 +2,10 @@
 
 /// Sends by `outcome` (`created`, `duplicate`).
 pub const SENDS: &str = "messaging_sends_total";
-/// Seconds one send transaction took, commit included.
+/// Seconds from a send's arrival to its commit (queueing for a writer included).
 pub const SEND_SECONDS: &str = "messaging_send_seconds";
+/// Sends committed together in one transaction (see `sends`).
+pub const SEND_BATCH: &str = "messaging_send_batch_size";
 /// Conversations created, by `kind`.
 pub const CONVERSATIONS_CREATED: &str = "messaging_conversations_created_total";
 
@@ -13,7 +15,12 @@ pub fn describe() {
     metrics::describe_histogram!(
         SEND_SECONDS,
         metrics::Unit::Seconds,
-        "Send transaction time"
+        "Time from a send's arrival to its commit"
+    );
+    metrics::describe_histogram!(
+        SEND_BATCH,
+        metrics::Unit::Count,
+        "Sends committed together in one transaction"
     );
     metrics::describe_counter!(CONVERSATIONS_CREATED, "Conversations created by kind");
 }

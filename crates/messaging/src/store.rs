@@ -6,7 +6,7 @@
 //! commit-ordered, makes the idempotency check of a send race-free, and gives the outbox its
 //! per-conversation order.
 
-use realchat_outbox::{Topic, enqueue};
+use realchat_outbox::{NewEvent, Topic, enqueue, enqueue_all};
 use realchat_proto::events::v1::{
     MemberAdded, MemberRemoved, MessageCreated, ReadUpdated, envelope::Payload,
 };
@@ -312,26 +312,100 @@ pub async fn remove_member(
     Ok(())
 }
 
-/// Stores a message with the conversation's next seq and its `message.created` event, in one
-/// transaction. A retry with a known `client_msg_id` returns the original (`false`).
-pub async fn send(
-    pool: &PgPool,
-    caller: Uuid,
-    conversation: Uuid,
-    client_msg_id: &ClientMsgId,
-    body: &Body,
-) -> Result<(MessageRow, bool), Error> {
-    // Three statements and a commit: a send is the hot path, and each round trip costs both
-    // this process and the database.
+/// One send, as [`send_all`] takes it.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub caller: Uuid,
+    pub conversation: Uuid,
+    pub client_msg_id: ClientMsgId,
+    pub body: Body,
+    /// The trace context of the request, for the event (the transaction may run in another task).
+    pub traceparent: String,
+}
+
+/// A send's outcome: the message, and whether this send created it (`false`: a retry of a
+/// `client_msg_id` the sender already used, answered with the original).
+pub type Sent = Result<(MessageRow, bool), Error>;
+
+/// Stores one message with its conversation's next seq and its `message.created` event.
+pub async fn send(pool: &PgPool, message: NewMessage) -> Sent {
+    let results = send_all(pool, std::slice::from_ref(&message)).await?;
+    let mut results = results.into_iter();
+    match (results.next(), results.next()) {
+        (Some(outcome), None) => outcome,
+        _ => Err(anyhow::anyhow!("one send, and not one outcome").into()),
+    }
+}
+
+/// Stores `messages` in one transaction (group commit): each gets its conversation's next seq, and
+/// each new one its `message.created` event. Returns one outcome per message, in order; a message
+/// whose sender is not a member gets `Err(NotFound)` without failing the others. `Err` means the
+/// transaction did not commit and nothing of it was stored.
+///
+/// Statements: one that locks every conversation involved (in id order, so that two batches never
+/// wait on each other in a cycle) and checks membership, one per message, one for all the events,
+/// then the commit. Sends to one conversation within a batch take consecutive seqs in the order
+/// given.
+pub async fn send_all(pool: &PgPool, messages: &[NewMessage]) -> Result<Vec<Sent>, Error> {
     let mut tx = pool.begin().await?;
-    // The lock makes the idempotency lookup below exact: a racing retry waits here, then (in the
-    // next statement, on a snapshot taken after the wait) finds the message its twin committed.
-    lock_as_member(&mut tx, conversation, caller)
-        .await?
-        .ok_or(Error::NotFound)?;
-    // The earlier copy if this is a retry; otherwise the next seq, the message, the sender's read
-    // position (writing a message means having read the conversation up to it) and the members
-    // the event names, in one statement.
+    // The lock makes each idempotency lookup below exact: a racing retry in another transaction
+    // waits here, then (in a later statement, on a snapshot taken after the wait) finds the
+    // message its twin committed.
+    let (conversations, callers): (Vec<Uuid>, Vec<Uuid>) =
+        messages.iter().map(|m| (m.conversation, m.caller)).unzip();
+    let memberships: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT c.id, m.user_id FROM conversations c
+         JOIN unnest($1::uuid[], $2::uuid[]) AS s(conversation_id, user_id) ON s.conversation_id = c.id
+         JOIN members m ON m.conversation_id = c.id AND m.user_id = s.user_id
+         ORDER BY c.id
+         FOR UPDATE OF c",
+    )
+    .bind(&conversations)
+    .bind(&callers)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut results = Vec::with_capacity(messages.len());
+    let mut events = Vec::new();
+    for message in messages {
+        if !memberships.contains(&(message.conversation, message.caller)) {
+            results.push(Err(Error::NotFound));
+            continue;
+        }
+        let (row, created, members) = insert_message(&mut tx, message).await?;
+        if created {
+            events.push(
+                NewEvent::new(
+                    Topic::Messages,
+                    message.conversation.to_string(),
+                    Payload::MessageCreated(MessageCreated {
+                        message_id: row.id.to_string(),
+                        conversation_id: message.conversation.to_string(),
+                        seq: row.seq,
+                        sender_id: message.caller.to_string(),
+                        client_msg_id: row.client_msg_id.clone(),
+                        body: row.body.clone(),
+                        created_at_ms: unix_ms(row.created_at),
+                        member_ids: ids(&members),
+                    }),
+                )
+                .with_traceparent(message.traceparent.clone()),
+            );
+        }
+        results.push(Ok((row, created)));
+    }
+    enqueue_all(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The earlier copy if `message` is a retry; otherwise the next seq, the message, the sender's
+/// read position (writing a message means having read the conversation up to it) and the members
+/// the event names, in one statement. The conversation must be locked.
+async fn insert_message(
+    conn: &mut PgConnection,
+    message: &NewMessage,
+) -> Result<(MessageRow, bool, Vec<Uuid>), Error> {
     let sent: SentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH existing AS (
              SELECT {MESSAGE_COLUMNS} FROM messages
@@ -358,31 +432,13 @@ pub async fn send(
          SELECT existing.*, false AS created, ARRAY[]::uuid[] AS member_ids FROM existing"
     )))
     .bind(Uuid::now_v7())
-    .bind(conversation)
-    .bind(caller)
-    .bind(client_msg_id.as_str())
-    .bind(body.as_str())
-    .fetch_one(&mut *tx)
+    .bind(message.conversation)
+    .bind(message.caller)
+    .bind(message.client_msg_id.as_str())
+    .bind(message.body.as_str())
+    .fetch_one(&mut *conn)
     .await?;
-    let (message, members) = (sent.message, sent.member_ids);
-    if !sent.created {
-        tx.commit().await?;
-        return Ok((message, false));
-    }
-    let seq = message.seq;
-    let event = Payload::MessageCreated(MessageCreated {
-        message_id: message.id.to_string(),
-        conversation_id: conversation.to_string(),
-        seq,
-        sender_id: caller.to_string(),
-        client_msg_id: message.client_msg_id.clone(),
-        body: message.body.clone(),
-        created_at_ms: unix_ms(message.created_at),
-        member_ids: ids(&members),
-    });
-    enqueue(&mut tx, Topic::Messages, &conversation.to_string(), event).await?;
-    tx.commit().await?;
-    Ok((message, true))
+    Ok((sent.message, sent.created, sent.member_ids))
 }
 
 /// A page of a conversation's messages, if `caller` is a member.

@@ -24,32 +24,104 @@ pub async fn enqueue(
     key: &str,
     payload: Payload,
 ) -> Result<Uuid, sqlx::Error> {
-    let event_id = Uuid::now_v7();
-    let event_type = payload.event_type();
-    let traceparent = current_traceparent();
-    let envelope = Envelope {
-        event_id: event_id.to_string(),
-        event_type: event_type.to_owned(),
-        occurred_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
-        traceparent: traceparent.clone(),
-        payload: Some(payload),
-    };
-    // One round trip: the row, and the notification that goes out with the commit.
+    let event = NewEvent::new(topic, key.to_owned(), payload);
+    let event_id = event.event_id;
+    enqueue_all(conn, vec![event]).await?;
+    Ok(event_id)
+}
+
+/// An event to write with [`enqueue_all`]. Its trace context is the one current where it was made,
+/// so an event made in a request's span and written later by another task still names that request.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    topic: Topic,
+    key: String,
+    event_id: Uuid,
+    occurred_at_ms: i64,
+    traceparent: String,
+    payload: Payload,
+}
+
+impl NewEvent {
+    /// An event on `topic` with Kafka key `key`, stamped now and in the current trace context.
+    pub fn new(topic: Topic, key: String, payload: Payload) -> Self {
+        Self {
+            topic,
+            key,
+            event_id: Uuid::now_v7(),
+            occurred_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            traceparent: current_traceparent(),
+            payload,
+        }
+    }
+
+    /// The same event in the trace context `traceparent` (a W3C header value, or empty).
+    pub fn with_traceparent(mut self, traceparent: String) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// The id the event will carry.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+}
+
+/// Adds `events` in one statement inside the caller's transaction, in the given order (the relay
+/// publishes outbox rows in the order they were written), with one notification for all of them.
+pub async fn enqueue_all(
+    conn: &mut PgConnection,
+    events: Vec<NewEvent>,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len();
+    let (mut topics, mut keys, mut ids, mut types, mut traces, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for event in events {
+        let event_type = event.payload.event_type();
+        let envelope = Envelope {
+            event_id: event.event_id.to_string(),
+            event_type: event_type.to_owned(),
+            occurred_at_ms: event.occurred_at_ms,
+            traceparent: event.traceparent.clone(),
+            payload: Some(event.payload),
+        };
+        topics.push(event.topic.logical_name());
+        keys.push(event.key);
+        ids.push(event.event_id);
+        types.push(event_type);
+        traces.push(event.traceparent);
+        payloads.push(envelope.encode_to_vec());
+    }
+    // One round trip: the rows (numbered in array order), and the notification that goes out with
+    // the commit.
     sqlx::query(
-        "WITH row AS (
+        "WITH rows AS (
              INSERT INTO outbox (topic, key, event_id, event_type, traceparent, payload)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1
+             SELECT topic, key, event_id, event_type, traceparent, payload
+             FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::bytea[])
+                  WITH ORDINALITY AS e(topic, key, event_id, event_type, traceparent, payload, n)
+             ORDER BY n
+             RETURNING 1
          )
-         SELECT pg_notify($7, '') FROM row",
+         SELECT pg_notify($7, '') WHERE EXISTS (SELECT 1 FROM rows)",
     )
-    .bind(topic.logical_name())
-    .bind(key)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(traceparent)
-    .bind(envelope.encode_to_vec())
+    .bind(topics)
+    .bind(keys)
+    .bind(ids)
+    .bind(types)
+    .bind(traces)
+    .bind(payloads)
     .bind(NOTIFY_CHANNEL)
     .execute(&mut *conn)
     .await?;
-    Ok(event_id)
+    Ok(())
 }

@@ -33,6 +33,6 @@ pub mod metrics;
 pub mod relay;
 mod topics;
 
-pub use enqueue::{NOTIFY_CHANNEL, enqueue};
+pub use enqueue::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_all};
 pub use kafka::KafkaOptions;
 pub use topics::{Topic, Topics};
