@@ -330,8 +330,8 @@ mod tests {
             let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
             // PKCS#8 v1 for Ed25519: a fixed prefix, then the 32-byte seed.
             let mut der = vec![
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
-                0x22, 0x04, 0x20,
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
             ];
             der.extend_from_slice(&[seed; 32]);
             Self {
@@ -415,7 +415,10 @@ mod tests {
         verifier.verify(&new.token(600)).await.unwrap();
 
         assert!(
-            matches!(verifier.verify(&old_token).await, Err(VerifyError::Invalid(_))),
+            matches!(
+                verifier.verify(&old_token).await,
+                Err(VerifyError::Invalid(_))
+            ),
             "a token of a retired key must not be accepted from memory"
         );
     }
