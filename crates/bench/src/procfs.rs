@@ -39,7 +39,12 @@ pub(crate) fn services() -> Vec<Process> {
 
 fn service_name(pid: u32) -> Option<String> {
     let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let binary = exe.file_name()?.to_str()?.to_owned();
+    // A binary rebuilt while its process runs reads as "gateway (deleted)".
+    let binary = exe.file_name()?.to_str()?;
+    let binary = binary
+        .strip_suffix(" (deleted)")
+        .unwrap_or(binary)
+        .to_owned();
     if binary == "tansu" {
         return Some("kafka".into());
     }
