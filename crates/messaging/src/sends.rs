@@ -39,14 +39,6 @@ pub struct Sends {
     queue: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
 impl Sends {
     /// The queue, and the `writers` tasks (at least one) that drain it into `pool`. Run each
     /// writer to completion: it returns once the queue is closed and empty.

@@ -374,23 +374,21 @@ pub async fn send_all(pool: &PgPool, messages: &[NewMessage]) -> Result<Vec<Sent
         }
         let (row, created, members) = insert_message(&mut tx, message).await?;
         if created {
-            events.push(
-                NewEvent::new(
-                    Topic::Messages,
-                    message.conversation.to_string(),
-                    Payload::MessageCreated(MessageCreated {
-                        message_id: row.id.to_string(),
-                        conversation_id: message.conversation.to_string(),
-                        seq: row.seq,
-                        sender_id: message.caller.to_string(),
-                        client_msg_id: row.client_msg_id.clone(),
-                        body: row.body.clone(),
-                        created_at_ms: unix_ms(row.created_at),
-                        member_ids: ids(&members),
-                    }),
-                )
-                .with_traceparent(message.traceparent.clone()),
-            );
+            events.push(NewEvent::new(
+                Topic::Messages,
+                message.conversation.to_string(),
+                Payload::MessageCreated(MessageCreated {
+                    message_id: row.id.to_string(),
+                    conversation_id: message.conversation.to_string(),
+                    seq: row.seq,
+                    sender_id: message.caller.to_string(),
+                    client_msg_id: row.client_msg_id.clone(),
+                    body: row.body.clone(),
+                    created_at_ms: unix_ms(row.created_at),
+                    member_ids: ids(&members),
+                }),
+                message.traceparent.clone(),
+            ));
         }
         results.push(Ok((row, created)));
     }

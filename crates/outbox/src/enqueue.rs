@@ -24,14 +24,13 @@ pub async fn enqueue(
     key: &str,
     payload: Payload,
 ) -> Result<Uuid, sqlx::Error> {
-    let event = NewEvent::new(topic, key.to_owned(), payload);
+    let event = NewEvent::new(topic, key.to_owned(), payload, current_traceparent());
     let event_id = event.event_id;
     enqueue_all(conn, vec![event]).await?;
     Ok(event_id)
 }
 
-/// An event to write with [`enqueue_all`]. Its trace context is the one current where it was made,
-/// so an event made in a request's span and written later by another task still names that request.
+/// An event to write with [`enqueue_all`].
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     topic: Topic,
@@ -43,22 +42,18 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event on `topic` with Kafka key `key`, stamped now and in the current trace context.
-    pub fn new(topic: Topic, key: String, payload: Payload) -> Self {
+    /// An event on `topic` with Kafka key `key`, stamped now, in the trace context `traceparent`
+    /// (a W3C header value, or empty). A change written by another task than the request's (a
+    /// batch) passes the request's context, captured in the request.
+    pub fn new(topic: Topic, key: String, payload: Payload, traceparent: String) -> Self {
         Self {
             topic,
             key,
             event_id: Uuid::now_v7(),
             occurred_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
-            traceparent: current_traceparent(),
+            traceparent,
             payload,
         }
-    }
-
-    /// The same event in the trace context `traceparent` (a W3C header value, or empty).
-    pub fn with_traceparent(mut self, traceparent: String) -> Self {
-        self.traceparent = traceparent;
-        self
     }
 
     /// The id the event will carry.
