@@ -8,8 +8,9 @@
 //! one, as before, and batches grow only when sends arrive faster than transactions commit.
 //!
 //! An answer still means durable: each send is answered after the commit of its batch. A batch that
-//! fails as a whole (a deadlock with another transaction, a lost connection) is retried one send at
-//! a time, so one send's failure stays its own.
+//! fails as a whole (a deadlock with another transaction, a constraint one send broke) is retried
+//! one send at a time, so one send's failure stays its own; if the database cannot be reached,
+//! every send of the batch is answered `unavailable` at once.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{
+    error::Error,
     metrics,
     store::{self, NewMessage, Sent},
 };
@@ -88,6 +90,18 @@ async fn write(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) -> anyhow::R
                     // The caller may have gone (a cancelled request); the message stays stored and
                     // a retry of its client_msg_id finds it.
                     let _ = reply.send(outcome);
+                }
+            }
+            Err(Error::Unavailable(cause)) => {
+                // The database cannot be reached: every send of the batch fails now, as one send
+                // alone would, instead of each waiting its turn for a connection that will not
+                // come. The clients retry with the same client_msg_id.
+                tracing::debug!(error = %cause, sends = messages.len(), "a batch of sends could not reach the database");
+                let cause = cause.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Unavailable(sqlx::Error::Io(
+                        std::io::Error::other(cause.clone()),
+                    ))));
                 }
             }
             Err(error) if messages.len() == 1 => {

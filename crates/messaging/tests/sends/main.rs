@@ -264,3 +264,82 @@ async fn a_batch_that_fails_as_a_whole_is_retried_one_send_at_a_time() {
         writer.await.unwrap().unwrap();
     }
 }
+
+/// Ends the sessions of `db` that wait for a lock (the writer's), as a database restart would.
+async fn cut_waiting_sessions(db: &TestDatabase) -> i64 {
+    let mut admin = db.connect().await;
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    cut.len() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_database_goes_away_every_send_of_a_batch_is_unavailable_at_once() {
+    let (db, pool) = database().await;
+    let people = users(&pool, 2).await;
+    let conversation = group(&pool, &people).await;
+    let (sends, writers) = Sends::new(pool.clone(), 1);
+    let writers: Vec<_> = writers.into_iter().map(tokio::spawn).collect();
+
+    // The one writer waits on the conversation's lock with a first send while five queue up.
+    let mut blocker = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let send = |name: String| {
+        let sends = sends.clone();
+        let sender = people[1];
+        tokio::spawn(async move { sends.send(message(sender, conversation, &name)).await })
+    };
+    let first = send("first".into());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued: Vec<_> = (0..5).map(|i| send(format!("q{i}"))).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Its connection dies: the first send fails; the five then form a batch that waits on the
+    // lock too, and its connection dies as well.
+    assert_eq!(cut_waiting_sessions(&db).await, 1);
+    assert!(matches!(first.await.unwrap(), Err(Error::Unavailable(_))));
+    let database = &db;
+    test_support::eventually(
+        "the batch to wait on the lock",
+        Duration::from_secs(5),
+        || async move {
+            let mut admin = database.connect().await;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(cut_waiting_sessions(&db).await, 1);
+
+    // All five answer now, while the lock is still held: none was retried on its own (a retry
+    // would wait on the lock again).
+    for task in queued {
+        let outcome = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("every send of the batch answers at once")
+            .unwrap();
+        assert!(matches!(outcome, Err(Error::Unavailable(_))), "{outcome:?}");
+    }
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    assert!(stored_seqs(&pool).await.is_empty(), "nothing was stored");
+    drop(sends);
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+}
