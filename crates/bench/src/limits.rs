@@ -28,7 +28,7 @@ const SCHEMA: &str = include_str!("../../messaging/migrations/20261126000001_ini
 /// Conversations the pgbench clients spread over (two members each, like `direct`).
 const CONVERSATIONS: u32 = 64;
 
-/// The statements of one send (see messaging's `store::send`), as a pgbench script.
+/// The work of one send (see messaging's `store::send_all`), as a pgbench script.
 const SEND_SCRIPT: &str = r"\set c random(1, :conversations)
 \set s random(1, 2)
 \set r random(1, 9223372036854775806)
