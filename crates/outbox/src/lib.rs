@@ -1,7 +1,8 @@
 //! Events out of PostgreSQL and into Kafka, and back out of Kafka into handlers.
 //!
 //! - [`enqueue`] writes an event into the `outbox` table inside the caller's transaction, so the
-//!   event exists if and only if the business change committed.
+//!   event exists if and only if the business change committed; [`enqueue_all`] writes several in
+//!   one statement (messaging's batches of sends).
 //! - [`relay::Relay`] moves outbox rows to Kafka and deletes them only after the broker acknowledged
 //!   them. One relay per database publishes at a time (a PostgreSQL advisory lock elects it), which
 //!   is what keeps per-key order with many replicas; the others stand by and take over when it dies.
