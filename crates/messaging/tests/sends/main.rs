@@ -68,6 +68,19 @@ async fn stored_seqs(pool: &PgPool) -> HashMap<Uuid, Vec<i64>> {
     seqs
 }
 
+/// A connection holding `conversation`'s row lock in an open transaction (`COMMIT` releases it):
+/// a writer that reaches the conversation waits, and what is queued behind it forms one batch.
+async fn hold_lock(db: &TestDatabase, conversation: Uuid) -> sqlx::PgConnection {
+    let mut blocker = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 #[tokio::test]
 async fn a_batch_answers_each_send_on_its_own_and_writes_one_event_per_new_message_in_seq_order() {
     let (_db, pool) = database().await;
@@ -216,13 +229,7 @@ async fn a_batch_that_fails_as_a_whole_is_retried_one_send_at_a_time() {
 
     // Hold the conversation's lock so that the one writer is stuck on a first send while the
     // others queue up behind it; they then form one batch.
-    let mut blocker = db.connect().await;
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(conversation)
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_lock(&db, conversation).await;
     let first = {
         let sends = sends.clone();
         tokio::spawn(async move {
@@ -265,17 +272,27 @@ async fn a_batch_that_fails_as_a_whole_is_retried_one_send_at_a_time() {
     }
 }
 
-/// Ends the sessions of `db` that wait for a lock (the writer's), as a database restart would.
-async fn cut_waiting_sessions(db: &TestDatabase) -> i64 {
+/// The sessions of `db` waiting for a lock (the writer's), ended when `end` (as a database restart
+/// would end them); returns how many there were.
+async fn waiting_sessions(db: &TestDatabase, end: bool) -> usize {
     let mut admin = db.connect().await;
-    let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    cut.len() as i64
+    if end {
+        for pid in &pids {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+    pids.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,13 +304,7 @@ async fn when_the_database_goes_away_every_send_of_a_batch_is_unavailable_at_onc
     let writers: Vec<_> = writers.into_iter().map(tokio::spawn).collect();
 
     // The one writer waits on the conversation's lock with a first send while five queue up.
-    let mut blocker = db.connect().await;
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(conversation)
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_lock(&db, conversation).await;
     let send = |name: String| {
         let sends = sends.clone();
         let sender = people[1];
@@ -306,26 +317,16 @@ async fn when_the_database_goes_away_every_send_of_a_batch_is_unavailable_at_onc
 
     // Its connection dies: the first send fails; the five then form a batch that waits on the
     // lock too, and its connection dies as well.
-    assert_eq!(cut_waiting_sessions(&db).await, 1);
+    assert_eq!(waiting_sessions(&db, true).await, 1);
     assert!(matches!(first.await.unwrap(), Err(Error::Unavailable(_))));
     let database = &db;
     test_support::eventually(
         "the batch to wait on the lock",
         Duration::from_secs(5),
-        || async move {
-            let mut admin = database.connect().await;
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-            (waiting == 1).then_some(())
-        },
+        || async move { (waiting_sessions(database, false).await == 1).then_some(()) },
     )
     .await;
-    assert_eq!(cut_waiting_sessions(&db).await, 1);
+    assert_eq!(waiting_sessions(&db, true).await, 1);
 
     // All five answer now, while the lock is still held: none was retried on its own (a retry
     // would wait on the lock again).
