@@ -187,24 +187,34 @@ async fn past_its_limit_of_requests_in_progress_the_gateway_answers_503_at_once(
         .spawn()
         .await;
     // One request in progress: its body is still coming.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    tx.send(Ok(b"{\"username\":".to_vec())).await.unwrap();
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }));
-    let held = tokio::spawn(
-        app.http
-            .post(format!("{}/v1/auth/login", app.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send(),
-    );
-    // Until the gateway has it, a probe may still get through; once it has it, nothing does.
-    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+    let hold = || {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        tx.try_send(Ok(b"{\"username\":".to_vec())).unwrap();
+        let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }));
+        let held = tokio::spawn(
+            app.http
+                .post(format!("{}/v1/auth/login", app.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        );
+        (tx, held)
+    };
+    // Until the gateway has it, a probe may still get through; once it has it, nothing does. If it
+    // arrives while a probe is in progress, it is the one refused: then it is sent again.
+    let (refused, tx, held) = tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut tx, mut held) = hold();
         loop {
+            if held.is_finished() {
+                let shed = held.await.unwrap().unwrap();
+                assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+                (tx, held) = hold();
+            }
             let response = app.get("/healthz", None).await;
             if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-                return response;
+                return (response, tx, held);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
