@@ -138,6 +138,67 @@ async fn sends_during_a_broker_outage_succeed_and_reach_kafka_in_order_when_it_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_commits_after_later_rows_were_published_is_still_published() {
+    let app = TestApp::builder()
+        .gateway(|o| o.rate_limits = false)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = direct(&app, &alice, &bob).await;
+    // A transaction that takes its outbox id now and commits only at the end of the test, as a
+    // slow send of another conversation would.
+    let mut slow = app.messaging_db.connect().await;
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    let late_id: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (topic, key, event_id, event_type, payload)
+         VALUES ('messages', 'late-key', gen_random_uuid(), 'test.late', '\\x')
+         RETURNING id",
+    )
+    .fetch_one(&mut slow)
+    .await
+    .unwrap();
+
+    // Everything committed after it, with higher ids, is published while it is still open.
+    for i in 0..30 {
+        let response = app
+            .post_as(
+                &alice.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": format!("p{i}"), "body": "published first"}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    eventually(
+        "the committed rows to be published",
+        Duration::from_secs(30),
+        || async { (backlog(&app).await == 0).then_some(()) },
+    )
+    .await;
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    eventually(
+        "the late row to be published too",
+        Duration::from_secs(30),
+        || async { (backlog(&app).await == 0).then_some(()) },
+    )
+    .await;
+    let records = read(&app.kafka, Topic::Messages, 32, Duration::from_secs(30)).await;
+    let late: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some("late-key"))
+        .collect();
+    assert!(
+        !late.is_empty(),
+        "row {late_id} committed after later ids were published, and must reach the topic"
+    );
+    let created = records
+        .iter()
+        .filter(|r| r.header("event-type") == Some("message.created"))
+        .count();
+    assert!(created >= 30, "all 30 sends published, got {created}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_between_publishing_and_deleting_loses_nothing() {
     // No relay in the service: this test plays the relays itself.
     let app = TestApp::builder()
