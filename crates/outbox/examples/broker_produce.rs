@@ -4,9 +4,11 @@
 //! ```sh
 //! cargo run --release -p realchat-outbox --example broker_produce -- 127.0.0.1:9092 20000 3
 //! ```
-//! Arguments: brokers, records, headers per record (0 to 3).
+//! Arguments: brokers, records, headers per record (0 to 3), and optionally an offered rate in
+//! records per second: then the records are handed over one at a time at that rate, as the relay
+//! hands over rows as they commit, and the acknowledgement latency is printed too.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     message::{Header, OwnedHeaders},
@@ -20,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let brokers = args.get(1).map_or("127.0.0.1:9092", String::as_str);
     let records: usize = args.get(2).map_or(Ok(20_000), |n| n.parse())?;
     let headers: usize = args.get(3).map_or(Ok(3), |n| n.parse())?;
+    let rate: Option<f64> = args.get(4).map(|n| n.parse()).transpose()?;
     let prefix = format!("produce-rate-{}.", std::process::id());
     let kafka = KafkaOptions::new(brokers, prefix);
     kafka.ensure_topics().await?;
@@ -28,7 +31,12 @@ async fn main() -> anyhow::Result<()> {
     let payload = vec![7u8; 300];
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records);
+    let mut latencies = Vec::with_capacity(records);
     for i in 0..records {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let key = format!("conversation-{}", i % 500);
         let mut record_headers = OwnedHeaders::new();
         for (name, value) in [
@@ -51,15 +59,28 @@ async fn main() -> anyhow::Result<()> {
             .key(&key)
             .payload(&payload)
             .headers(record_headers);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+        let handed = Instant::now();
+        pending.push(tokio::spawn(async move {
+            delivery.await?.map_err(|(e, _)| e)?;
+            Ok::<_, anyhow::Error>(handed.elapsed())
+        }));
     }
     for delivery in pending {
-        delivery.await?.map_err(|(e, _)| e)?;
+        latencies.push(delivery.await??);
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{records} records with {headers} headers in {secs:.2} s: {:.0}/s",
         records as f64 / secs
+    );
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "acknowledged after p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
     );
     Ok(())
 }
