@@ -74,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
         "{records} records with {headers} headers in {secs:.2} s: {:.0}/s",
         records as f64 / secs
     );
+    if latencies.is_empty() {
+        return Ok(());
+    }
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!(
