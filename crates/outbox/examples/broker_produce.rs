@@ -16,6 +16,9 @@ use rdkafka::{
 };
 use realchat_outbox::KafkaOptions;
 
+/// Distinct keys, spread over the topic's partitions.
+const KEYS: usize = 500;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -29,6 +32,19 @@ async fn main() -> anyhow::Result<()> {
     let topic = kafka.topics().name(realchat_outbox::Topic::Messages);
     let producer: FutureProducer = kafka.producer_config().create()?;
     let payload = vec![7u8; 300];
+    // Connecting, the producer id and the topic's metadata come with the first records: not part
+    // of what is measured.
+    let warm_up: Vec<_> = (0..KEYS)
+        .map(|i| {
+            let key = format!("conversation-{i}");
+            producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+        })
+        .collect::<Result<_, _>>()?;
+    for delivery in warm_up {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records);
     let mut latencies = Vec::with_capacity(records);
@@ -37,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let key = format!("conversation-{}", i % 500);
+        let key = format!("conversation-{}", i % KEYS);
         let mut record_headers = OwnedHeaders::new();
         for (name, value) in [
             ("event-id", "0193f3a2-7b1c-7c3e-9a3b-5f0e1d2c3b4a"),
