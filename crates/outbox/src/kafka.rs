@@ -86,7 +86,10 @@ impl KafkaOptions {
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            // The relay already hands over a whole round at once; lingering only delays it (at
+            // 200 msg/s, 2 ms of linger made a round's acknowledgement take 11 to 19 ms instead
+            // of 3 to 4.5 ms at the median).
+            .set("linger.ms", "0")
             // No per-message timeout: the relay bounds each round itself and purges what is left
             // (see `relay`), which keeps per-key order where individual timeouts would not.
             .set("message.timeout.ms", "0")
