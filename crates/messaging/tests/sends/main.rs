@@ -6,12 +6,14 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use prost::Message as _;
 use realchat_messaging::{
     domain::{Body, ClientMsgId, Kind},
     error::Error,
     sends::Sends,
     store::{self, NewMessage},
 };
+use realchat_proto::events::v1::{Envelope, envelope::Payload};
 use sqlx::PgPool;
 use test_support::TestDatabase;
 use time::OffsetDateTime;
@@ -143,6 +145,112 @@ async fn a_batch_answers_each_send_on_its_own_and_writes_one_event_per_new_messa
     assert_eq!(
         created,
         vec![ab.to_string(), bc.to_string(), ab.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_mixing_stored_retries_and_new_sends_numbers_only_the_new_ones_and_names_every_member()
+ {
+    let (_db, pool) = database().await;
+    let [alice, bob, carol] = users(&pool, 3).await[..] else {
+        unreachable!()
+    };
+    let abc = group(&pool, &[alice, bob, carol]).await;
+    let ab = group(&pool, &[alice, bob]).await;
+    store::send(&pool, message(alice, abc, "first"))
+        .await
+        .unwrap();
+
+    let outcomes = store::send_all(
+        &pool,
+        &[
+            message(bob, abc, "b1"),
+            // Stored by an earlier transaction: answered with the original, takes no seq.
+            message(alice, abc, "first"),
+            message(alice, ab, "a1"),
+            message(carol, abc, "c1"),
+            message(bob, abc, "b2"),
+            // The same key from another sender is another message.
+            message(carol, abc, "b1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let summary: Vec<(Uuid, i64, bool)> = outcomes
+        .iter()
+        .map(|outcome| {
+            let (row, created) = outcome.as_ref().unwrap();
+            (row.conversation_id, row.seq, *created)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (abc, 2, true),
+            (abc, 1, false),
+            (ab, 1, true),
+            (abc, 3, true),
+            (abc, 4, true),
+            (abc, 5, true),
+        ]
+    );
+    let (first, _) = outcomes[1].as_ref().unwrap();
+    assert_eq!(
+        first.body, "body of first",
+        "the retry answers with the original"
+    );
+
+    let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+        .bind(abc)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(last_seq, 5);
+    // Each sender has read up to their newest message.
+    let read: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, read_seq FROM members WHERE conversation_id = $1 ORDER BY user_id",
+    )
+    .bind(abc)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let read: HashMap<Uuid, i64> = read.into_iter().collect();
+    assert_eq!(read, HashMap::from([(alice, 1), (bob, 4), (carol, 5)]));
+
+    // Every new message's event names its conversation's members, not another's.
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE event_type = 'message.created' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let events: Vec<(String, i64, Vec<String>)> = payloads
+        .iter()
+        .map(
+            |payload| match Envelope::decode(payload.as_slice()).unwrap().payload {
+                Some(Payload::MessageCreated(created)) => {
+                    (created.conversation_id, created.seq, created.member_ids)
+                }
+                other => panic!("not a message.created: {other:?}"),
+            },
+        )
+        .collect();
+    let names = |members: &[Uuid]| {
+        let mut ids: Vec<String> = members.iter().map(Uuid::to_string).collect();
+        ids.sort();
+        ids
+    };
+    let (everyone, pair) = (names(&[alice, bob, carol]), names(&[alice, bob]));
+    assert_eq!(
+        events,
+        vec![
+            (abc.to_string(), 1, everyone.clone()),
+            (abc.to_string(), 2, everyone.clone()),
+            (ab.to_string(), 1, pair),
+            (abc.to_string(), 3, everyone.clone()),
+            (abc.to_string(), 4, everyone.clone()),
+            (abc.to_string(), 5, everyone),
+        ]
     );
 }
 
