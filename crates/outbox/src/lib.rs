@@ -23,6 +23,9 @@
 //!     payload     bytea NOT NULL,           -- an encoded `realchat.events.v1.Envelope`
 //!     created_at  timestamptz NOT NULL DEFAULT now()
 //! );
+//! -- Where events can exceed 2 KB (messaging's carry the member ids): rows live only until the
+//! -- relay deletes them, so compressing them is CPU for nothing.
+//! ALTER TABLE outbox ALTER COLUMN payload SET STORAGE EXTERNAL;
 //! ```
 
 #![forbid(unsafe_code)]
