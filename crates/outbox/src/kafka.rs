@@ -55,6 +55,13 @@ pub struct KafkaOptions {
     )]
     pub fetch_wait_ms: u32,
 
+    /// Repeat each event's id, type and trace context as Kafka record headers, for tools that read
+    /// headers (RealChat's consumers read them from the event's envelope). Tansu 0.6 stores every
+    /// header as a row of its own, which makes a record with three headers cost it about twice as
+    /// much as one without; the local topology turns them off.
+    #[arg(long = "kafka-record-headers", env = "REALCHAT_KAFKA_RECORD_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_headers: bool,
+
     /// librdkafka debug contexts (its `debug` property, e.g. `cgrp,fetch`), for diagnosing
     /// consumer-group and broker trouble; empty for none.
     #[arg(long = "kafka-debug", env = "REALCHAT_KAFKA_DEBUG", default_value = "")]
@@ -69,6 +76,7 @@ impl KafkaOptions {
             topic_prefix: topic_prefix.into(),
             create_topics: true,
             fetch_wait_ms: 20,
+            record_headers: true,
             debug: String::new(),
         }
     }

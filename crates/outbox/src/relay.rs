@@ -111,6 +111,8 @@ pub struct Relay {
     pool: PgPool,
     topics: Topics,
     producer: WatchedProducer,
+    /// Whether records repeat the envelope's id, type and trace context as headers.
+    headers: bool,
     options: RelayOptions,
 }
 
@@ -130,6 +132,7 @@ impl Relay {
             pool,
             topics: kafka.topics(),
             producer: WatchedProducer::new(kafka)?,
+            headers: kafka.record_headers,
             options,
         })
     }
@@ -273,7 +276,7 @@ impl Relay {
                 pending.push(None);
                 continue;
             };
-            pending.push(Self::enqueue(producer, row, name).await);
+            pending.push(Self::enqueue(producer, row, name, self.headers).await);
         }
         // librdkafka never times messages out itself (an individual timeout could fail a row and
         // let a later row of the same key through). The relay waits up to its own deadline; what
@@ -346,27 +349,30 @@ impl Relay {
         producer: &FutureProducer<BrokerWatch>,
         row: &Row,
         topic_name: &str,
+        headers: bool,
     ) -> Option<rdkafka::producer::DeliveryFuture> {
-        let event_id = row.event_id.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: "event-id",
-                value: Some(event_id.as_str()),
-            })
-            .insert(Header {
-                key: "event-type",
-                value: Some(row.event_type.as_str()),
-            });
-        if !row.traceparent.is_empty() {
-            headers = headers.insert(Header {
-                key: "traceparent",
-                value: Some(row.traceparent.as_str()),
-            });
-        }
         let mut record = FutureRecord::to(topic_name)
             .key(row.key.as_str())
-            .payload(row.payload.as_slice())
-            .headers(headers);
+            .payload(row.payload.as_slice());
+        if headers {
+            let event_id = row.event_id.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: "event-id",
+                    value: Some(event_id.as_str()),
+                })
+                .insert(Header {
+                    key: "event-type",
+                    value: Some(row.event_type.as_str()),
+                });
+            if !row.traceparent.is_empty() {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(row.traceparent.as_str()),
+                });
+            }
+            record = record.headers(headers);
+        }
         loop {
             match producer.send_result(record) {
                 Ok(future) => return Some(future),

@@ -9,6 +9,9 @@ use anyhow::{Result, bail};
 
 use crate::{config::Settings, probe::Probe};
 
+/// Whether relays repeat each event's envelope fields as Kafka record headers.
+const RECORD_HEADERS: &str = "REALCHAT_KAFKA_RECORD_HEADERS";
+
 /// One of RealChat's Rust services, as the local topology runs it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ServiceSpec {
@@ -331,6 +334,12 @@ impl Topology {
         }
         if spec.redis {
             env.push(("REALCHAT_REDIS_URL".to_owned(), settings.redis_url()));
+        }
+        // The topology's broker is Tansu, which stores every record header as a SQLite row: the
+        // headers that repeat the envelope's id, type and trace context would double what each
+        // event costs it. Set the variable to keep them.
+        if std::env::var_os(RECORD_HEADERS).is_none() {
+            env.push((RECORD_HEADERS.to_owned(), "false".to_owned()));
         }
         for upstream in spec.upstreams {
             let Some(upstream) = SERVICES.iter().find(|s| s.name == *upstream) else {

@@ -549,3 +549,64 @@ async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_record_headers_publishes_bare_records_with_the_whole_envelope() {
+    let app = TestApp::builder()
+        .gateway(|o| o.rate_limits = false)
+        .messaging(|o| o.relay = false)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = direct(&app, &alice, &bob).await;
+    for i in 0..5 {
+        let response = app
+            .post_as(
+                &alice.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": format!("h{i}"), "body": "no headers"}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let pool = sqlx::PgPool::connect(app.messaging_db.url()).await.unwrap();
+    let kafka = realchat_outbox::KafkaOptions {
+        record_headers: false,
+        ..app.kafka.clone()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = Relay::new(pool, &kafka, RelayOptions::default()).unwrap();
+    let running = tokio::spawn(relay.run(stop.clone()));
+    eventually("the relay to publish", Duration::from_secs(30), || async {
+        (backlog(&app).await == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+
+    let records = read(&app.kafka, Topic::Messages, 6, Duration::from_secs(30)).await;
+    assert!(
+        records.iter().all(|r| r.headers.is_empty()),
+        "no record carries headers"
+    );
+    let created: Vec<(String, i64, String)> = records
+        .iter()
+        .filter_map(|r| {
+            let envelope = r.envelope();
+            match envelope.payload {
+                Some(Payload::MessageCreated(m)) => {
+                    assert_eq!(envelope.event_type, "message.created");
+                    assert!(!envelope.event_id.is_empty(), "the envelope keeps its id");
+                    Some((m.conversation_id, m.seq, m.body))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        created,
+        (1..=5)
+            .map(|seq| (conversation.clone(), seq, "no headers".to_owned()))
+            .collect::<Vec<_>>()
+    );
+}
