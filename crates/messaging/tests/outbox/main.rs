@@ -43,6 +43,29 @@ async fn direct(app: &TestApp, a: &Session, b: &Session) -> String {
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// A system whose messaging runs no relay (the test plays the relays), and a direct conversation
+/// in which the first of its two members sent `n` messages (`<prefix>0`, `<prefix>1`, …) of `body`.
+async fn without_relay_after_sends(n: usize, prefix: &str, body: &str) -> (TestApp, String) {
+    let app = TestApp::builder()
+        .gateway(|o| o.rate_limits = false)
+        .messaging(|o| o.relay = false)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = direct(&app, &alice, &bob).await;
+    for i in 0..n {
+        let response = app
+            .post_as(
+                &alice.access_token,
+                &format!("/v1/conversations/{conversation}/messages"),
+                &json!({"client_msg_id": format!("{prefix}{i}"), "body": body}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    (app, conversation)
+}
+
 /// The `message.created` events among `records`: per conversation, the seqs in the order of their
 /// first appearance (duplicates allowed, they must carry the event id of the first), and how many
 /// distinct events there were.
@@ -193,24 +216,7 @@ async fn a_row_that_commits_after_later_rows_were_published_is_still_published()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_between_publishing_and_deleting_loses_nothing() {
-    // No relay in the service: this test plays the relays itself.
-    let app = TestApp::builder()
-        .gateway(|o| o.rate_limits = false)
-        .messaging(|o| o.relay = false)
-        .spawn()
-        .await;
-    let (alice, bob) = (app.member().await, app.member().await);
-    let conversation = direct(&app, &alice, &bob).await;
-    for i in 0..20 {
-        let response = app
-            .post_as(
-                &alice.access_token,
-                &format!("/v1/conversations/{conversation}/messages"),
-                &json!({"client_msg_id": format!("c{i}"), "body": "crash test"}),
-            )
-            .await;
-        assert_eq!(response.status(), 201);
-    }
+    let (app, conversation) = without_relay_after_sends(20, "c", "crash test").await;
     let waiting = backlog(&app).await;
     assert_eq!(
         waiting, 21,
@@ -552,23 +558,7 @@ async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_without_record_headers_publishes_bare_records_with_the_whole_envelope() {
-    let app = TestApp::builder()
-        .gateway(|o| o.rate_limits = false)
-        .messaging(|o| o.relay = false)
-        .spawn()
-        .await;
-    let (alice, bob) = (app.member().await, app.member().await);
-    let conversation = direct(&app, &alice, &bob).await;
-    for i in 0..5 {
-        let response = app
-            .post_as(
-                &alice.access_token,
-                &format!("/v1/conversations/{conversation}/messages"),
-                &json!({"client_msg_id": format!("h{i}"), "body": "no headers"}),
-            )
-            .await;
-        assert_eq!(response.status(), 201);
-    }
+    let (app, conversation) = without_relay_after_sends(5, "h", "no headers").await;
     let pool = sqlx::PgPool::connect(app.messaging_db.url()).await.unwrap();
     let kafka = realchat_outbox::KafkaOptions {
         record_headers: false,
