@@ -48,8 +48,8 @@ pub mod events {
 }
 
 impl events::v1::envelope::Payload {
-    /// The dotted event type of this payload, as written in `Envelope.event_type` and the
-    /// `event-type` Kafka header.
+    /// The dotted event type of this payload, as written in `Envelope.event_type` and, where the
+    /// relay writes record headers, the `event-type` Kafka header.
     pub fn event_type(&self) -> &'static str {
         use events::v1::envelope::Payload;
         match self {
