@@ -18,6 +18,8 @@ pub enum Error {
         status: u16,
         code: String,
         message: String,
+        /// How long the server asked to wait before trying again (`Retry-After`, on 429 and 503).
+        retry_after: Option<Duration>,
     },
     /// The server could not be reached, or the connection broke.
     #[error("transport: {0}")]
@@ -28,6 +30,9 @@ pub enum Error {
     /// The request needs a login first.
     #[error("not logged in")]
     NotLoggedIn,
+    /// The caller passed something the API cannot take (checked before anything is sent).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
 }
 
 impl Error {
@@ -39,10 +44,37 @@ impl Error {
         }
     }
 
-    /// Whether trying again later can help.
-    fn is_transient(&self) -> bool {
+    /// Whether trying again later can help: the connection broke, the server was overloaded or
+    /// failed (5xx), or it asked the client to slow down (429).
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Error::Transport(_))
-            || matches!(self, Error::Api { status, .. } if *status >= 500)
+            || matches!(self, Error::Api { status, .. } if *status >= 500 || *status == 429)
+    }
+
+    /// What the server asked to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// An API error from a status and the body that came with it (`{"error": {"code",
+    /// "message"}}`; anything else is code `unknown`).
+    pub(crate) fn from_answer(status: u16, body: &[u8], retry_after: Option<Duration>) -> Self {
+        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        Error::Api {
+            status,
+            code: error["error"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            message: error["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            retry_after,
+        }
     }
 }
 
@@ -72,7 +104,8 @@ pub struct Profile {
     pub updated_at: String,
 }
 
-/// Changes to one's profile: `None` leaves a field, `Some(None)` clears it.
+/// Changes to one's profile: `None` leaves a field, `Some(None)` clears it (a display name can
+/// only be changed, not cleared).
 #[derive(Debug, Clone, Default)]
 pub struct ProfileEdit {
     pub display_name: Option<String>,
@@ -123,14 +156,44 @@ pub struct Presence {
 /// Attempts [`Client::send`] makes before giving up on a transient failure.
 const SEND_ATTEMPTS: u32 = 4;
 
-/// A client of one RealChat server.
+/// The longest a send waits on a server's `Retry-After` before trying again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Told the new tokens whenever they change.
+type TokenHook = Arc<dyn Fn(&Tokens) + Send + Sync>;
+
+/// The login every clone of a [`Client`] shares.
+#[derive(Default)]
+struct Auth {
+    tokens: Mutex<Option<Tokens>>,
+    /// Held while a refresh is in flight. A refresh token works once (presenting it again revokes
+    /// the whole login), so concurrent requests that all found their access token expired must
+    /// refresh one at a time, and all but the first use the pair the first one got.
+    refreshing: tokio::sync::Mutex<()>,
+    on_change: Mutex<Option<TokenHook>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let logged_in = lock(&self.tokens).is_some();
+        f.debug_struct("Auth")
+            .field("logged_in", &logged_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client of one RealChat server. Clones share the login.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    tokens: Arc<Mutex<Option<Tokens>>>,
+    auth: Arc<Auth>,
     /// What `wss://` sockets trust: the system's roots and any added ones.
     tls: Arc<rustls::ClientConfig>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Client {
@@ -143,7 +206,7 @@ impl Client {
             Self {
                 http: reqwest::Client::new(),
                 base: base.trim_end_matches('/').to_owned(),
-                tokens: Arc::default(),
+                auth: Arc::default(),
                 tls: Arc::new(tls_config(rustls::RootCertStore::empty())),
             }
         })
@@ -172,7 +235,7 @@ impl Client {
         Ok(Self {
             http: http.build().map_err(|e| Error::Transport(e.to_string()))?,
             base: base.trim_end_matches('/').to_owned(),
-            tokens: Arc::default(),
+            auth: Arc::default(),
             tls: Arc::new(tls_config(roots)),
         })
     }
@@ -191,7 +254,23 @@ impl Client {
 
     /// Uses tokens from an earlier login from now on.
     pub fn set_tokens(&self, tokens: Tokens) {
-        *self.lock() = Some(tokens);
+        *lock(&self.auth.tokens) = Some(tokens);
+    }
+
+    /// Calls `hook` with the new tokens each time a login or a refresh changes them, on every
+    /// clone of this client. Whoever stores tokens should store them there: a refresh spends the
+    /// old refresh token, and presenting a spent one again ends the whole login.
+    pub fn on_tokens_changed(&self, hook: impl Fn(&Tokens) + Send + Sync + 'static) {
+        *lock(&self.auth.on_change) = Some(Arc::new(hook));
+    }
+
+    /// Keeps new tokens and tells the hook.
+    fn store(&self, tokens: &Tokens) {
+        *lock(&self.auth.tokens) = Some(tokens.clone());
+        let hook = lock(&self.auth.on_change).clone();
+        if let Some(hook) = hook {
+            hook(tokens);
+        }
     }
 
     /// The server's base URL.
@@ -199,13 +278,10 @@ impl Client {
         &self.base
     }
 
-    /// The current tokens (they change on refresh: keep them if you store them).
+    /// The current tokens (they change on refresh: keep them if you store them, or see
+    /// [`Client::on_tokens_changed`]).
     pub fn tokens(&self) -> Option<Tokens> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tokens>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.auth.tokens).clone()
     }
 
     async fn call<T: DeserializeOwned>(
@@ -227,6 +303,7 @@ impl Client {
             .await
             .map_err(|e| Error::Transport(e.to_string()))?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
@@ -239,18 +316,7 @@ impl Client {
                 .map(Some)
                 .map_err(|e| Error::Protocol(e.to_string()));
         }
-        let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Err(Error::Api {
-            status: status.as_u16(),
-            code: error["error"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: error["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        })
+        Err(Error::from_answer(status.as_u16(), &bytes, retry_after))
     }
 
     /// A request with the access token; an expired one is refreshed once and the request repeated.
@@ -263,8 +329,7 @@ impl Client {
         let token = self.access_token()?;
         match self.call(method.clone(), path, body, Some(&token)).await {
             Err(error) if error.code() == Some("token_expired") => {
-                self.refresh().await?;
-                let token = self.access_token()?;
+                let token = self.renew(&token).await?.access_token;
                 self.call(method, path, body, Some(&token)).await
             }
             other => other,
@@ -284,7 +349,7 @@ impl Client {
 
     /// The current access token.
     pub fn access_token(&self) -> Result<String, Error> {
-        self.lock()
+        lock(&self.auth.tokens)
             .as_ref()
             .map(|t| t.access_token.clone())
             .ok_or(Error::NotLoggedIn)
@@ -305,29 +370,39 @@ impl Client {
             .call(Method::POST, "/v1/auth/login", Some(&body), None)
             .await?
             .ok_or_else(|| Error::Protocol("an empty answer".into()))?;
-        *self.lock() = Some(tokens.clone());
+        self.store(&tokens);
         Ok(tokens)
     }
 
     /// Exchanges the refresh token for a new pair (the old one is spent).
     pub async fn refresh(&self) -> Result<Tokens, Error> {
-        let refresh_token = self
-            .lock()
-            .as_ref()
-            .map(|t| t.refresh_token.clone())
-            .ok_or(Error::NotLoggedIn)?;
-        let body = json!({"refresh_token": refresh_token});
+        self.refresh_unless(None).await
+    }
+
+    /// A fresh pair after a request was refused with the access token `stale`: refreshed now,
+    /// or the pair another request already got meanwhile.
+    pub(crate) async fn renew(&self, stale: &str) -> Result<Tokens, Error> {
+        self.refresh_unless(Some(stale)).await
+    }
+
+    async fn refresh_unless(&self, stale: Option<&str>) -> Result<Tokens, Error> {
+        let _turn = self.auth.refreshing.lock().await;
+        let current = self.tokens().ok_or(Error::NotLoggedIn)?;
+        if stale.is_some_and(|stale| stale != current.access_token) {
+            return Ok(current);
+        }
+        let body = json!({"refresh_token": current.refresh_token});
         let tokens: Tokens = self
             .call(Method::POST, "/v1/auth/refresh", Some(&body), None)
             .await?
             .ok_or_else(|| Error::Protocol("an empty answer".into()))?;
-        *self.lock() = Some(tokens.clone());
+        self.store(&tokens);
         Ok(tokens)
     }
 
     /// Ends the login (its refresh tokens stop working).
     pub async fn logout(&self) -> Result<(), Error> {
-        let Some(tokens) = self.lock().take() else {
+        let Some(tokens) = lock(&self.auth.tokens).take() else {
             return Ok(());
         };
         let body = json!({"refresh_token": tokens.refresh_token});
@@ -364,6 +439,7 @@ impl Client {
 
     /// Someone's profile.
     pub async fn profile(&self, user_id: &str) -> Result<Profile, Error> {
+        let user_id = segment("user id", user_id)?;
         self.authed_value(Method::GET, &format!("/v1/users/{user_id}"), None)
             .await
     }
@@ -397,6 +473,42 @@ impl Client {
             .await
     }
 
+    /// One conversation.
+    pub async fn conversation(&self, conversation_id: &str) -> Result<Conversation, Error> {
+        let id = segment("conversation id", conversation_id)?;
+        self.authed_value(Method::GET, &format!("/v1/conversations/{id}"), None)
+            .await
+    }
+
+    /// Adds someone to a group; answers the group as it is now.
+    pub async fn add_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> Result<Conversation, Error> {
+        let id = segment("conversation id", conversation_id)?;
+        let body = json!({"user_id": user_id});
+        self.authed_value(
+            Method::POST,
+            &format!("/v1/conversations/{id}/members"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Removes someone (oneself included) from a group.
+    pub async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<(), Error> {
+        let id = segment("conversation id", conversation_id)?;
+        let user_id = segment("user id", user_id)?;
+        self.authed::<Value>(
+            Method::DELETE,
+            &format!("/v1/conversations/{id}/members/{user_id}"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
     /// One's conversations, most recent activity first.
     pub async fn conversations(&self) -> Result<Vec<ConversationSummary>, Error> {
         #[derive(Deserialize)]
@@ -425,13 +537,16 @@ impl Client {
         body: &str,
     ) -> Result<Message, Error> {
         let request = json!({"client_msg_id": client_msg_id, "body": body});
-        let path = format!("/v1/conversations/{conversation_id}/messages");
+        let id = segment("conversation id", conversation_id)?;
+        let path = format!("/v1/conversations/{id}/messages");
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.authed_value(Method::POST, &path, Some(&request)).await {
                 Err(error) if error.is_transient() && attempt < SEND_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    let backoff = Duration::from_millis(200 << attempt);
+                    let asked = error.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER);
+                    tokio::time::sleep(backoff.max(asked)).await;
                 }
                 other => return other,
             }
@@ -445,18 +560,32 @@ impl Client {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<Message>, Error> {
+        let id = segment("conversation id", conversation_id)?;
         self.history(&format!(
-            "/v1/conversations/{conversation_id}/messages?after_seq={after_seq}&limit={limit}"
+            "/v1/conversations/{id}/messages?after_seq={after_seq}&limit={limit}"
+        ))
+        .await
+    }
+
+    /// Messages before `before_seq`, descending (paging back).
+    pub async fn history_before(
+        &self,
+        conversation_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, Error> {
+        let id = segment("conversation id", conversation_id)?;
+        self.history(&format!(
+            "/v1/conversations/{id}/messages?before_seq={before_seq}&limit={limit}"
         ))
         .await
     }
 
     /// The newest messages, descending.
     pub async fn latest(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>, Error> {
-        self.history(&format!(
-            "/v1/conversations/{conversation_id}/messages?limit={limit}"
-        ))
-        .await
+        let id = segment("conversation id", conversation_id)?;
+        self.history(&format!("/v1/conversations/{id}/messages?limit={limit}"))
+            .await
     }
 
     async fn history(&self, path: &str) -> Result<Vec<Message>, Error> {
@@ -471,9 +600,10 @@ impl Client {
     /// Moves one's read position forward.
     pub async fn mark_read(&self, conversation_id: &str, seq: i64) -> Result<(), Error> {
         let body = json!({"seq": seq});
+        let id = segment("conversation id", conversation_id)?;
         self.authed::<Value>(
             Method::POST,
-            &format!("/v1/conversations/{conversation_id}/read"),
+            &format!("/v1/conversations/{id}/read"),
             Some(&body),
         )
         .await
@@ -489,7 +619,7 @@ impl Client {
         let list: List = self
             .authed_value(
                 Method::GET,
-                &format!("/v1/presence?user_ids={}", user_ids.join(",")),
+                &format!("/v1/presence?user_ids={}", encode(&user_ids.join(","))),
                 None,
             )
             .await?;
@@ -529,4 +659,22 @@ fn encode(value: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// `value` as one path segment: percent-encoded, so an id with `/` or `?` in it cannot reach
+/// another endpoint. An empty one is refused here (the server would read a different path).
+fn segment(what: &str, value: &str) -> Result<String, Error> {
+    if value.is_empty() {
+        return Err(Error::Invalid(format!("an empty {what}")));
+    }
+    Ok(encode(value))
+}
+
+/// The wait a `Retry-After` header asks for, in seconds (the form API.md uses).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }

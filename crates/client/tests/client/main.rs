@@ -3,7 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use realchat_client::{Client, Event, Message, ProfileEdit, Socket};
 use test_support::TestApp;
@@ -45,7 +51,7 @@ async fn two_clients_chat_and_a_socket_survives_its_replica_going_away() {
     let conversation = alice.open_direct(&bob_id).await.unwrap();
 
     let mut socket = Socket::connect(&bob).await.unwrap();
-    socket.track(&conversation.id, 0);
+    socket.track(&conversation.id, 0).unwrap();
     let first = alice.send(&conversation.id, "one").await.unwrap();
     assert_eq!(first.seq, 1);
     assert_eq!(next_message(&mut socket).await, first);
@@ -131,7 +137,33 @@ async fn two_clients_chat_and_a_socket_survives_its_replica_going_away() {
     bob.mark_read(&conversation.id, 4).await.unwrap();
     let history = bob.history_after(&conversation.id, 1, 10).await.unwrap();
     assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    let back = bob.history_before(&conversation.id, 4, 2).await.unwrap();
+    assert_eq!(back.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!(
+        bob.conversation(&conversation.id).await.unwrap().last_seq,
+        4
+    );
     let error = bob.profile("not-a-user").await.unwrap_err();
+    assert_eq!(error.code(), Some("not_found"));
+    // A path segment is one segment, whatever is in it.
+    let error = bob.conversation("../users/me").await.unwrap_err();
+    assert!(
+        matches!(error.code(), Some("not_found" | "invalid_argument")),
+        "{error}"
+    );
+    assert!(matches!(
+        socket.track("not-a-conversation", 0),
+        Err(realchat_client::Error::Invalid(_))
+    ));
+
+    // Groups: add and remove members.
+    let carol = user(&app).await;
+    let carol_id = carol.tokens().unwrap().user_id;
+    let group = alice.create_group(&[&bob_id], "three").await.unwrap();
+    let grown = alice.add_member(&group.id, &carol_id).await.unwrap();
+    assert!(grown.member_ids.contains(&carol_id));
+    carol.remove_member(&group.id, &carol_id).await.unwrap();
+    let error = carol.conversation(&group.id).await.unwrap_err();
     assert_eq!(error.code(), Some("not_found"));
 }
 
@@ -152,10 +184,26 @@ async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
         .login(&username, "correct horse battery")
         .await
         .unwrap();
+    let rotations = Arc::new(AtomicUsize::new(0));
+    client.on_tokens_changed({
+        let rotations = Arc::clone(&rotations);
+        move |_| {
+            rotations.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let me = client.me().await.unwrap();
-    assert_eq!(me.username, username);
+    // Several requests find the token expired at once. A refresh token works once, and
+    // presenting it twice revokes the login, so they must share one refresh.
+    let answers = futures::future::join_all((0..6).map(|_| client.me())).await;
+    for me in answers {
+        assert_eq!(me.unwrap().username, username);
+    }
+    assert_eq!(rotations.load(Ordering::SeqCst), 1, "one refresh for all");
     assert_ne!(client.tokens().unwrap().refresh_token, first.refresh_token);
+    // The login is still good: the next expiry is refreshed again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(client.me().await.unwrap().username, username);
+    assert_eq!(rotations.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +259,7 @@ async fn over_tls_the_client_talks_https_and_its_socket_wss() {
         }
     };
     let mut socket = Socket::connect(&clients[1]).await.unwrap();
-    socket.track(&conversation.id, 0);
+    socket.track(&conversation.id, 0).unwrap();
     clients[0].send(&conversation.id, "over TLS").await.unwrap();
     let message = next_message(&mut socket).await;
     assert_eq!((message.seq, message.body.as_str()), (1, "over TLS"));
