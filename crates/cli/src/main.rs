@@ -106,17 +106,29 @@ fn load() -> anyhow::Result<Saved> {
         .with_context(|| format!("{} is damaged: log in again", path.display()))
 }
 
+/// Writes the session: to a new file readable only by the user from the start, then renamed
+/// over the old one, so another `realchat` reading it never sees half a file.
 fn save(saved: &Saved) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
     let path = session_path()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(saved)?)?;
+    let partial = path.with_extension(format!("json.{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
     }
+    let mut file = options
+        .open(&partial)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(saved)?)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -131,25 +143,25 @@ fn client(base: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Clien
     })
 }
 
-/// A client on the saved session; the caller saves it again after (tokens rotate on refresh).
-fn logged_in(
-    url: Option<&str>,
-    ca_cert: Option<&std::path::Path>,
-) -> anyhow::Result<(Client, Saved)> {
+/// A client on the saved session. Tokens are saved again the moment a refresh rotates them,
+/// whatever the command does next: the old refresh token is spent, and presenting it again
+/// would end the login.
+fn logged_in(url: Option<&str>, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
     let saved = load()?;
     let client = client(url.unwrap_or(&saved.url), ca_cert)?;
     client.set_tokens(saved.tokens.clone());
-    Ok((client, saved))
-}
-
-fn keep(client: &Client, mut saved: Saved) -> anyhow::Result<()> {
-    if let Some(tokens) = client.tokens()
-        && tokens != saved.tokens
-    {
-        saved.tokens = tokens;
-        save(&saved)?;
-    }
-    Ok(())
+    let Saved { url, username, .. } = saved;
+    client.on_tokens_changed(move |tokens| {
+        let saved = Saved {
+            url: url.clone(),
+            username: username.clone(),
+            tokens: tokens.clone(),
+        };
+        if let Err(error) = save(&saved) {
+            eprintln!("warning: the renewed login could not be saved: {error:#}");
+        }
+    });
+    Ok(client)
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -164,10 +176,12 @@ fn line(message: &Message, names: &HashMap<String, String>, with_conversation: b
         .cloned()
         .unwrap_or_else(|| message.sender_id.chars().take(8).collect());
     let prefix = if with_conversation {
-        format!(
-            "[{}] ",
-            &message.conversation_id[message.conversation_id.len().saturating_sub(6)..]
-        )
+        let id = &message.conversation_id;
+        let tail: String = id
+            .chars()
+            .skip(id.chars().count().saturating_sub(6))
+            .collect();
+        format!("[{tail}] ")
     } else {
         String::new()
     };
@@ -216,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Logout => {
-            if let Ok((client, _)) = logged_in(url, ca_cert) {
+            if let Ok(client) = logged_in(url, ca_cert) {
                 let _ = client.logout().await;
             }
             let _ = std::fs::remove_file(session_path()?);
@@ -225,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Whoami => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let me = client.me().await?;
             if cli.json {
                 print_json(
@@ -234,10 +248,9 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("{} ({}) on {}", me.username, me.user_id, client.base());
             }
-            keep(&client, saved)?;
         }
         Command::Users { prefix, limit } => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let users = client.search_users(&prefix, limit).await?;
             for user in &users {
                 if cli.json {
@@ -251,10 +264,9 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
-            keep(&client, saved)?;
         }
         Command::Conversations => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             for summary in client.conversations().await? {
                 let c = &summary.conversation;
                 if cli.json {
@@ -270,10 +282,9 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
-            keep(&client, saved)?;
         }
         Command::Open { user } => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let user_id = if user.parse::<uuid_like::Id>().is_ok() {
                 user.clone()
             } else {
@@ -294,23 +305,21 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("{}", conversation.id);
             }
-            keep(&client, saved)?;
         }
         Command::Send { conversation, text } => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let message = client.send(&conversation, &text).await?;
             if cli.json {
                 print_json(&message)?;
             } else {
                 println!("sent #{}", message.seq);
             }
-            keep(&client, saved)?;
         }
         Command::History {
             conversation,
             limit,
         } => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let mut messages = client.latest(&conversation, limit).await?;
             messages.reverse();
             let mut names = HashMap::new();
@@ -322,15 +331,24 @@ async fn main() -> anyhow::Result<()> {
                     println!("{}", line(message, &names, false));
                 }
             }
-            keep(&client, saved)?;
         }
         Command::Tail { conversation } => {
-            let (client, saved) = logged_in(url, ca_cert)?;
+            let client = logged_in(url, ca_cert)?;
             let mut socket = Socket::connect(&client).await?;
-            if let Some(conversation) = &conversation {
-                // Live from now: resume from the newest message there is.
-                let newest = client.latest(conversation, 1).await?;
-                socket.track(conversation, newest.first().map_or(0, |m| m.seq));
+            // Live from now: each conversation resumes from its newest message, so what is sent
+            // while the socket reconnects still comes. (One created later is tracked from its
+            // first message.)
+            match &conversation {
+                Some(conversation) => {
+                    let newest = client.latest(conversation, 1).await?;
+                    socket.track(conversation, newest.first().map_or(0, |m| m.seq))?;
+                }
+                None => {
+                    for summary in client.conversations().await? {
+                        let c = &summary.conversation;
+                        socket.track(&c.id, c.last_seq)?;
+                    }
+                }
             }
             let mut names = HashMap::new();
             while let Some(event) = socket.next().await {
@@ -356,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
                     } => {
                         eprintln!("gap in {conversation_id}: expected #{expected}, got #{got}");
                     }
+                    Event::Error { code, message } => eprintln!("refused: {code}: {message}"),
                     Event::Disconnected { code } if !cli.json => {
                         eprintln!(
                             "(disconnected{}; reconnecting)",
@@ -365,7 +384,6 @@ async fn main() -> anyhow::Result<()> {
                     _ => {}
                 }
             }
-            keep(&client, saved)?;
         }
     }
     Ok(())

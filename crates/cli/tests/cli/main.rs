@@ -119,3 +119,33 @@ async fn two_people_chat_from_two_terminals() {
     assert!(stdout(&realchat(&app, &bob_home, &["conversations"])).contains(&conversation));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_fails_after_a_refresh_keeps_the_renewed_login() {
+    let app = TestApp::builder()
+        .auth(|o| o.access_token_ttl_secs = 1)
+        .gateway(|o| o.token_leeway_secs = 0)
+        .spawn()
+        .await;
+    let home = std::env::temp_dir().join(test_support::unique("realchat-cli-"));
+    let name = test_support::unique("r_");
+    stdout(&realchat(&app, &home, &["register", &name]));
+    stdout(&realchat(&app, &home, &["login", &name]));
+    let session = || std::fs::read_to_string(home.join("realchat/session.json")).unwrap();
+    let first = session();
+    // The access token expires; `send` refreshes it, then fails on a conversation that does not
+    // exist. The refresh spent the saved refresh token, so the new pair must be on disk.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let failed = realchat(&app, &home, &["send", missing, "hello"]);
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("not_found"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert_ne!(session(), first, "the renewed login was saved");
+    // And it works: the next command, after another expiry, refreshes with it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(stdout(&realchat(&app, &home, &["whoami"])).starts_with(name.as_str()));
+}
