@@ -2,12 +2,15 @@
 //!
 //! Sends are issued on a fixed schedule whatever the earlier ones are doing, so a stall shows up
 //! in the latencies instead of lowering the offered rate. Every socket records what it was handed
-//! (after the client's own dedup), and at the end the checker compares that with what the server
-//! acknowledged: every acknowledged message must have reached every socket of every member, once,
-//! in order.
+//! (after the client's own dedup) and what the client dropped: frames the server sent again
+//! (allowed: at least once), and frames that came after a later message of their conversation
+//! (not allowed: out of order). At the end the checker ([`check`]) compares that with what the
+//! server acknowledged: every acknowledged message must have reached every socket of every
+//! member, once, in order, as the message that was acknowledged under its seq.
 
 use std::{
     collections::HashMap,
+    hash::{DefaultHasher, Hash as _, Hasher as _},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -101,16 +104,30 @@ pub(crate) struct Outcome {
 struct Ack {
     due: Instant,
     measured: bool,
+    /// Which message it was ([`id_key`] of its id).
+    id: u64,
 }
 
-/// What one socket was handed, per conversation index: `(seq, arrival)` in arrival order.
+/// A message id as a number, so a socket's record of hundreds of thousands of arrivals stays
+/// small.
+fn id_key(id: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What one socket was handed, per conversation index: `(seq, message id key, arrival)` in
+/// arrival order.
 #[derive(Debug, Default)]
 struct Track {
-    arrivals: HashMap<usize, Vec<(i64, Instant)>>,
+    arrivals: HashMap<usize, Vec<(i64, u64, Instant)>>,
     /// The first few gaps the socket saw: `(conversation index, expected seq, seq that came)`.
     gaps: Vec<(usize, i64, i64)>,
     gap_count: u64,
     disconnects: u64,
+    /// Frames the client dropped: sent again, and out of order.
+    duplicates_dropped: u64,
+    late_dropped: u64,
 }
 
 /// Violations described, at most this many of each kind, so a failed run says where to look.
@@ -147,7 +164,7 @@ pub(crate) async fn connect(
     let rate = sockets.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     for (user, socket, _) in &sockets {
         for conversation in conversations_of(*user) {
-            socket.track(&conversation, 0);
+            socket.track(&conversation, 0)?;
         }
     }
     Ok((sockets, rate))
@@ -207,6 +224,9 @@ pub(crate) async fn run(
     let acked: Arc<Mutex<HashMap<(usize, i64), Ack>>> = Arc::default();
     let send_latency: Arc<Mutex<Latency>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
+    // Acknowledgements, and those that gave a seq already acknowledged for another message.
+    let answered = Arc::new(AtomicU64::new(0));
+    let collisions = Arc::new(AtomicU64::new(0));
     let started = Instant::now() + Duration::from_millis(200);
     let conversations = load.conversations.len();
     let outage = load
@@ -222,10 +242,12 @@ pub(crate) async fn run(
         let sender =
             conversation.senders[(k as usize / conversations) % conversation.senders.len()];
         let (client, id) = (clients[sender].clone(), conversation.id.clone());
-        let (acked, send_latency, errors) = (
+        let (acked, send_latency, errors, answered, collisions) = (
             Arc::clone(&acked),
             Arc::clone(&send_latency),
             Arc::clone(&errors),
+            Arc::clone(&answered),
+            Arc::clone(&collisions),
         );
         let measured = k >= measured_from;
         sends.push(tokio::spawn(async move {
@@ -234,7 +256,17 @@ pub(crate) async fn run(
                     if measured {
                         lock(&send_latency).record(due.elapsed());
                     }
-                    lock(&acked).insert((c, message.seq), Ack { due, measured });
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    let ack = Ack {
+                        due,
+                        measured,
+                        id: id_key(&message.id),
+                    };
+                    if let Some(earlier) = lock(&acked).insert((c, message.seq), ack)
+                        && earlier.id != ack.id
+                    {
+                        collisions.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(error) => {
                     if errors.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -269,8 +301,8 @@ pub(crate) async fn run(
     let mut tracks = Vec::with_capacity(readers.len());
     let mut urls = Vec::with_capacity(readers.len());
     for (user, url, reader) in readers {
-        let (track, dropped) = reader.await.context("a socket reader panicked")?;
-        tracks.push((user, track, dropped));
+        let track = reader.await.context("a socket reader panicked")?;
+        tracks.push((user, track));
         urls.push(url);
     }
 
@@ -280,81 +312,28 @@ pub(crate) async fn run(
         started + Duration::from_secs_f64(load.warmup),
         started + Duration::from_secs_f64(load.warmup + load.duration),
     );
-    let (mut lost, mut duplicates, mut reordered, mut gaps, mut raw_duplicates) = (0, 0, 0, 0, 0);
-    let (mut delivered_total, mut in_window, mut disconnects) = (0u64, 0u64, 0u64);
-    let mut e2e = Latency::default();
-    let mut backlog_delivered: Option<Instant> = None;
-    let mut member_sockets: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, (user, _, _)) in tracks.iter().enumerate() {
-        member_sockets.entry(*user).or_default().push(i);
-    }
-    // Per socket and conversation: arrival by seq, after counting order and duplicates.
-    let mut by_seq: Vec<HashMap<usize, HashMap<i64, Instant>>> = Vec::with_capacity(tracks.len());
-    let socket_name = |socket: usize| {
-        let (user, url) = (tracks[socket].0, &urls[socket]);
-        if url.is_empty() {
-            format!("socket {socket} (user {user})")
-        } else {
-            format!("socket {socket} (user {user}, {url})")
-        }
-    };
-    let mut described = Vec::new();
-    for (socket, (_, track, dropped)) in tracks.iter().enumerate() {
-        raw_duplicates += dropped;
-        gaps += track.gap_count;
-        for (c, expected, got) in &track.gaps {
-            if described.len() < DESCRIBED {
-                described.push(format!(
-                    "gap: {} was handed seq {got} of conversation {c} when {expected} was due",
-                    socket_name(socket)
-                ));
-            }
-        }
-        disconnects += track.disconnects;
-        let mut sockets_seqs = HashMap::new();
-        for (c, arrivals) in &track.arrivals {
-            let mut seqs: HashMap<i64, Instant> = HashMap::with_capacity(arrivals.len());
-            let mut highest = 0;
-            for (seq, at) in arrivals {
-                if seqs.insert(*seq, *at).is_some() {
-                    duplicates += 1;
-                    continue;
-                }
-                if *seq < highest {
-                    reordered += 1;
-                }
-                highest = highest.max(*seq);
-                delivered_total += 1;
-                if (window.0..window.1).contains(at) {
-                    in_window += 1;
-                }
-            }
-            sockets_seqs.insert(*c, seqs);
-        }
-        by_seq.push(sockets_seqs);
-    }
-    for ((c, seq), ack) in &acked {
-        for member in &load.conversations[*c].members {
-            for socket in member_sockets.get(member).into_iter().flatten() {
-                let Some(at) = by_seq[*socket].get(c).and_then(|seqs| seqs.get(seq)) else {
-                    lost += 1;
-                    if described.len() < 2 * DESCRIBED {
-                        described.push(format!(
-                            "lost: {} never had seq {seq} of conversation {c}",
-                            socket_name(*socket)
-                        ));
-                    }
-                    continue;
-                };
-                if ack.measured {
-                    e2e.record(at.saturating_duration_since(ack.due));
-                }
-                if broker_back.is_some_and(|back| ack.due < back) {
-                    backlog_delivered = backlog_delivered.max(Some(*at));
-                }
-            }
-        }
-    }
+    let members: Vec<&[usize]> = load
+        .conversations
+        .iter()
+        .map(|c| c.members.as_slice())
+        .collect();
+    let checked = check(&acked, &members, &tracks, &urls, window, broker_back);
+    let Checked {
+        lost,
+        duplicates,
+        reordered,
+        gaps,
+        raw_duplicates,
+        mismatched,
+        delivered_total,
+        in_window,
+        disconnects,
+        ref e2e,
+        backlog_delivered,
+        ref described,
+    } = checked;
+    let answered = answered.load(Ordering::Relaxed);
+    let collisions = collisions.load(Ordering::Relaxed);
     let send_latency = lock(&send_latency).clone();
     let errors = errors.load(Ordering::Relaxed);
 
@@ -363,7 +342,7 @@ pub(crate) async fn run(
     report.set("warmup_s", load.warmup);
     report.set("conversations", load.conversations.len());
     report.set("sent", sent);
-    report.set("acked", acked.len());
+    report.set("acked", answered);
     report.set("send_errors", errors);
     report.set(
         "acked_per_s",
@@ -380,6 +359,8 @@ pub(crate) async fn run(
     report.set("duplicates", duplicates);
     report.set("duplicates_raw", raw_duplicates);
     report.set("reordered", reordered);
+    report.set("mismatched", mismatched);
+    report.set("seq_collisions", collisions);
     report.set("gaps", gaps);
     report.set("disconnects", disconnects);
     report.set(
@@ -392,8 +373,7 @@ pub(crate) async fn run(
         tracks.len(), connect_rate
     ));
     report.say(format!(
-        "sends       {sent} sent, {} acknowledged, {errors} failed;  {}",
-        acked.len(),
+        "sends       {sent} sent, {answered} acknowledged, {errors} failed;  {}",
         send_latency.line()
     ));
     report.say(format!(
@@ -403,7 +383,7 @@ pub(crate) async fn run(
         in_window as f64 / load.duration
     ));
     report.say(format!(
-        "checked     lost {lost}  duplicates {duplicates} (server sent {raw_duplicates} again, dropped by the client)  reordered {reordered}  gaps {gaps}  reconnects {disconnects}"
+        "checked     lost {lost}  duplicates {duplicates} (server sent {raw_duplicates} again, dropped by the client)  reordered {reordered}  gaps {gaps}  mismatched {mismatched}  reconnects {disconnects}"
     ));
     if errors > 0 {
         report.fail(format!("{errors} sends failed"));
@@ -417,6 +397,21 @@ pub(crate) async fn run(
     if reordered > 0 || gaps > 0 {
         report.fail(format!("{reordered} messages out of order, {gaps} gaps"));
     }
+    if mismatched > 0 {
+        report.fail(format!(
+            "{mismatched} deliveries carried another message than the one acknowledged under their seq"
+        ));
+    }
+    if collisions > 0 {
+        report.fail(format!(
+            "{collisions} acknowledgements gave a seq already given to another message"
+        ));
+    }
+    if answered + errors != sent {
+        report.fail(format!(
+            "{sent} sends issued, but {answered} acknowledged and {errors} failed"
+        ));
+    }
     for line in described {
         report.say(format!("violation   {line}"));
     }
@@ -426,14 +421,135 @@ pub(crate) async fn run(
     })
 }
 
-/// Reads one socket until told to stop; returns what it was handed and how many duplicates the
-/// client dropped.
+/// What the checker found.
+#[derive(Debug, Default)]
+struct Checked {
+    /// Acknowledged deliveries that never came (per member socket).
+    lost: u64,
+    /// Messages the client handed out twice (its dedup failed).
+    duplicates: u64,
+    /// Messages out of order: handed out after a later one, or dropped by the client because
+    /// they came after a later one.
+    reordered: u64,
+    gaps: u64,
+    /// Frames the server sent again, which the client dropped (allowed).
+    raw_duplicates: u64,
+    /// Deliveries of a seq that carried another message than the one acknowledged under it.
+    mismatched: u64,
+    delivered_total: u64,
+    /// Deliveries that arrived in the measured window.
+    in_window: u64,
+    disconnects: u64,
+    /// From a measured send's due time to each member socket's arrival.
+    e2e: Latency,
+    /// When the last message acknowledged before `broker_back` reached its last socket.
+    backlog_delivered: Option<Instant>,
+    /// A few violations, described.
+    described: Vec<String>,
+}
+
+/// Compares what was acknowledged (per conversation index and seq) with what every socket was
+/// handed. `tracks` are `(user index, track)`; `urls` name each socket's endpoint (empty for the
+/// gateway's); `members` are each conversation's user indexes.
+fn check(
+    acked: &HashMap<(usize, i64), Ack>,
+    members: &[&[usize]],
+    tracks: &[(usize, Track)],
+    urls: &[String],
+    window: (Instant, Instant),
+    broker_back: Option<Instant>,
+) -> Checked {
+    let mut checked = Checked::default();
+    let mut member_sockets: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, (user, _)) in tracks.iter().enumerate() {
+        member_sockets.entry(*user).or_default().push(i);
+    }
+    let socket_name = |socket: usize| {
+        let user = tracks[socket].0;
+        match urls.get(socket).filter(|url| !url.is_empty()) {
+            Some(url) => format!("socket {socket} (user {user}, {url})"),
+            None => format!("socket {socket} (user {user})"),
+        }
+    };
+    // Per socket and conversation: (message id key, arrival) by seq.
+    type BySeq = HashMap<usize, HashMap<i64, (u64, Instant)>>;
+    let mut by_seq: Vec<BySeq> = Vec::with_capacity(tracks.len());
+    for (socket, (_, track)) in tracks.iter().enumerate() {
+        checked.raw_duplicates += track.duplicates_dropped;
+        checked.reordered += track.late_dropped;
+        checked.gaps += track.gap_count;
+        checked.disconnects += track.disconnects;
+        for (c, expected, got) in &track.gaps {
+            if checked.described.len() < DESCRIBED {
+                checked.described.push(format!(
+                    "gap: {} was handed seq {got} of conversation {c} when {expected} was due",
+                    socket_name(socket)
+                ));
+            }
+        }
+        let mut sockets_seqs = HashMap::new();
+        for (c, arrivals) in &track.arrivals {
+            let mut seqs: HashMap<i64, (u64, Instant)> = HashMap::with_capacity(arrivals.len());
+            let mut highest = 0;
+            for (seq, id, at) in arrivals {
+                if seqs.insert(*seq, (*id, *at)).is_some() {
+                    checked.duplicates += 1;
+                    continue;
+                }
+                if *seq < highest {
+                    checked.reordered += 1;
+                }
+                highest = highest.max(*seq);
+                checked.delivered_total += 1;
+                if (window.0..window.1).contains(at) {
+                    checked.in_window += 1;
+                }
+            }
+            sockets_seqs.insert(*c, seqs);
+        }
+        by_seq.push(sockets_seqs);
+    }
+    for ((c, seq), ack) in acked {
+        for member in members[*c] {
+            for socket in member_sockets.get(member).into_iter().flatten() {
+                let Some((id, at)) = by_seq[*socket].get(c).and_then(|seqs| seqs.get(seq)) else {
+                    checked.lost += 1;
+                    if checked.described.len() < 2 * DESCRIBED {
+                        checked.described.push(format!(
+                            "lost: {} never had seq {seq} of conversation {c}",
+                            socket_name(*socket)
+                        ));
+                    }
+                    continue;
+                };
+                if *id != ack.id {
+                    checked.mismatched += 1;
+                    if checked.described.len() < 3 * DESCRIBED {
+                        checked.described.push(format!(
+                            "mismatched: {} was handed another message as seq {seq} of conversation {c} than the one acknowledged",
+                            socket_name(*socket)
+                        ));
+                    }
+                }
+                if ack.measured {
+                    checked.e2e.record(at.saturating_duration_since(ack.due));
+                }
+                if broker_back.is_some_and(|back| ack.due < back) {
+                    checked.backlog_delivered = checked.backlog_delivered.max(Some(*at));
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Reads one socket until told to stop; returns what it was handed and what the client dropped.
 async fn read(
     mut socket: Socket,
     index: Arc<HashMap<String, usize>>,
     delivered: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
-) -> (Track, u64) {
+) -> Track {
     let mut track = Track::default();
     loop {
         let event = tokio::select! {
@@ -445,11 +561,11 @@ async fn read(
             Event::Message(message) => {
                 let at = Instant::now();
                 if let Some(c) = index.get(&message.conversation_id) {
-                    track
-                        .arrivals
-                        .entry(*c)
-                        .or_default()
-                        .push((message.seq, at));
+                    track.arrivals.entry(*c).or_default().push((
+                        message.seq,
+                        id_key(&message.id),
+                        at,
+                    ));
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -469,12 +585,112 @@ async fn read(
             _ => {}
         }
     }
-    let dropped = socket.duplicates_dropped();
-    (track, dropped)
+    track.duplicates_dropped = socket.duplicates_dropped();
+    track.late_dropped = socket.late_dropped();
+    track
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Two users in conversation 0, one socket each; seqs 1 to 3 acknowledged.
+    fn acked(start: Instant) -> HashMap<(usize, i64), Ack> {
+        (1..=3)
+            .map(|seq| {
+                let ack = Ack {
+                    due: start,
+                    measured: true,
+                    id: id_key(&format!("m{seq}")),
+                };
+                ((0, seq), ack)
+            })
+            .collect()
+    }
+
+    fn track(start: Instant, seqs: &[i64]) -> Track {
+        let arrivals = seqs
+            .iter()
+            .map(|seq| (*seq, id_key(&format!("m{seq}")), start))
+            .collect();
+        Track {
+            arrivals: HashMap::from([(0, arrivals)]),
+            ..Track::default()
+        }
+    }
+
+    fn run_check(start: Instant, tracks: Vec<Track>) -> Checked {
+        let tracks: Vec<(usize, Track)> = tracks.into_iter().enumerate().collect();
+        let members: [&[usize]; 1] = [&[0, 1]];
+        let window = (start, start + Duration::from_secs(1));
+        check(&acked(start), &members, &tracks, &[], window, None)
+    }
+
+    #[test]
+    fn everything_once_in_order_passes() {
+        let start = Instant::now();
+        let checked = run_check(
+            start,
+            vec![track(start, &[1, 2, 3]), track(start, &[1, 2, 3])],
+        );
+        assert_eq!(
+            (
+                checked.lost,
+                checked.duplicates,
+                checked.reordered,
+                checked.mismatched
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(checked.delivered_total, 6);
+        assert_eq!(checked.e2e.count(), 6);
+        assert!(checked.described.is_empty());
+    }
+
+    #[test]
+    fn a_missing_delivery_is_lost_and_named() {
+        let start = Instant::now();
+        let checked = run_check(start, vec![track(start, &[1, 2, 3]), track(start, &[1, 3])]);
+        assert_eq!(checked.lost, 1);
+        assert!(checked.described[0].contains("socket 1 (user 1) never had seq 2"));
+    }
+
+    #[test]
+    fn twice_handed_and_out_of_order_are_counted() {
+        let start = Instant::now();
+        let checked = run_check(
+            start,
+            vec![track(start, &[1, 2, 2, 3]), track(start, &[2, 1, 3])],
+        );
+        assert_eq!(checked.duplicates, 1);
+        assert_eq!(checked.reordered, 1);
+        assert_eq!(checked.lost, 0);
+    }
+
+    #[test]
+    fn what_the_client_dropped_is_counted_apart() {
+        let start = Instant::now();
+        let mut late = track(start, &[1, 2, 3]);
+        late.late_dropped = 1;
+        late.duplicates_dropped = 4;
+        let checked = run_check(start, vec![late, track(start, &[1, 2, 3])]);
+        assert_eq!((checked.reordered, checked.raw_duplicates), (1, 4));
+        assert_eq!(checked.duplicates, 0);
+    }
+
+    #[test]
+    fn another_message_under_an_acknowledged_seq_is_a_mismatch() {
+        let start = Instant::now();
+        let mut wrong = track(start, &[1, 2, 3]);
+        wrong.arrivals.get_mut(&0).unwrap()[1].1 = id_key("someone else's message");
+        let checked = run_check(start, vec![wrong, track(start, &[1, 2, 3])]);
+        assert_eq!((checked.mismatched, checked.lost), (1, 0));
+    }
 }

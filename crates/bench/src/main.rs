@@ -6,7 +6,8 @@
 //!
 //! Scenarios:
 //! - `direct`: many 1:1 conversations, every member with a socket.
-//! - `group-fanout`: one group (1,000 members by default), every member with a socket.
+//! - `group-fanout`: one group (1,000 members by default), or several apart (`--groups`), every
+//!   member with a socket.
 //! - `connections`: hold many idle sockets on one delivery replica; memory per socket.
 //! - `outage`: `direct` load while the broker is stopped for a while; the backlog's drain time.
 //!
@@ -53,9 +54,12 @@ struct Cli {
     /// 100 for `connections`].
     #[arg(long)]
     users: Option<usize>,
-    /// Members of the `group-fanout` group (at most 1,000).
+    /// Members of each `group-fanout` group (at most 1,000).
     #[arg(long, default_value_t = 1000)]
     group_size: usize,
+    /// Groups `group-fanout` sends to, in turn, each with its own members.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
     /// Sockets each user holds (each must get every message).
     #[arg(long, default_value_t = 1)]
     sockets_per_user: usize,
@@ -233,11 +237,16 @@ async fn direct(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `group-fanout`: one group, everyone's socket gets every message.
+/// `group-fanout`: one group (or `--groups` of them, with members of their own), every member's
+/// socket gets every message of its group.
 async fn group_fanout(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let size = cli.users.unwrap_or(cli.group_size);
     if !(2..=1000).contains(&size) {
         bail!("a group has 2 to 1,000 members");
+    }
+    let groups = cli.groups;
+    if groups == 0 {
+        bail!("--groups must be at least 1");
     }
     let rate = cli.rate.unwrap_or(100.0);
     let limit = if cli.no_limits {
@@ -245,22 +254,29 @@ async fn group_fanout(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     } else {
         eprintln!("measuring the bare fan-out limit with {size} sockets");
         let messages = (200_000 / size as u64).clamp(200, 5_000);
+        // One group's worth of sockets: a message goes to one group at a time.
         let limit = limits::bare_fanout(size * cli.sockets_per_user, messages).await?;
         report.set("limit_bare_fanout_per_s", limit.round());
         Some(limit)
     };
     let run = setup::run_id();
-    let clients = setup::users(&cli.url, &run, size).await?;
+    let clients = setup::users(&cli.url, &run, size * groups).await?;
     let ids = setup::ids(&clients);
-    let group = setup::group(&clients, &ids).await?;
-    report.set("users", size);
+    let mut conversations = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let members = g * size..(g + 1) * size;
+        let id = setup::group(&clients[members.clone()], &ids[members.clone()]).await?;
+        conversations.push(Conversation {
+            id,
+            members: members.clone().collect(),
+            senders: members.collect(),
+        });
+    }
+    report.set("users", size * groups);
     report.set("group_size", size);
+    report.set("groups", groups);
     let load = Load {
-        conversations: vec![Conversation {
-            id: group,
-            members: (0..size).collect(),
-            senders: (0..size).collect(),
-        }],
+        conversations,
         rate,
         warmup: cli.warmup,
         duration: cli.duration.unwrap_or(10.0),
@@ -332,6 +348,23 @@ async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     report.set("sockets", sockets);
     report.set("connect_per_s", connect_rate.round());
     report.set("hold_s", cli.hold);
+    // The keys every scenario reports: nothing is sent while the sockets are held.
+    report.set("offered_rate", 0);
+    report.set("duration_s", cli.hold);
+    for key in [
+        "sent",
+        "acked",
+        "delivered_per_s",
+        "lost",
+        "duplicates",
+        "reordered",
+        "gaps",
+    ] {
+        report.set(key, 0);
+    }
+    for key in ["e2e_p50_ms", "e2e_p99_ms", "e2e_max_ms"] {
+        report.set(key, serde_json::Value::Null);
+    }
     report.set("disconnects", disconnects);
     report.say(format!(
         "connections {sockets} sockets of {users} users to {ws_url}, connected at {connect_rate:.0}/s, held {} s, {disconnects} dropped",
