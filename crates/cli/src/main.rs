@@ -15,7 +15,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use realchat_client::{Client, Event, Message, Socket, Tokens};
+use realchat_client::{Client, Event, Message, Socket, TokenStore, Tokens};
 use serde::{Deserialize, Serialize};
 
 /// Chat on a RealChat server from the terminal.
@@ -143,24 +143,42 @@ fn client(base: &str, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Clien
     })
 }
 
-/// A client on the saved session. Tokens are saved again the moment a refresh rotates them,
-/// whatever the command does next: the old refresh token is spent, and presenting it again
-/// would end the login.
-fn logged_in(url: Option<&str>, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let saved = load()?;
-    let client = client(url.unwrap_or(&saved.url), ca_cert)?;
-    client.set_tokens(saved.tokens.clone());
-    let Saved { url, username, .. } = saved;
-    client.on_tokens_changed(move |tokens| {
+/// The session file as the client's token store. Every `realchat` running on it (a `tail` in one
+/// terminal, `send`s in another) saves a renewed pair at once, whatever the command does next,
+/// and takes the pair another one renewed instead of presenting its own spent refresh token,
+/// which would end the login.
+struct SessionFile {
+    url: String,
+    username: String,
+}
+
+impl TokenStore for SessionFile {
+    fn load(&self) -> Option<Tokens> {
+        load()
+            .ok()
+            .filter(|saved| saved.username == self.username)
+            .map(|saved| saved.tokens)
+    }
+
+    fn save(&self, tokens: &Tokens) {
         let saved = Saved {
-            url: url.clone(),
-            username: username.clone(),
+            url: self.url.clone(),
+            username: self.username.clone(),
             tokens: tokens.clone(),
         };
         if let Err(error) = save(&saved) {
             eprintln!("warning: the renewed login could not be saved: {error:#}");
         }
-    });
+    }
+}
+
+/// A client on the saved session.
+fn logged_in(url: Option<&str>, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let saved = load()?;
+    let client = client(url.unwrap_or(&saved.url), ca_cert)?;
+    client.set_tokens(saved.tokens.clone());
+    let Saved { url, username, .. } = saved;
+    client.keep_tokens_in(SessionFile { url, username });
     Ok(client)
 }
 

@@ -159,8 +159,18 @@ const SEND_ATTEMPTS: u32 = 4;
 /// The longest a send waits on a server's `Retry-After` before trying again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// Told the new tokens whenever they change.
-type TokenHook = Arc<dyn Fn(&Tokens) + Send + Sync>;
+/// Where a login is kept besides the client's memory: a file, a keychain, a database row.
+///
+/// A refresh token works once, and presenting a spent one again ends the whole login. So whoever
+/// keeps tokens must keep each new pair the moment it exists ([`TokenStore::save`]), and a client
+/// whose login another process may renew (two terminals on one saved session) must look there
+/// before it renews itself ([`TokenStore::load`]).
+pub trait TokenStore: Send + Sync {
+    /// The newest pair kept, if any: what another process may have renewed meanwhile.
+    fn load(&self) -> Option<Tokens>;
+    /// Keeps the pair a login or a refresh just got.
+    fn save(&self, tokens: &Tokens);
+}
 
 /// The login every clone of a [`Client`] shares.
 #[derive(Default)]
@@ -170,8 +180,14 @@ struct Auth {
     /// the whole login), so concurrent requests that all found their access token expired must
     /// refresh one at a time, and all but the first use the pair the first one got.
     refreshing: tokio::sync::Mutex<()>,
-    on_change: Mutex<Option<TokenHook>>,
+    store: Mutex<Option<Arc<dyn TokenStore>>>,
+    /// The refresh tokens this client spent, newest last: a store that still holds one (its save
+    /// failed) must not hand it back.
+    spent: Mutex<Vec<String>>,
 }
+
+/// Spent refresh tokens remembered.
+const SPENT_REMEMBERED: usize = 4;
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -257,19 +273,22 @@ impl Client {
         *lock(&self.auth.tokens) = Some(tokens);
     }
 
-    /// Calls `hook` with the new tokens each time a login or a refresh changes them, on every
-    /// clone of this client. Whoever stores tokens should store them there: a refresh spends the
-    /// old refresh token, and presenting a spent one again ends the whole login.
-    pub fn on_tokens_changed(&self, hook: impl Fn(&Tokens) + Send + Sync + 'static) {
-        *lock(&self.auth.on_change) = Some(Arc::new(hook));
+    /// Keeps the login in `store` too, for every clone of this client: each pair a login or a
+    /// refresh gets is saved there at once, and before renewing an expired access token the
+    /// client takes a newer pair from there if another process already renewed it.
+    pub fn keep_tokens_in(&self, store: impl TokenStore + 'static) {
+        *lock(&self.auth.store) = Some(Arc::new(store));
     }
 
-    /// Keeps new tokens and tells the hook.
+    fn token_store(&self) -> Option<Arc<dyn TokenStore>> {
+        lock(&self.auth.store).clone()
+    }
+
+    /// Keeps new tokens, in memory and in the store.
     fn store(&self, tokens: &Tokens) {
         *lock(&self.auth.tokens) = Some(tokens.clone());
-        let hook = lock(&self.auth.on_change).clone();
-        if let Some(hook) = hook {
-            hook(tokens);
+        if let Some(store) = self.token_store() {
+            store.save(tokens);
         }
     }
 
@@ -279,7 +298,7 @@ impl Client {
     }
 
     /// The current tokens (they change on refresh: keep them if you store them, or see
-    /// [`Client::on_tokens_changed`]).
+    /// [`Client::keep_tokens_in`]).
     pub fn tokens(&self) -> Option<Tokens> {
         lock(&self.auth.tokens).clone()
     }
@@ -387,15 +406,33 @@ impl Client {
 
     async fn refresh_unless(&self, stale: Option<&str>) -> Result<Tokens, Error> {
         let _turn = self.auth.refreshing.lock().await;
-        let current = self.tokens().ok_or(Error::NotLoggedIn)?;
+        let mut current = self.tokens().ok_or(Error::NotLoggedIn)?;
+        // Another process sharing the store may have renewed the login: its pair is the live
+        // one, and ours is spent.
+        if let Some(stored) = self.token_store().and_then(|store| store.load())
+            && stored.user_id == current.user_id
+            && stored.refresh_token != current.refresh_token
+            && !lock(&self.auth.spent).contains(&stored.refresh_token)
+        {
+            *lock(&self.auth.tokens) = Some(stored.clone());
+            current = stored;
+        }
         if stale.is_some_and(|stale| stale != current.access_token) {
             return Ok(current);
         }
         let body = json!({"refresh_token": current.refresh_token});
-        let tokens: Tokens = self
+        let answer = self
             .call(Method::POST, "/v1/auth/refresh", Some(&body), None)
-            .await?
-            .ok_or_else(|| Error::Protocol("an empty answer".into()))?;
+            .await;
+        if !matches!(&answer, Err(error) if error.is_transient()) {
+            // Answered: the token is spent whatever the answer was.
+            let mut spent = lock(&self.auth.spent);
+            if spent.len() == SPENT_REMEMBERED {
+                spent.remove(0);
+            }
+            spent.push(current.refresh_token);
+        }
+        let tokens: Tokens = answer?.ok_or_else(|| Error::Protocol("an empty answer".into()))?;
         self.store(&tokens);
         Ok(tokens)
     }

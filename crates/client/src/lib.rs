@@ -3,8 +3,8 @@
 //! - [`Client`]: the HTTP API, over `http://` or `https://` (the system's roots, plus any given to
 //!   [`Client::with_root_certificates`]). It keeps the tokens of the last login and, when an access token
 //!   expires, refreshes it once and repeats the request; concurrent requests share one refresh
-//!   (a refresh token works once), and [`Client::on_tokens_changed`] tells whoever stores the
-//!   tokens. [`Client::send`] generates the `client_msg_id` and retries transport failures,
+//!   (a refresh token works once), and a [`TokenStore`] keeps each new pair at once and hands
+//!   over one another process renewed. [`Client::send`] generates the `client_msg_id` and retries transport failures,
 //!   `429` and `5xx` with the same id (waiting at least what `Retry-After` asks), which the
 //!   server turns into the original message: a retry never makes a second copy.
 //! - [`Socket`]: the WebSocket. It reconnects with backoff, resumes every conversation from the
@@ -18,6 +18,6 @@ mod socket;
 
 pub use api::{
     Client, Conversation, ConversationSummary, Error, Message, Presence, Profile, ProfileEdit,
-    Tokens, User,
+    TokenStore, Tokens, User,
 };
 pub use socket::{Event, Socket};

@@ -10,7 +10,10 @@ use std::{
 };
 
 use test_support::TestApp;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader, Lines},
+    process::{Child, ChildStdout},
+};
 
 /// Runs `realchat` with its own config directory (one per person).
 fn realchat(app: &TestApp, home: &Path, args: &[&str]) -> Output {
@@ -35,6 +38,74 @@ fn stdout(output: &Output) -> String {
         .to_owned()
 }
 
+/// Alice and Bob, each registered and logged in with a config directory of their own.
+struct Two {
+    dir: std::path::PathBuf,
+    alice_home: std::path::PathBuf,
+    bob_home: std::path::PathBuf,
+    alice: String,
+    bob: String,
+}
+
+fn alice_and_bob(app: &TestApp) -> Two {
+    let dir = std::env::temp_dir().join(test_support::unique("realchat-cli-"));
+    let (alice_home, bob_home) = (dir.join("alice"), dir.join("bob"));
+    let (alice, bob) = (test_support::unique("a_"), test_support::unique("b_"));
+    for (home, name) in [(&alice_home, &alice), (&bob_home, &bob)] {
+        stdout(&realchat(app, home, &["register", name]));
+        assert!(stdout(&realchat(app, home, &["login", name])).contains(name.as_str()));
+    }
+    Two {
+        dir,
+        alice_home,
+        bob_home,
+        alice,
+        bob,
+    }
+}
+
+/// Alice opens a chat with Bob by name, once Bob's profile exists (a moment after registration).
+async fn open_chat(app: &TestApp, two: &Two) -> String {
+    test_support::eventually(
+        "alice to open a chat with bob",
+        Duration::from_secs(20),
+        || {
+            let output = realchat(app, &two.alice_home, &["open", &two.bob]);
+            async move {
+                output
+                    .status
+                    .success()
+                    .then(|| String::from_utf8(output.stdout).unwrap().trim().to_owned())
+            }
+        },
+    )
+    .await
+}
+
+/// `realchat tail --json` in `home`, and its lines.
+fn tail(app: &TestApp, home: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_realchat"))
+        .args(["tail", "--json"])
+        .env("REALCHAT_URL", &app.base)
+        .env("XDG_CONFIG_HOME", home)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    (tail, lines)
+}
+
+/// The next message `tail` printed.
+async fn next_printed(lines: &mut Lines<BufReader<ChildStdout>>) -> serde_json::Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("tail printed nothing")
+        .unwrap()
+        .expect("tail ended");
+    serde_json::from_str(&line).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_chat_from_two_terminals() {
     let app = TestApp::builder()
@@ -42,14 +113,15 @@ async fn two_people_chat_from_two_terminals() {
         .delivery_replicas(1)
         .spawn()
         .await;
-    let dir = std::env::temp_dir().join(test_support::unique("realchat-cli-"));
-    let (alice_home, bob_home) = (dir.join("alice"), dir.join("bob"));
-    let (alice, bob) = (test_support::unique("a_"), test_support::unique("b_"));
-    for (home, name) in [(&alice_home, &alice), (&bob_home, &bob)] {
-        stdout(&realchat(&app, home, &["register", name]));
-        assert!(stdout(&realchat(&app, home, &["login", name])).contains(name.as_str()));
-    }
-    assert!(stdout(&realchat(&app, &alice_home, &["whoami"])).starts_with(alice.as_str()));
+    let two = alice_and_bob(&app);
+    let Two {
+        dir,
+        alice_home,
+        bob_home,
+        alice,
+        ..
+    } = &two;
+    assert!(stdout(&realchat(&app, alice_home, &["whoami"])).starts_with(alice.as_str()));
     // The session file is the user's alone.
     #[cfg(unix)]
     {
@@ -61,54 +133,27 @@ async fn two_people_chat_from_two_terminals() {
         assert_eq!(mode & 0o077, 0);
     }
 
-    // Bob's profile exists a moment after registration; then Alice can open a chat by name.
-    let conversation = test_support::eventually(
-        "alice to open a chat with bob",
-        Duration::from_secs(20),
-        || {
-            let output = realchat(&app, &alice_home, &["open", &bob]);
-            async move {
-                output
-                    .status
-                    .success()
-                    .then(|| String::from_utf8(output.stdout).unwrap().trim().to_owned())
-            }
-        },
-    )
-    .await;
+    let conversation = open_chat(&app, &two).await;
 
     // Bob tails in one terminal...
-    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_realchat"))
-        .args(["tail", "--json"])
-        .env("REALCHAT_URL", &app.base)
-        .env("XDG_CONFIG_HOME", &bob_home)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let (_tail, mut lines) = tail(&app, bob_home);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // ...Alice sends in the other.
     for text in ["hello bob", "second"] {
         assert!(
-            stdout(&realchat(&app, &alice_home, &["send", &conversation, text]))
+            stdout(&realchat(&app, alice_home, &["send", &conversation, text]))
                 .starts_with("sent #")
         );
     }
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("tail printed nothing")
-            .unwrap()
-            .unwrap();
-        let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let message = next_printed(&mut lines).await;
         seen.push(message["body"].as_str().unwrap().to_owned());
     }
     assert_eq!(seen, ["hello bob", "second"]);
 
-    let history = stdout(&realchat(&app, &bob_home, &["history", &conversation]));
+    let history = stdout(&realchat(&app, bob_home, &["history", &conversation]));
     assert_eq!(
         history.lines().collect::<Vec<_>>(),
         [
@@ -116,8 +161,8 @@ async fn two_people_chat_from_two_terminals() {
             format!("#2 {alice}: second")
         ]
     );
-    assert!(stdout(&realchat(&app, &bob_home, &["conversations"])).contains(&conversation));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stdout(&realchat(&app, bob_home, &["conversations"])).contains(&conversation));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,4 +193,50 @@ async fn a_command_that_fails_after_a_refresh_keeps_the_renewed_login() {
     // And it works: the next command, after another expiry, refreshes with it.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(stdout(&realchat(&app, &home, &["whoami"])).starts_with(name.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_and_other_commands_share_one_login_through_its_renewals() {
+    let app = TestApp::builder()
+        .auth(|o| o.access_token_ttl_secs = 1)
+        .gateway(|o| o.token_leeway_secs = 0)
+        .profile()
+        .delivery_replicas(1)
+        .spawn()
+        .await;
+    let two = alice_and_bob(&app);
+    let conversation = open_chat(&app, &two).await;
+    let (bob, bob_home) = (&two.bob, &two.bob_home);
+
+    // Bob tails in one terminal...
+    let (tail, mut lines) = tail(&app, bob_home);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...and, while it is held still past the token's expiry, runs a command in another, which
+    // renews the login and spends the refresh token tail holds.
+    let signal = |name: &str| {
+        let pid = tail.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(stdout(&realchat(&app, bob_home, &["whoami"])).starts_with(bob.as_str()));
+    // Tail then finds its socket closed for the expired token (1008) and renews to reconnect:
+    // it must take the pair the command saved, since presenting its own would end the login.
+    signal("-CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdout(&realchat(
+        &app,
+        &two.alice_home,
+        &["send", &conversation, "still there?"],
+    ));
+    // (Had its login been revoked, tail would have ended instead.)
+    assert_eq!(next_printed(&mut lines).await["body"], "still there?");
+    assert!(stdout(&realchat(&app, bob_home, &["whoami"])).starts_with(bob.as_str()));
+    let _ = std::fs::remove_dir_all(&two.dir);
 }

@@ -5,13 +5,13 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use realchat_client::{Client, Event, Message, ProfileEdit, Socket};
+use realchat_client::{Client, Event, Message, ProfileEdit, Socket, TokenStore, Tokens};
 use test_support::TestApp;
 
 const SOON: Duration = Duration::from_secs(20);
@@ -167,8 +167,9 @@ async fn two_clients_chat_and_a_socket_survives_its_replica_going_away() {
     assert_eq!(error.code(), Some("not_found"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
+/// Services whose access tokens live one second, and a client logged in to them: its username
+/// and first pair.
+async fn short_lived_login() -> (TestApp, Client, String, Tokens) {
     let app = TestApp::builder()
         .auth(|o| o.access_token_ttl_secs = 1)
         .gateway(|o| o.token_leeway_secs = 0)
@@ -180,17 +181,20 @@ async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
         .register(&username, "correct horse battery")
         .await
         .unwrap();
-    let first = client
+    let tokens = client
         .login(&username, "correct horse battery")
         .await
         .unwrap();
-    let rotations = Arc::new(AtomicUsize::new(0));
-    client.on_tokens_changed({
-        let rotations = Arc::clone(&rotations);
-        move |_| {
-            rotations.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    (app, client, username, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
+    let (_app, client, username, first) = short_lived_login().await;
+    let store = Shared::default();
+    store.save(&first);
+    client.keep_tokens_in(store.clone());
+    let rotations = &store.saves;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Several requests find the token expired at once. A refresh token works once, and
     // presenting it twice revokes the login, so they must share one refresh.
@@ -198,12 +202,54 @@ async fn an_expired_access_token_is_refreshed_once_and_the_request_repeated() {
     for me in answers {
         assert_eq!(me.unwrap().username, username);
     }
-    assert_eq!(rotations.load(Ordering::SeqCst), 1, "one refresh for all");
+    assert_eq!(rotations.load(Ordering::SeqCst), 2, "one refresh for all");
     assert_ne!(client.tokens().unwrap().refresh_token, first.refresh_token);
     // The login is still good: the next expiry is refreshed again.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(client.me().await.unwrap().username, username);
-    assert_eq!(rotations.load(Ordering::SeqCst), 2);
+    assert_eq!(rotations.load(Ordering::SeqCst), 3);
+    assert_eq!(store.load(), client.tokens(), "the store has the live pair");
+}
+
+/// A token store two clients share, as two processes share a session file.
+#[derive(Clone, Default)]
+struct Shared {
+    tokens: Arc<Mutex<Option<Tokens>>>,
+    saves: Arc<AtomicUsize>,
+}
+
+impl TokenStore for Shared {
+    fn load(&self) -> Option<Tokens> {
+        self.tokens.lock().unwrap().clone()
+    }
+
+    fn save(&self, tokens: &Tokens) {
+        *self.tokens.lock().unwrap() = Some(tokens.clone());
+        self.saves.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_renewed_by_another_process_is_taken_from_the_store_not_renewed_again() {
+    let (app, first, username, tokens) = short_lived_login().await;
+    // Two processes on one saved login: both start from the same pair.
+    let store = Shared::default();
+    store.save(&tokens);
+    first.keep_tokens_in(store.clone());
+    let second = Client::with_tokens(&app.base, tokens.clone());
+    second.keep_tokens_in(store.clone());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The first renews; the second, finding its token expired, must take the first's pair: its
+    // own refresh token is spent, and presenting it would end the login for both.
+    assert_eq!(first.me().await.unwrap().username, username);
+    assert_eq!(second.me().await.unwrap().username, username);
+    assert_eq!(
+        store.saves.load(Ordering::SeqCst),
+        2,
+        "one refresh between them"
+    );
+    assert_eq!(second.tokens(), first.tokens());
+    assert_eq!(first.me().await.unwrap().username, username);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
