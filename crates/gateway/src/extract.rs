@@ -99,6 +99,26 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     }
 }
 
+/// Path parameters; one that does not decode (percent-encoded bytes that are not UTF-8) is
+/// `400 invalid_argument`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| ApiError::invalid_argument(clean(&rejection.body_text())))
+    }
+}
+
 /// Query parameters; anything unparsable is `400 invalid_argument`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);

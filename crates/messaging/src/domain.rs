@@ -38,7 +38,8 @@ impl Kind {
     }
 }
 
-/// A message body: 1 to 4,000 Unicode scalar values.
+/// A message body: 1 to 4,000 Unicode scalar values, none of them NUL (which PostgreSQL's text
+/// cannot hold; every other character, line breaks and tabs included, is the sender's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Body(String);
 
@@ -47,6 +48,9 @@ impl Body {
         let chars = raw.chars().count();
         if chars == 0 || chars > MAX_BODY_CHARS {
             return Err(format!("body must be 1..={MAX_BODY_CHARS} characters"));
+        }
+        if raw.contains('\0') {
+            return Err("body must not contain NUL characters".into());
         }
         Ok(Self(raw))
     }
@@ -76,7 +80,7 @@ impl ClientMsgId {
     }
 }
 
-/// A group title: 1 to 200 characters, trimmed; `None` for no title.
+/// A group title: 1 to 200 characters, trimmed, no control characters; `None` for no title.
 pub fn parse_title(raw: Option<String>) -> Result<Option<String>, String> {
     match raw.map(|t| t.trim().to_owned()) {
         None => Ok(None),
@@ -84,6 +88,9 @@ pub fn parse_title(raw: Option<String>) -> Result<Option<String>, String> {
         Some(t) if t.chars().count() > MAX_TITLE_CHARS => Err(format!(
             "title must be at most {MAX_TITLE_CHARS} characters"
         )),
+        Some(t) if t.chars().any(char::is_control) => {
+            Err("title must not contain control characters".into())
+        }
         Some(t) => Ok(Some(t)),
     }
 }
@@ -162,6 +169,18 @@ mod tests {
         assert!(Body::parse(String::new()).is_err());
         assert!(Body::parse("é".repeat(4000)).is_ok());
         assert!(Body::parse("😀".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn bodies_keep_line_breaks_but_not_nul_and_titles_take_no_control_characters() {
+        assert!(Body::parse("two\nlines\r\n\tand a tab".into()).is_ok());
+        assert!(Body::parse("a\u{0}b".into()).is_err());
+        assert_eq!(
+            parse_title(Some("  team  ".into())),
+            Ok(Some("team".into()))
+        );
+        assert!(parse_title(Some("a\u{0}b".into())).is_err());
+        assert!(parse_title(Some("a\nb".into())).is_err());
     }
 
     #[test]

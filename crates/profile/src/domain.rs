@@ -93,6 +93,9 @@ impl Prefix {
         if lower.chars().count() > MAX_PREFIX {
             return Err(format!("prefix must be at most {MAX_PREFIX} characters"));
         }
+        if lower.chars().any(char::is_control) {
+            return Err("prefix must not contain control characters".into());
+        }
         Ok(Self(lower))
     }
 
@@ -168,6 +171,7 @@ mod tests {
         assert_eq!((from.as_str(), to.as_deref()), ("al", Some("am")));
         let (from, to) = Prefix::parse("").unwrap().range();
         assert_eq!((from.as_str(), to), ("", None));
+        assert!(Prefix::parse("a\u{0}").is_err());
         assert_eq!(search_limit(None), Ok(20));
         assert!(search_limit(Some(0)).is_err() && search_limit(Some(101)).is_err());
     }

@@ -1,9 +1,6 @@
 //! API.md § Conversations and § Messages.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use realchat_proto::messaging::v1::{
     AddMemberRequest, CreateConversationRequest, GetConversationRequest, HistoryRequest,
     ListConversationsRequest, MarkReadRequest, RemoveMemberRequest, SendRequest,
@@ -15,7 +12,7 @@ use super::views::{ConversationSummaryView, ConversationView, MessageView};
 use crate::{
     AppState,
     error::{ApiError, ErrorBody},
-    extract::{AuthUser, Json, Query},
+    extract::{AuthUser, Json, Path, Query},
 };
 
 /// A new conversation.

@@ -1,6 +1,6 @@
 //! API.md § Profiles.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use realchat_proto::profile::v1::{
     self as pb, GetProfileRequest, NullableString, SearchProfilesRequest, UpdateProfileRequest,
 };
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     AppState,
     error::{ApiError, ErrorBody},
-    extract::{AuthUser, Json, Query},
+    extract::{AuthUser, Json, Path, Query},
 };
 
 /// A profile.

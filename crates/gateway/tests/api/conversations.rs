@@ -65,6 +65,7 @@ async fn invalid_conversations_are_400() {
         json!({"kind": "group", "member_ids": ["not-a-uuid"]}),
         json!({"kind": "channel", "member_ids": [bob.user_id]}),
         json!({"kind": "group", "member_ids": [bob.user_id], "title": "x".repeat(201)}),
+        json!({"kind": "group", "member_ids": [bob.user_id], "title": "a\u{0}b"}),
         json!({"kind": "group"}),
         json!({"member_ids": [bob.user_id]}),
         json!({"kind": "group", "member_ids": "everyone"}),

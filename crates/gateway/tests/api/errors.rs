@@ -86,6 +86,12 @@ async fn unknown_paths_and_wrong_methods_answer_in_the_error_shape() {
         "method_not_allowed",
     )
     .await;
+    // A path parameter that does not decode to UTF-8.
+    let session = app.signed_up().await;
+    for path in ["/v1/conversations/%FF", "/v1/users/%C3%28"] {
+        let response = app.get(path, Some(&session.access_token)).await;
+        assert_error(response, 400, "invalid_argument").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
