@@ -39,7 +39,8 @@ impl Handler for KnownUsers {
             store::remember_user(&self.pool, id, &user.username, at)
                 .await
                 .map_err(|error| match error {
-                    Error::Unavailable(_) | Error::Internal(_) => HandlerError::Retry(error.into()),
+                    Error::Unavailable(_) => HandlerError::Unavailable(error.into()),
+                    Error::Internal(_) => HandlerError::Retry(error.into()),
                     other => HandlerError::Reject(other.into()),
                 })
         })

@@ -7,7 +7,9 @@
 //!
 //! An event that keeps failing must not block its partition. A handler failure is retried with
 //! capped exponential backoff up to [`ConsumerOptions::max_attempts`]; an event that cannot even be
-//! decoded, or that the handler rejects as permanently bad, is not retried. Either way the event
+//! decoded, or that the handler rejects as permanently bad, is not retried. A handler whose
+//! database is down ([`HandlerError::Unavailable`]) is a different case: the event is fine, so it
+//! is retried with capped backoff for as long as the outage lasts, and never dead-lettered for it. Either way the event
 //! then goes to `<topic>.dlq` with headers naming the error, the source topic, partition and
 //! offset, the attempts made and the consumer group that gave up; only once the DLQ acknowledged it is the offset stored and the
 //! loop moves on.
@@ -46,7 +48,13 @@ pub struct Event {
 /// Why a handler did not finish an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Might work next time (a database blip): retried up to the limit, then dead-lettered.
+    /// What the handler needs is down (its database cannot be reached): nothing is wrong with
+    /// the event. Retried with capped backoff until it works or the consumer stops; these
+    /// attempts do not count towards the limit, so an outage never sends good events to the DLQ.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+    /// Might work next time, for a reason in the event's handling: retried up to the limit, then
+    /// dead-lettered.
     #[error("{0:#}")]
     Retry(anyhow::Error),
     /// Will never work (a malformed payload): dead-lettered at once.
@@ -290,6 +298,7 @@ impl<H: Handler> Loop<H> {
         };
         let label = topic.logical_name();
         let mut attempt = 0;
+        let mut waits = 0;
         loop {
             attempt += 1;
             let started = std::time::Instant::now();
@@ -308,6 +317,20 @@ impl<H: Handler> Loop<H> {
                         .await;
                 }
                 Err(HandlerError::Retry(error)) => error,
+                Err(HandlerError::Unavailable(error)) => {
+                    // Not the event's fault: this attempt does not count.
+                    attempt -= 1;
+                    waits += 1;
+                    ::metrics::counter!(metrics::CONSUMED, "topic" => label, "outcome" => "waited")
+                        .increment(1);
+                    let wait = backoff(waits, self.options.max_backoff);
+                    tracing::warn!(event.id = %event.envelope.event_id, waits, error = format!("{error:#}"), retry_in = ?wait, "a dependency of the handler is down; waiting for it");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
             };
             if attempt >= self.options.max_attempts {
                 return self

@@ -54,9 +54,8 @@ impl Handler for Registrations {
                     }
                     Ok(())
                 }
-                Err(error @ (Error::Unavailable(_) | Error::Internal(_))) => {
-                    Err(HandlerError::Retry(error.into()))
-                }
+                Err(error @ Error::Unavailable(_)) => Err(HandlerError::Unavailable(error.into())),
+                Err(error @ Error::Internal(_)) => Err(HandlerError::Retry(error.into())),
                 Err(other) => Err(HandlerError::Reject(other.into())),
             }
         })

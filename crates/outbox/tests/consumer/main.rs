@@ -5,7 +5,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,10 +21,12 @@ use realchat_proto::events::v1::{Envelope, UserRegistered, envelope::Payload};
 use test_support::{eventually, kafka};
 use tokio_util::sync::CancellationToken;
 
-/// Fails every attempt at events whose user is `doomed`, records everything it sees.
+/// Fails every attempt at events whose user is `doomed`, answers "unavailable" to the first
+/// `outage` attempts at any event, and records everything it sees.
 #[derive(Default)]
 struct Recorder {
     doomed: String,
+    outage: AtomicU32,
     seen: Mutex<Vec<String>>,
 }
 
@@ -35,6 +40,15 @@ impl Handler for Recorder {
                 return Ok(());
             };
             self.seen.lock().unwrap().push(user.username.clone());
+            let down = self
+                .outage
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if down {
+                return Err(HandlerError::Unavailable(anyhow::anyhow!(
+                    "the database cannot be reached"
+                )));
+            }
             if user.username == self.doomed {
                 return Err(HandlerError::Retry(anyhow::anyhow!("the database said no")));
             }
@@ -141,4 +155,46 @@ async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_th
         ["fresh"],
         "nothing committed may be redelivered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_database_is_down_waits_for_it_however_long_and_is_never_dead_lettered() {
+    let options = kafka::fresh_topics().await;
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("patient")).await;
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("after")).await;
+    // Down for twice as many attempts as an event may fail before it is dead-lettered.
+    let handler = Arc::new(Recorder {
+        outage: AtomicU32::new(6),
+        ..Recorder::default()
+    });
+    let mut consumer_options =
+        ConsumerOptions::new(test_support::unique("group-"), vec![Topic::Users]);
+    consumer_options.max_attempts = 3;
+    consumer_options.max_backoff = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (options, handler, stop) = (options.clone(), handler.clone(), stop.clone());
+        async move { consumer::run(&options, consumer_options, handler, stop).await }
+    });
+    eventually(
+        "the event behind the outage to be handled",
+        Duration::from_secs(30),
+        || async {
+            handler
+                .seen
+                .lock()
+                .unwrap()
+                .contains(&"after".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert!(seen[..7].iter().all(|u| u == "patient"), "{seen:?}");
+    assert_eq!(seen[7], "after");
+    let parked = kafka::read_dlq(&options, Topic::Users, 1, Duration::from_secs(3)).await;
+    assert!(parked.is_empty(), "nothing was wrong with the event");
 }
