@@ -171,6 +171,11 @@ impl Cluster {
         &self.replica
     }
 
+    /// How long a claim lasts unless renewed.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The Redis client, for the forwarding subscription.
     pub(crate) fn client(&self) -> &redis::Client {
         &self.client

@@ -180,6 +180,9 @@ impl Handler for Fanout {
     }
 }
 
+/// Tries to claim this replica's users when a subscription comes back, before they resync.
+const CLAIM_ATTEMPTS: u32 = 5;
+
 /// Receives this replica's forwards until `shutdown`, resubscribing after Redis trouble.
 ///
 /// Whenever a subscription becomes active, every session is told to resync: anything forwarded
@@ -218,6 +221,30 @@ pub(crate) async fn forwarding(
         attempt = 0;
         subscribed.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(channel = %channel, "forwarding channel subscribed");
+        // Claim every user here before they resync: a Redis that came back empty lost their
+        // routes, and until the next heartbeat the other replicas would forward nothing to them,
+        // so a message sent just after the resync would be missed with nothing to repair it.
+        // The command connection may still be reconnecting (or its breaker open), so this tries
+        // for a few seconds; if the claims still fail, the heartbeat makes them and has the users
+        // resync again.
+        let users = hub.users();
+        let mut claimed = false;
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if cluster.heartbeat(&users).await.is_ok() {
+                claimed = true;
+                break;
+            }
+            let wait = Duration::from_millis(250 << attempt).min(Duration::from_secs(2));
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        if !claimed {
+            for user in users {
+                hub.mark_unrouted(user);
+            }
+        }
         ::metrics::counter!(metrics::RESYNCS).increment(1);
         hub.broadcast(&Push::Resync);
 

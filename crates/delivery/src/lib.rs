@@ -414,6 +414,7 @@ async fn heartbeat(
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut claimed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -423,11 +424,17 @@ async fn heartbeat(
         let unrouted = shared.hub.take_unrouted();
         let users = shared.hub.users();
         if shared.cluster.heartbeat(&users).await.is_err() {
-            for user in unrouted {
+            // Claims that may expire before the next heartbeat gets through leave every user
+            // here unrouted meanwhile: the other replicas find no route and forward nothing to
+            // them. So all of them resync once they are claimed again.
+            let lapsing = claimed.elapsed() + every >= shared.cluster.ttl();
+            let missed = if lapsing { users } else { unrouted };
+            for user in missed {
                 shared.hub.mark_unrouted(user);
             }
             continue;
         }
+        claimed = tokio::time::Instant::now();
         // Routed again: what was forwarded while they were not may have missed them.
         shared.hub.deliver(&unrouted, &hub::Push::Resync);
         // Redis answers again: the replicas this one could not forward to catch up.

@@ -451,10 +451,21 @@ impl Session {
             .await;
         let conversations = match listed {
             Ok(response) => response.into_inner().conversations,
-            Err(status) => {
-                // Without the list the socket still works: live messages set their own cursors.
+            Err(status) if first => {
+                // Without the list a new socket still works: live messages set their own
+                // cursors, and the client resumes what it tracks.
                 tracing::warn!(user.id = %self.user, error = %status.message(), "cannot list the user's conversations");
                 return Ok(());
+            }
+            Err(status) => {
+                // A resync repairs what this socket missed live; dropping it would leave those
+                // messages owed with nothing to deliver them. The client's resume can.
+                tracing::warn!(user.id = %self.user, error = %status.message(), "cannot list the user's conversations to resync");
+                return Err(Closing::with(
+                    close::INTERNAL,
+                    "resync unavailable: reconnect and resume",
+                    "error",
+                ));
             }
         };
         for summary in conversations {

@@ -589,3 +589,51 @@ async fn forwards_skipped_while_subscriptions_stay_up_are_repaired_by_a_resync()
     );
     assert_eq!(bob_socket.seqs_until(&conversation, 2, repaired).await, [2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_comes_back_empty_forwards_find_their_routes_before_the_next_heartbeat() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::builder()
+        .delivery_replicas(2)
+        .delivery_redis(redis.url())
+        // No heartbeat comes to the rescue within this test.
+        .delivery(|o| o.heartbeat_secs = 60)
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let conversation = app.direct(&alice, &bob).await;
+    // Whichever replica owns the conversation's partition, the other socket's messages are
+    // forwarded to it.
+    let mut alice_socket = app.socket_to(0, &alice).await;
+    let mut bob_socket = app.socket_to(1, &bob).await;
+    app.send(&alice, &conversation, "before").await;
+    for socket in [&mut alice_socket, &mut bob_socket] {
+        assert_eq!(socket.seqs_until(&conversation, 1, SOON).await, [1]);
+    }
+
+    // Redis dies and comes back empty: every route claim is gone.
+    redis.stop();
+    app.send(&alice, &conversation, "while Redis is down").await;
+    redis.resume().await;
+    // Both replicas resubscribe and their sessions resync: the message sent meanwhile arrives.
+    let repaired = Duration::from_secs(20);
+    for socket in [&mut alice_socket, &mut bob_socket] {
+        assert_eq!(
+            *socket
+                .seqs_until(&conversation, 2, repaired)
+                .await
+                .last()
+                .unwrap(),
+            2
+        );
+    }
+    // Give the partition owner's own connection time to come back (until then it skips
+    // forwards, and its heartbeat repairs them). Then the next message must be forwarded at
+    // once, not after the next heartbeat re-claims the routes: nothing later would reveal that
+    // it was missed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.send(&alice, &conversation, "after").await;
+    for socket in [&mut alice_socket, &mut bob_socket] {
+        assert_eq!(socket.seqs_until(&conversation, 3, SOON).await, [3]);
+    }
+}
