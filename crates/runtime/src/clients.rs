@@ -48,12 +48,18 @@ pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
     ))
 }
 
+/// The largest answer a messaging client takes. A conversation list may hold 500
+/// conversations of up to 1,000 members each, about 20 MB of member ids: past tonic's default of
+/// 4 MiB, which would turn a big list into an error.
+pub const MAX_MESSAGING_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// A messaging client on `endpoint` (the value of `variable`).
 pub fn messaging(variable: &str, endpoint: &str) -> anyhow::Result<MessagingClient> {
     Ok(messaging_client::MessagingClient::with_interceptor(
         channel(variable, endpoint)?,
         GrpcClientPropagation,
-    ))
+    )
+    .max_decoding_message_size(MAX_MESSAGING_ANSWER_BYTES))
 }
 
 /// Whether messaging and its database answer, within `wait`: for readiness checks. Any answer

@@ -94,6 +94,8 @@ pub enum VerifyError {
 struct KeyCache {
     keys: HashMap<String, (PublicKey, DecodingKey)>,
     fetched_at: Option<Instant>,
+    /// The last fetch that failed: the next waits [`Verifier::MIN_REFRESH_INTERVAL`].
+    failed_at: Option<Instant>,
 }
 
 /// Tokens accepted under the key set fetched at `keys_fetched_at`.
@@ -105,6 +107,8 @@ struct Accepted {
 /// Verifies access tokens with cached public keys.
 pub struct Verifier {
     source: Arc<dyn KeySource>,
+    /// [`Verifier::MAX_KEY_AGE`], lowered by tests.
+    max_key_age: Duration,
     cache: RwLock<KeyCache>,
     refresh: Mutex<()>,
     validation: Validation,
@@ -121,6 +125,9 @@ impl Verifier {
     /// Unknown `kid`s trigger at most one key fetch per this interval.
     pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
     /// Keys are fetched again after this long even when every `kid` is known, so retired keys go.
+    /// If that fetch fails (auth is down), the keys already known keep working: a retired key's
+    /// tokens expire soon anyway, and refusing every request while auth is down would stop
+    /// services that do not need it.
     pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
     /// Most accepted tokens remembered; past it the expired ones go, and if that is not enough,
     /// all of them (only correctly signed tokens get in, so this bounds memory, not an attack).
@@ -138,9 +145,11 @@ impl Verifier {
         validation.validate_nbf = true;
         Self {
             source,
+            max_key_age: Self::MAX_KEY_AGE,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
+                failed_at: None,
             }),
             refresh: Mutex::new(()),
             validation,
@@ -157,7 +166,7 @@ impl Verifier {
             let cache = self.cache.read().await;
             cache
                 .fetched_at
-                .filter(|at| at.elapsed() <= Self::MAX_KEY_AGE)
+                .filter(|at| at.elapsed() <= self.max_key_age)
         };
         if let Some(claims) = self.accepted_before(token, keys_fetched_at) {
             return Ok(claims);
@@ -237,8 +246,11 @@ impl Verifier {
 
     /// The public keys currently trusted, for publishing as a JWKS.
     pub async fn public_keys(&self) -> Result<Vec<PublicKey>, VerifyError> {
-        if self.is_stale().await {
-            self.refresh_keys().await?;
+        if self.is_stale().await
+            && let Err(error) = self.refresh_keys().await
+            && self.cache.read().await.keys.is_empty()
+        {
+            return Err(error);
         }
         let cache = self.cache.read().await;
         let mut keys: Vec<PublicKey> = cache.keys.values().map(|(k, _)| k.clone()).collect();
@@ -250,7 +262,7 @@ impl Verifier {
         let cache = self.cache.read().await;
         cache
             .fetched_at
-            .is_none_or(|at| at.elapsed() > Self::MAX_KEY_AGE)
+            .is_none_or(|at| at.elapsed() > self.max_key_age)
     }
 
     async fn decoding_key(&self, kid: &str) -> Result<(DecodingKey, Option<Instant>), VerifyError> {
@@ -260,29 +272,48 @@ impl Verifier {
                 return Ok((key.clone(), cache.fetched_at));
             }
         }
-        self.refresh_keys().await?;
+        let refreshed = self.refresh_keys().await;
         let cache = self.cache.read().await;
-        cache
-            .keys
-            .get(kid)
-            .map(|(_, key)| (key.clone(), cache.fetched_at))
-            .ok_or_else(|| VerifyError::Invalid(format!("unknown kid {kid:?}")))
+        match (cache.keys.get(kid), refreshed) {
+            (Some((_, key)), _) => Ok((key.clone(), cache.fetched_at)),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) => Err(VerifyError::Invalid(format!("unknown kid {kid:?}"))),
+        }
     }
 
     /// Fetches the keys unless that happened less than [`Self::MIN_REFRESH_INTERVAL`] ago.
     async fn refresh_keys(&self) -> Result<(), VerifyError> {
         // One fetch at a time; callers that queued behind it reuse its result.
         let _guard = self.refresh.lock().await;
-        if let Some(at) = self.cache.read().await.fetched_at
-            && at.elapsed() < Self::MIN_REFRESH_INTERVAL
         {
-            return Ok(());
+            let cache = self.cache.read().await;
+            if let Some(at) = cache.fetched_at
+                && at.elapsed() < Self::MIN_REFRESH_INTERVAL
+            {
+                return Ok(());
+            }
+            // While the source is down, ask it again only once per interval: every request
+            // waiting on a fetch that fails would make the outage everyone's.
+            if cache
+                .failed_at
+                .is_some_and(|at| at.elapsed() < Self::MIN_REFRESH_INTERVAL)
+            {
+                return Err(VerifyError::KeysUnavailable(
+                    "the key source failed a moment ago".into(),
+                ));
+            }
         }
-        let fetched = self
-            .source
-            .fetch()
-            .await
-            .map_err(VerifyError::KeysUnavailable)?;
+        let fetched = match self.source.fetch().await {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                let mut cache = self.cache.write().await;
+                cache.failed_at = Some(Instant::now());
+                if !cache.keys.is_empty() {
+                    tracing::warn!(%error, "cannot refresh the public keys; the known ones stay in use");
+                }
+                return Err(VerifyError::KeysUnavailable(error));
+            }
+        };
         let mut keys = HashMap::with_capacity(fetched.len());
         for key in fetched {
             match DecodingKey::from_ed_components(&key.x) {
@@ -297,6 +328,7 @@ impl Verifier {
         let mut cache = self.cache.write().await;
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
+        cache.failed_at = None;
         Ok(())
     }
 }
@@ -361,25 +393,32 @@ mod tests {
         }
     }
 
-    /// Keys that a test can swap.
-    struct Keys(StdMutex<Vec<PublicKey>>);
+    /// Keys that a test can swap; `None` is a source that is down.
+    struct Keys(StdMutex<Option<Vec<PublicKey>>>);
+
+    impl Keys {
+        fn serving(keys: Vec<PublicKey>) -> Arc<Self> {
+            Arc::new(Self(StdMutex::new(Some(keys))))
+        }
+
+        fn set(&self, keys: Option<Vec<PublicKey>>) {
+            *self.0.lock().unwrap() = keys;
+        }
+    }
 
     impl KeySource for Keys {
         fn fetch(
             &self,
         ) -> Pin<Box<dyn Future<Output = Result<Vec<PublicKey>, String>> + Send + '_>> {
             let keys = self.0.lock().unwrap().clone();
-            Box::pin(async move { Ok(keys) })
+            Box::pin(async move { keys.ok_or_else(|| "auth is down".to_owned()) })
         }
     }
 
     #[tokio::test]
     async fn an_accepted_token_is_accepted_again_until_it_expires_and_a_tampered_copy_never() {
         let key = Key::new("a", 1);
-        let verifier = Verifier::new(
-            Arc::new(Keys(StdMutex::new(vec![key.public.clone()]))),
-            Duration::ZERO,
-        );
+        let verifier = Verifier::new(Keys::serving(vec![key.public.clone()]), Duration::ZERO);
         let token = key.token(1);
 
         let first = verifier.verify(&token).await.unwrap();
@@ -403,14 +442,14 @@ mod tests {
     #[tokio::test]
     async fn a_new_key_set_forgets_the_tokens_accepted_under_the_old_one() {
         let (old, new) = (Key::new("old", 1), Key::new("new", 2));
-        let keys = Arc::new(Keys(StdMutex::new(vec![old.public.clone()])));
+        let keys = Keys::serving(vec![old.public.clone()]);
         let verifier = Verifier::new(Arc::clone(&keys) as Arc<dyn KeySource>, Duration::ZERO);
         let old_token = old.token(600);
         verifier.verify(&old_token).await.unwrap();
 
         // The old key is retired; a token of the new one makes the verifier fetch the keys again
         // (once the minimum interval has passed).
-        *keys.0.lock().unwrap() = vec![new.public.clone()];
+        keys.set(Some(vec![new.public.clone()]));
         tokio::time::sleep(Verifier::MIN_REFRESH_INTERVAL + Duration::from_millis(100)).await;
         verifier.verify(&new.token(600)).await.unwrap();
 
@@ -421,5 +460,28 @@ mod tests {
             ),
             "a token of a retired key must not be accepted from memory"
         );
+    }
+
+    #[tokio::test]
+    async fn known_keys_keep_working_while_the_source_is_down_and_unknown_ones_are_unavailable() {
+        let (key, other) = (Key::new("a", 1), Key::new("b", 2));
+        let keys = Keys::serving(vec![key.public.clone()]);
+        let mut verifier = Verifier::new(Arc::clone(&keys) as Arc<dyn KeySource>, Duration::ZERO);
+        verifier.max_key_age = Duration::from_millis(200);
+        verifier.verify(&key.token(600)).await.unwrap();
+
+        // The keys are due for a refresh (past the minimum interval), and auth is down.
+        keys.set(None);
+        tokio::time::sleep(Verifier::MIN_REFRESH_INTERVAL + Duration::from_millis(100)).await;
+        verifier.verify(&key.token(600)).await.unwrap();
+        assert_eq!(
+            verifier.public_keys().await.unwrap(),
+            std::slice::from_ref(&key.public)
+        );
+        // A key it never saw cannot be checked: that is the source's outage, not a bad token.
+        assert!(matches!(
+            verifier.verify(&other.token(600)).await,
+            Err(VerifyError::KeysUnavailable(_))
+        ));
     }
 }
