@@ -615,6 +615,13 @@ pub async fn mark_read(
     seq: i64,
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
+    // The `read.updated` row goes into the outbox under the conversation's lock, as every row of
+    // its key does, so that the relay publishes it in commit order with the conversation's
+    // messages and member changes (see `realchat_outbox::relay`). The lock comes first, as in a
+    // send (which then moves the sender's read position): the other order could deadlock.
+    if lock_as_member(&mut tx, conversation, caller).await?.is_none() {
+        return Err(Error::NotFound);
+    }
     let moved: Option<i64> = sqlx::query_scalar(
         "WITH target AS (
              SELECT LEAST($3, c.last_seq) AS seq FROM conversations c WHERE c.id = $1
@@ -629,16 +636,9 @@ pub async fn mark_read(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(read_seq) = moved else {
-        // Not moved: either not a member, or already at or past `seq`.
-        let member: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)",
-        )
-        .bind(conversation)
-        .bind(caller)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Already at or past `seq`: nothing to tell anyone.
         tx.commit().await?;
-        return if member { Ok(()) } else { Err(Error::NotFound) };
+        return Ok(());
     };
     let members = members_in(&mut tx, conversation).await?;
     let key = conversation.to_string();
