@@ -106,6 +106,9 @@ impl ConsumerOptions {
     }
 }
 
+/// How long a dead letter may wait for the broker's acknowledgement before it is sent again.
+const DLQ_SEND_TIMEOUT_MS: &str = "10000";
+
 enum Outcome {
     /// Handled or dead-lettered: store the offset.
     Done,
@@ -408,13 +411,25 @@ impl<H: Handler> Loop<H> {
                 record = record.payload(payload);
             }
             if dlq.is_none() {
-                dlq = self.kafka.producer_config().create::<FutureProducer>().ok();
+                // The relay's producer has no per-message timeout (it bounds its rounds itself);
+                // a dead letter gets one, so a broker that went away fails the send and it is
+                // retried here, instead of the loop waiting on it for ever.
+                dlq = self
+                    .kafka
+                    .producer_config()
+                    .set("message.timeout.ms", DLQ_SEND_TIMEOUT_MS)
+                    .create::<FutureProducer>()
+                    .ok();
             }
             let Some(producer) = &dlq else {
                 tokio::time::sleep(backoff(1, self.options.max_backoff)).await;
                 continue;
             };
-            match producer.send(record, Duration::from_secs(5)).await {
+            let sent = tokio::select! {
+                () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                sent = producer.send(record, Duration::from_secs(5)) => sent,
+            };
+            match sent {
                 Ok(_) => {
                     if let Some(done) = dlq.take() {
                         // Closing a producer waits for its queue.
