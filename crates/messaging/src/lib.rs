@@ -192,9 +192,20 @@ impl Service {
         } = self;
 
         // The writers end after the gRPC server: it holds the queue until its last call returns.
+        // So once the last writer ended, nothing more goes into the outbox, and only then does
+        // the relay make its last rounds: sends committed while calls finished are published too.
         let (sends, writers) = Sends::new(pool.clone(), options.send_writers);
+        let writes_done = tokio_util::sync::CancellationToken::new();
+        let writers_left = Arc::new(std::sync::atomic::AtomicUsize::new(writers.len()));
         for writer in writers {
-            shutdown.spawn("send-writer", writer);
+            let (left, done) = (Arc::clone(&writers_left), writes_done.clone());
+            shutdown.spawn("send-writer", async move {
+                let result = writer.await;
+                if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                    done.cancel();
+                }
+                result
+            });
         }
         let api = MessagingApi {
             pool: pool.clone(),
@@ -215,7 +226,7 @@ impl Service {
 
         if options.relay {
             let relay = Relay::new(pool.clone(), &options.kafka, RelayOptions::default())?;
-            shutdown.spawn("outbox-relay", relay.run(token.clone()));
+            shutdown.spawn("outbox-relay", relay.run(writes_done));
         }
 
         let handler = Arc::new(events::KnownUsers { pool: pool.clone() });
