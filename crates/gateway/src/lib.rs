@@ -215,6 +215,7 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) readiness: Readiness,
+    pub(crate) proxies: routes::realtime::Proxies,
 }
 
 /// A built gateway: listeners bound, upstream clients created (they connect lazily, so the
@@ -294,6 +295,7 @@ impl Service {
             request_timeout: Duration::from_secs(options.request_timeout_secs),
             in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight as usize)),
             readiness,
+            proxies: routes::realtime::Proxies::default(),
         };
         let public = realchat_runtime::net::bind("REALCHAT_GATEWAY_ADDR", options.addr).await?;
         let admin =
@@ -332,11 +334,20 @@ impl Service {
         } = self;
         serve_options.drain_timeout = shutdown.grace();
         let readiness = state.readiness.clone();
+        let proxies = state.proxies.clone();
         let app = router(state);
         shutdown.spawn(
             "public-server",
             realchat_runtime::http::serve(public, app, serve_options, token.clone()),
         );
+        // Upgraded connections are no longer the HTTP server's: the proxied WebSockets are
+        // closed (1001) and waited for here.
+        let proxies_token = token.clone();
+        shutdown.spawn("websocket-proxies", async move {
+            proxies_token.cancelled().await;
+            proxies.close().await;
+            Ok(())
+        });
         shutdown.spawn("admin-server", admin::serve(admin, readiness, token));
         shutdown.wait().await.map_err(Into::into)
     }

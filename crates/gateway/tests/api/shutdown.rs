@@ -116,3 +116,67 @@ async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exi
     );
     eprintln!("{answered} answered, {refused} refused at connect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_websockets_it_proxies_with_1001_and_exits_0() {
+    let app = TestApp::builder().delivery_replicas(1).spawn().await;
+    let session = app.member().await;
+    let port = free_port();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("REALCHAT_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "REALCHAT_GATEWAY_ADMIN_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "REALCHAT_AUTH_ENDPOINT",
+            format!("http://{}", app.auth_addr),
+        )
+        .env(
+            "REALCHAT_MESSAGING_ENDPOINT",
+            format!("http://{}", app.messaging_addr),
+        )
+        .env(
+            "REALCHAT_DELIVERY_ENDPOINTS",
+            format!("ws://{}", app.delivery[0].addr),
+        )
+        .env("REALCHAT_REDIS_URL", test_support::redis_url())
+        .env("REALCHAT_GATEWAY_RATE_LIMITS", "false")
+        .env("REALCHAT_SHUTDOWN_GRACE_SECS", "20")
+        .env("REALCHAT_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    eventually(
+        "the gateway binary to proxy a socket",
+        Duration::from_secs(15),
+        || {
+            let (url, token) = (url.clone(), session.access_token.clone());
+            async move {
+                test_support::ws::Socket::try_connect(&url, Some(&token))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let mut socket = test_support::ws::Socket::connect(&url, &session.access_token).await;
+
+    let pid = gateway.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The client is told to reconnect and resume, not cut off (1006).
+    assert_eq!(socket.closed(Duration::from_secs(10)).await, 1001);
+    let status = tokio::time::timeout(Duration::from_secs(25), gateway.wait())
+        .await
+        .expect("the gateway must exit within its grace period")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
