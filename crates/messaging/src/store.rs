@@ -619,7 +619,10 @@ pub async fn mark_read(
     // its key does, so that the relay publishes it in commit order with the conversation's
     // messages and member changes (see `realchat_outbox::relay`). The lock comes first, as in a
     // send (which then moves the sender's read position): the other order could deadlock.
-    if lock_as_member(&mut tx, conversation, caller).await?.is_none() {
+    if lock_as_member(&mut tx, conversation, caller)
+        .await?
+        .is_none()
+    {
         return Err(Error::NotFound);
     }
     let moved: Option<i64> = sqlx::query_scalar(
