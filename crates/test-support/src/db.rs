@@ -31,6 +31,28 @@ impl TestDatabase {
     pub async fn connect(&self) -> PgConnection {
         PgConnection::connect(&self.url).await.unwrap()
     }
+
+    /// Makes the database refuse connections and ends the ones it has (`false` lets them in
+    /// again): for its service, the database is down.
+    pub async fn allow_connections(&self, allowed: bool) {
+        let mut server = PgConnection::connect(&crate::postgres_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"ALTER DATABASE "{}" WITH ALLOW_CONNECTIONS {allowed}"#,
+            self.name
+        )))
+        .execute(&mut server)
+        .await
+        .unwrap();
+        if !allowed {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&self.name)
+            .execute(&mut server)
+            .await
+            .unwrap();
+        }
+    }
 }
 
 impl Drop for TestDatabase {

@@ -637,3 +637,24 @@ async fn after_redis_comes_back_empty_forwards_find_their_routes_before_the_next
         assert_eq!(socket.seqs_until(&conversation, 3, SOON).await, [3]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_that_cannot_list_the_conversations_asks_the_client_to_resume() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::builder()
+        .delivery_replicas(1)
+        .delivery_redis(redis.url())
+        .spawn()
+        .await;
+    let alice = app.member().await;
+    let mut socket = app.socket_to(0, &alice).await;
+
+    // Messaging's database is down when Redis comes back and the sessions resync: the session
+    // cannot learn what it missed, so it must not carry on as if it had missed nothing.
+    app.messaging_db.allow_connections(false).await;
+    redis.stop();
+    redis.resume().await;
+    let code = socket.closed(Duration::from_secs(30)).await;
+    app.messaging_db.allow_connections(true).await;
+    assert_eq!(code, 1011, "closed so that the client resumes");
+}
