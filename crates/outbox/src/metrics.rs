@@ -8,6 +8,8 @@ pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_row_age_seconds";
 pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
 /// Events the broker did not acknowledge (kept for the next attempt), by `topic`.
 pub const OUTBOX_FAILED: &str = "outbox_publish_failed_total";
+/// Rows the producer refused for good (left in the table with their key held back), by `topic`.
+pub const OUTBOX_REFUSED: &str = "outbox_refused_total";
 /// Seconds from the row's commit to the broker's acknowledgement.
 pub const OUTBOX_DELAY: &str = "outbox_publish_delay_seconds";
 /// 1 while this process is the publishing relay, else 0.
@@ -30,6 +32,10 @@ pub fn describe() {
     metrics::describe_counter!(
         OUTBOX_FAILED,
         "Outbox events the broker did not acknowledge"
+    );
+    metrics::describe_counter!(
+        OUTBOX_REFUSED,
+        "Outbox events the producer refused for good; their keys are held back"
     );
     metrics::describe_histogram!(
         OUTBOX_DELAY,

@@ -33,8 +33,18 @@
 //! retries with capped exponential backoff, and when the broker returns the backlog drains in
 //! order. A crash between the acknowledgement and the delete publishes those rows again: consumers
 //! see a duplicate with the same event id (at least once).
+//!
+//! A row the producer refuses outright (a topic this relay does not know, as during a rolling
+//! upgrade that added one; a record over the broker's size limit) cannot be fixed by retrying, and
+//! must not hold up everyone else's events. It stays in the table, counted
+//! (`outbox_refused_total`) and logged; its key's later rows stay behind it, so the key keeps its
+//! order; and that key is left out of the next rounds for a while ([`HELD_FOR`]) before the relay
+//! tries it again. Other keys are published as usual, without backoff.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
@@ -104,7 +114,12 @@ pub struct Round {
     pub published: usize,
     /// Rows the broker did not acknowledge; still in the table.
     pub failed: usize,
+    /// Rows refused by the producer, and the later rows of their keys; still in the table.
+    pub held: usize,
 }
+
+/// How long a key whose row the producer refused is left out of the relay's rounds.
+pub const HELD_FOR: Duration = Duration::from_secs(60);
 
 /// Publishes one database's outbox to Kafka.
 pub struct Relay {
@@ -114,6 +129,8 @@ pub struct Relay {
     /// Whether records repeat the envelope's id, type and trace context as headers.
     headers: bool,
     options: RelayOptions,
+    /// Keys whose oldest row the producer refused, left out of the rounds until the instant.
+    held: HashMap<String, Instant>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -134,6 +151,7 @@ impl Relay {
             producer: WatchedProducer::new(kafka)?,
             headers: kafka.record_headers,
             options,
+            held: HashMap::new(),
         })
     }
 
@@ -250,11 +268,14 @@ impl Relay {
     /// (when `delete`) removes the acknowledged ones.
     async fn round(&mut self, conn: &mut PgConnection, delete: bool) -> Result<Round, sqlx::Error> {
         let started = std::time::Instant::now();
+        self.held.retain(|_, until| *until > started);
+        let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, topic, key, event_id, event_type, traceparent, payload, created_at
-             FROM outbox ORDER BY id LIMIT $1",
+             FROM outbox WHERE key <> ALL($2) ORDER BY id LIMIT $1",
         )
         .bind(self.options.batch_size)
+        .bind(&held)
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
@@ -270,13 +291,32 @@ impl Relay {
             .map(|row| Topic::from_logical_name(&row.topic).map(|t| self.topics.name(t)))
             .collect();
         let mut pending = Vec::with_capacity(rows.len());
+        // Keys with a refused row: their later rows stay behind it.
+        let mut refused: HashSet<&str> = HashSet::new();
         for (row, name) in rows.iter().zip(&names) {
-            let Some(name) = name else {
-                tracing::error!(outbox.id = row.id, topic = %row.topic, "outbox row names an unknown topic; left in place");
-                pending.push(None);
+            if refused.contains(row.key.as_str()) {
+                pending.push(Pending::Held);
                 continue;
+            }
+            let outcome = match name {
+                Some(name) => Self::enqueue(producer, row, name, self.headers).await,
+                None => Err(Refusal::Permanent(format!(
+                    "the topic {:?} is not one this relay knows",
+                    row.topic
+                ))),
             };
-            pending.push(Self::enqueue(producer, row, name, self.headers).await);
+            pending.push(match outcome {
+                Ok(delivery) => Pending::Sent(delivery),
+                Err(Refusal::Transient) => Pending::NotSent,
+                Err(Refusal::Permanent(reason)) => {
+                    tracing::error!(outbox.id = row.id, event.id = %row.event_id, topic = %row.topic, key = %row.key, reason, "the producer refuses this outbox row; it and its key's later rows stay in the table, and the key is left out for a while");
+                    ::metrics::counter!(metrics::OUTBOX_REFUSED, "topic" => row.topic.clone())
+                        .increment(1);
+                    refused.insert(row.key.as_str());
+                    self.held.insert(row.key.clone(), started + HELD_FOR);
+                    Pending::Held
+                }
+            });
         }
         // librdkafka never times messages out itself (an individual timeout could fail a row and
         // let a later row of the same key through). The relay waits up to its own deadline; what
@@ -285,9 +325,10 @@ impl Relay {
         let deadline = tokio::time::Instant::now() + self.options.ack_timeout;
         let mut acked = Vec::with_capacity(rows.len());
         let mut failed_by_topic: HashMap<&str, u64> = HashMap::new();
+        let mut held = 0;
         for (row, delivery) in rows.iter().zip(pending) {
             let outcome = match delivery {
-                Some(future) => match tokio::time::timeout_at(deadline, future).await {
+                Pending::Sent(future) => match tokio::time::timeout_at(deadline, future).await {
                     Ok(result) => result
                         .map_err(|_| KafkaError::Canceled)
                         .and_then(|r| r.map_err(|(e, _)| e)),
@@ -295,9 +336,11 @@ impl Relay {
                         RDKafkaErrorCode::MessageTimedOut,
                     )),
                 },
-                None => Err(KafkaError::MessageProduction(
-                    RDKafkaErrorCode::UnknownTopic,
-                )),
+                Pending::NotSent => Err(KafkaError::Canceled),
+                Pending::Held => {
+                    held += 1;
+                    continue;
+                }
             };
             match outcome {
                 Ok(_) => {
@@ -341,7 +384,8 @@ impl Relay {
         Ok(Round {
             fetched: rows.len(),
             published: acked.len(),
-            failed: rows.len() - acked.len(),
+            failed: rows.len() - acked.len() - held,
+            held,
         })
     }
 
@@ -350,7 +394,7 @@ impl Relay {
         row: &Row,
         topic_name: &str,
         headers: bool,
-    ) -> Option<rdkafka::producer::DeliveryFuture> {
+    ) -> Result<rdkafka::producer::DeliveryFuture, Refusal> {
         let mut record = FutureRecord::to(topic_name)
             .key(row.key.as_str())
             .payload(row.payload.as_slice());
@@ -375,15 +419,18 @@ impl Relay {
         }
         loop {
             match producer.send_result(record) {
-                Ok(future) => return Some(future),
+                Ok(future) => return Ok(future),
                 // The local queue is full: let it drain rather than fail the row.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                Err((KafkaError::MessageProduction(code), _)) if refuses_for_good(code) => {
+                    return Err(Refusal::Permanent(code.to_string()));
+                }
                 Err((error, _)) => {
                     tracing::warn!(outbox.id = row.id, %error, "the producer refused an event");
-                    return None;
+                    return Err(Refusal::Transient);
                 }
             }
         }
@@ -398,6 +445,35 @@ impl Relay {
         self.producer.current().flush(Duration::from_secs(10))?;
         Ok(round)
     }
+}
+
+/// What became of a row handed to the producer.
+enum Pending {
+    Sent(rdkafka::producer::DeliveryFuture),
+    /// Refused for now (the producer is in a bad state): counted as failed, retried next round.
+    NotSent,
+    /// Refused for good, or behind such a row of its key.
+    Held,
+}
+
+/// Why the producer did not take a row.
+enum Refusal {
+    Transient,
+    Permanent(String),
+}
+
+/// Whether the producer refusing a record for `code` is about the record itself, so that
+/// retrying it can never help.
+fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+    )
 }
 
 async fn listen(pool: &PgPool) -> Option<PgListener> {

@@ -600,3 +600,43 @@ async fn a_relay_without_record_headers_publishes_bare_records_with_the_whole_en
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_producer_refuses_holds_back_only_its_own_key_and_keeps_its_order() {
+    let (app, conversation) = without_relay_after_sends(3, "r", "others flow").await;
+    let mut conn = app.messaging_db.connect().await;
+    // A row for a topic this relay does not know (as written by a newer version during a rolling
+    // upgrade), then a row of the same key behind it.
+    for topic in ["messages_v9", "messages"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox (topic, key, event_id, event_type, payload)
+             VALUES ('{topic}', 'held-key', gen_random_uuid(), 'test.held', '\\x')"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let pool = sqlx::PgPool::connect(app.messaging_db.url()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = Relay::new(pool, &app.kafka, RelayOptions::default()).unwrap();
+    let running = tokio::spawn(relay.run(stop.clone()));
+
+    // Everything else is published at once, without the backoff of a failing round.
+    let records = read(&app.kafka, Topic::Messages, 4, Duration::from_secs(10)).await;
+    let (order, _) = created_per_conversation(&records);
+    assert_eq!(order[&conversation], [1, 2, 3]);
+    // The held key's rows stay, both: the second must not overtake the first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT topic FROM outbox ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, ["messages_v9", "messages"]);
+    let again = read(&app.kafka, Topic::Messages, 5, Duration::from_secs(2)).await;
+    assert!(
+        again.iter().all(|r| r.key.as_deref() != Some("held-key")),
+        "nothing of the held key was published"
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
