@@ -170,6 +170,22 @@ impl TokenStore for SessionFile {
             eprintln!("warning: the renewed login could not be saved: {error:#}");
         }
     }
+
+    /// An exclusive lock on `session.json.lock` beside the session, held while a renewal reads,
+    /// refreshes and saves. Without a lock file (an unwritable directory) nothing is excluded.
+    fn exclusive(&self) -> Box<dyn Send> {
+        let lock = session_path().ok().and_then(|path| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path.with_extension("json.lock"))
+                .ok()?;
+            file.lock().ok()?;
+            Some(file)
+        });
+        Box::new(lock)
+    }
 }
 
 /// A client on the saved session.

@@ -170,6 +170,13 @@ pub trait TokenStore: Send + Sync {
     fn load(&self) -> Option<Tokens>;
     /// Keeps the pair a login or a refresh just got.
     fn save(&self, tokens: &Tokens);
+    /// Excludes the other processes sharing the store while the returned guard lives: a renewal
+    /// reads the store, refreshes and saves under it, so two processes whose tokens expired
+    /// together do not both present the same refresh token. May block (it runs on a blocking
+    /// thread). The default excludes nothing, for a store no other process shares.
+    fn exclusive(&self) -> Box<dyn Send> {
+        Box::new(())
+    }
 }
 
 /// The login every clone of a [`Client`] shares.
@@ -406,6 +413,14 @@ impl Client {
 
     async fn refresh_unless(&self, stale: Option<&str>) -> Result<Tokens, Error> {
         let _turn = self.auth.refreshing.lock().await;
+        let _exclusive = match self.token_store() {
+            Some(store) => Some(
+                tokio::task::spawn_blocking(move || store.exclusive())
+                    .await
+                    .map_err(|e| Error::Transport(format!("locking the token store: {e}")))?,
+            ),
+            None => None,
+        };
         let mut current = self.tokens().ok_or(Error::NotLoggedIn)?;
         // Another process sharing the store may have renewed the login: its pair is the live
         // one, and ours is spent.

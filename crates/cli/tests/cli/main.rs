@@ -240,3 +240,32 @@ async fn tail_and_other_commands_share_one_login_through_its_renewals() {
     assert!(stdout(&realchat(&app, bob_home, &["whoami"])).starts_with(bob.as_str()));
     let _ = std::fs::remove_dir_all(&two.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tails_on_one_login_renew_it_in_turn_not_both_at_once() {
+    let app = TestApp::builder()
+        .auth(|o| o.access_token_ttl_secs = 1)
+        .gateway(|o| o.token_leeway_secs = 0)
+        .profile()
+        .delivery_replicas(1)
+        .spawn()
+        .await;
+    let two = alice_and_bob(&app);
+    let conversation = open_chat(&app, &two).await;
+    // Two tails start from the same saved pair, so their tokens expire together and the server
+    // closes both sockets (1008) at once, every second: each time, both renew. Presenting the same
+    // refresh token twice would end the login; the session file's lock makes them take turns.
+    let (_first, mut first) = tail(&app, &two.bob_home);
+    let (_second, mut second) = tail(&app, &two.bob_home);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    stdout(&realchat(
+        &app,
+        &two.alice_home,
+        &["send", &conversation, "to both"],
+    ));
+    for lines in [&mut first, &mut second] {
+        assert_eq!(next_printed(lines).await["body"], "to both");
+    }
+    assert!(stdout(&realchat(&app, &two.bob_home, &["whoami"])).starts_with(two.bob.as_str()));
+    let _ = std::fs::remove_dir_all(&two.dir);
+}
