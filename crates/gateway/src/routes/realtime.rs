@@ -348,6 +348,9 @@ impl Proxies {
     }
 }
 
+/// How long a socket may take to be closed properly once the gateway shuts down.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
 /// A close frame from the server: `1001`, "server shutting down".
 const GOING_AWAY: [u8; 24] = *b"\x88\x16\x03\xe9server shutting down";
 
@@ -390,10 +393,17 @@ where
         }
         let _ = client_write.shutdown().await;
     };
+    // A client that stopped reading, or a frame that never ends, must not hold the gateway's
+    // shutdown: past this, the connection is dropped (1006) whatever it was doing.
+    let give_up = async {
+        closing.cancelled().await;
+        tokio::time::sleep(CLOSE_WITHIN).await;
+    };
     // Either direction ending ends the socket: the other side's close follows from it.
     tokio::select! {
         () = to_upstream => {}
         () = to_client => {}
+        () = give_up => {}
     }
 }
 
