@@ -213,6 +213,10 @@ async fn open(client: &Client, url: &str, token: &str) -> Result<Stream, Error> 
     }
 }
 
+/// How long messages of a conversation wait for the `resumed` of its replay; past it, the resume
+/// is taken as refused and they are handed out.
+const RESUME_WAIT: Duration = Duration::from_secs(10);
+
 /// Gaps remembered per conversation, to tell a late message from a duplicate.
 const MISSING_RANGES: usize = 64;
 
@@ -226,9 +230,9 @@ const MISSING_RANGES: usize = 64;
 struct Cursors {
     /// The highest seq handed out.
     handed: HashMap<String, i64>,
-    /// The conversations with a `resume` in flight, with the messages that came for them
-    /// meanwhile.
-    waiting: HashMap<String, Vec<Message>>,
+    /// The conversations with a `resume` in flight, with when it was sent and the messages that
+    /// came for them meanwhile.
+    waiting: HashMap<String, (Instant, Vec<Message>)>,
     /// Seqs reported missing, as `[from, to)` ranges.
     missing: HashMap<String, Vec<(i64, i64)>>,
     counters: Arc<Counters>,
@@ -244,23 +248,30 @@ impl Cursors {
 
     /// Notes a `resume` sent for `conversation_id`.
     fn resuming(&mut self, conversation_id: &str) {
-        self.waiting.entry(conversation_id.to_owned()).or_default();
+        self.waiting
+            .entry(conversation_id.to_owned())
+            .or_insert_with(|| (Instant::now(), Vec::new()));
     }
 
     /// A new connection: whatever waited on the old one comes again by its resume, which covers
     /// every tracked conversation.
     fn reconnected(&mut self) {
+        let now = Instant::now();
         self.waiting = self
             .handed
             .keys()
-            .map(|c| (c.clone(), Vec::new()))
+            .map(|c| (c.clone(), (now, Vec::new())))
             .collect();
     }
 
     /// The messages that waited for `conversation_id`'s replay, now in order (duplicates and
     /// gaps handled as for any message), and a gap if the replay ended past them.
     fn resumed(&mut self, conversation_id: &str, last_seq: i64) -> Vec<Event> {
-        let mut waiting = self.waiting.remove(conversation_id).unwrap_or_default();
+        let mut waiting = self
+            .waiting
+            .remove(conversation_id)
+            .map(|(_, waiting)| waiting)
+            .unwrap_or_default();
         waiting.sort_by_key(|m| m.seq);
         let mut events = Vec::with_capacity(waiting.len() + 1);
         for message in waiting {
@@ -491,15 +502,23 @@ fn interpret(frame: &Value, cursors: &mut Cursors) -> Vec<Event> {
             let Ok(message) = serde_json::from_value::<Message>(frame["message"].clone()) else {
                 return Vec::new();
             };
-            if let Some(waiting) = cursors.waiting.get_mut(&message.conversation_id) {
-                waiting.push(message);
-                return Vec::new();
+            let mut events = Vec::new();
+            if let Some((since, waiting)) = cursors.waiting.get_mut(&message.conversation_id) {
+                if since.elapsed() < RESUME_WAIT {
+                    waiting.push(message);
+                    return events;
+                }
+                // No `resumed` came (the server refused the resume: the user had left the
+                // conversation, say, and has been added back): stop holding its messages.
+                events = cursors.resumed(&message.conversation_id, i64::MIN);
             }
             let mut gap = None;
             if !cursors.admit(&message, &mut gap) {
-                return Vec::new();
+                return events;
             }
-            gap.into_iter().chain([Event::Message(message)]).collect()
+            events.extend(gap);
+            events.push(Event::Message(message));
+            events
         }
         Some("resumed") => {
             let conversation_id = text(frame, "conversation_id");
@@ -687,5 +706,20 @@ mod tests {
                 "{attempt}: {wait:?}"
             );
         }
+    }
+
+    #[test]
+    fn messages_stop_waiting_for_a_resumed_that_never_comes() {
+        let mut cursors = Cursors::default();
+        cursors.handed.insert("c".into(), 3);
+        cursors.resuming("c");
+        assert!(
+            interpret(&message(4), &mut cursors).is_empty(),
+            "held for the replay"
+        );
+        // The resume was refused: no `resumed` comes for it.
+        cursors.waiting.get_mut("c").unwrap().0 -= RESUME_WAIT;
+        assert_eq!(seqs(&interpret(&message(5), &mut cursors)), [4, 5]);
+        assert!(cursors.waiting.is_empty());
     }
 }
