@@ -295,7 +295,11 @@ impl Relay {
         let mut refused: HashSet<&str> = HashSet::new();
         for (row, name) in rows.iter().zip(&names) {
             if refused.contains(row.key.as_str()) {
-                pending.push(Pending::Held);
+                pending.push(if self.held.contains_key(&row.key) {
+                    Pending::Held
+                } else {
+                    Pending::NotSent
+                });
                 continue;
             }
             let outcome = match name {
@@ -307,7 +311,11 @@ impl Relay {
             };
             pending.push(match outcome {
                 Ok(delivery) => Pending::Sent(delivery),
-                Err(Refusal::Transient) => Pending::NotSent,
+                Err(Refusal::Transient) => {
+                    // Its key's later rows must not overtake it: they wait for the next round.
+                    refused.insert(row.key.as_str());
+                    Pending::NotSent
+                }
                 Err(Refusal::Permanent(reason)) => {
                     tracing::error!(outbox.id = row.id, event.id = %row.event_id, topic = %row.topic, key = %row.key, reason, "the producer refuses this outbox row; it and its key's later rows stay in the table, and the key is left out for a while");
                     ::metrics::counter!(metrics::OUTBOX_REFUSED, "topic" => row.topic.clone())
@@ -463,7 +471,8 @@ enum Refusal {
 }
 
 /// Whether the producer refusing a record for `code` is about the record itself, so that
-/// retrying it can never help.
+/// retrying it can never help. (A topic the broker does not know yet is not: the relay knows
+/// its topics, and one may be created while the broker is back from an outage.)
 fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -471,8 +480,6 @@ fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::InvalidMessageSize
             | RDKafkaErrorCode::InvalidMessage
             | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownTopicOrPartition
     )
 }
 
