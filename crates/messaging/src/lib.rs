@@ -198,13 +198,11 @@ impl Service {
         let writes_done = tokio_util::sync::CancellationToken::new();
         let writers_left = Arc::new(std::sync::atomic::AtomicUsize::new(writers.len()));
         for writer in writers {
-            let (left, done) = (Arc::clone(&writers_left), writes_done.clone());
+            // Counted off when the writer ends, even by a panic: the relay must flush anyway.
+            let ended = WriterEnded(Arc::clone(&writers_left), writes_done.clone());
             shutdown.spawn("send-writer", async move {
-                let result = writer.await;
-                if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                    done.cancel();
-                }
-                result
+                let _ended = ended;
+                writer.await
             });
         }
         let api = MessagingApi {
@@ -245,5 +243,19 @@ impl Service {
         let result = shutdown.wait().await;
         pool.close().await;
         result.map_err(Into::into)
+    }
+}
+
+/// Counts a send writer off when dropped; the last one tells the relay that writes are done.
+struct WriterEnded(
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio_util::sync::CancellationToken,
+);
+
+impl Drop for WriterEnded {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.1.cancel();
+        }
     }
 }
