@@ -107,8 +107,9 @@ struct Accepted {
 /// Verifies access tokens with cached public keys.
 pub struct Verifier {
     source: Arc<dyn KeySource>,
-    /// [`Verifier::MAX_KEY_AGE`], lowered by tests.
+    /// [`Verifier::MAX_KEY_AGE`] and [`Verifier::MAX_STALE_KEY_AGE`], lowered by tests.
     max_key_age: Duration,
+    max_stale_key_age: Duration,
     cache: RwLock<KeyCache>,
     refresh: Mutex<()>,
     validation: Validation,
@@ -129,6 +130,9 @@ impl Verifier {
     /// tokens expire soon anyway, and refusing every request while auth is down would stop
     /// services that do not need it.
     pub const MAX_KEY_AGE: Duration = Duration::from_secs(600);
+    /// How long after their last successful fetch known keys keep working while they cannot be
+    /// fetched again.
+    pub const MAX_STALE_KEY_AGE: Duration = Duration::from_secs(3600);
     /// Most accepted tokens remembered; past it the expired ones go, and if that is not enough,
     /// all of them (only correctly signed tokens get in, so this bounds memory, not an attack).
     pub const MAX_ACCEPTED: usize = 20_000;
@@ -146,6 +150,7 @@ impl Verifier {
         Self {
             source,
             max_key_age: Self::MAX_KEY_AGE,
+            max_stale_key_age: Self::MAX_STALE_KEY_AGE,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
@@ -272,19 +277,45 @@ impl Verifier {
                 return Ok((key.clone(), cache.fetched_at));
             }
         }
-        let refreshed = self.refresh_keys().await;
-        let cache = self.cache.read().await;
-        match (cache.keys.get(kid), refreshed) {
-            (Some((_, key)), _) => Ok((key.clone(), cache.fetched_at)),
+        let refreshed = match self.refresh.try_lock() {
+            // This request fetches.
+            Ok(guard) => self.fetch_keys(guard).await,
+            // Another one is fetching: a known key serves meanwhile, so a slow key source
+            // holds up one request, not all of them.
+            Err(_) => match self.known_key(kid).await {
+                Some(known) => return Ok(known),
+                None => self.refresh_keys().await,
+            },
+        };
+        match (self.known_key(kid).await, refreshed) {
+            (Some(known), _) => Ok(known),
             (None, Err(error)) => Err(error),
             (None, Ok(())) => Err(VerifyError::Invalid(format!("unknown kid {kid:?}"))),
         }
     }
 
+    /// The cached key `kid`, unless the keys were last fetched more than
+    /// [`Self::MAX_STALE_KEY_AGE`] ago: past that, a key auth may have retired long ago is not
+    /// trusted, even while auth cannot be asked.
+    async fn known_key(&self, kid: &str) -> Option<(DecodingKey, Option<Instant>)> {
+        let cache = self.cache.read().await;
+        let fetched_at = cache.fetched_at?;
+        if fetched_at.elapsed() > self.max_stale_key_age {
+            return None;
+        }
+        let (_, key) = cache.keys.get(kid)?;
+        Some((key.clone(), Some(fetched_at)))
+    }
+
     /// Fetches the keys unless that happened less than [`Self::MIN_REFRESH_INTERVAL`] ago.
     async fn refresh_keys(&self) -> Result<(), VerifyError> {
         // One fetch at a time; callers that queued behind it reuse its result.
-        let _guard = self.refresh.lock().await;
+        let guard = self.refresh.lock().await;
+        self.fetch_keys(guard).await
+    }
+
+    /// [`Verifier::refresh_keys`], with the fetch's turn already taken.
+    async fn fetch_keys(&self, _turn: tokio::sync::MutexGuard<'_, ()>) -> Result<(), VerifyError> {
         {
             let cache = self.cache.read().await;
             if let Some(at) = cache.fetched_at
@@ -481,6 +512,13 @@ mod tests {
         // A key it never saw cannot be checked: that is the source's outage, not a bad token.
         assert!(matches!(
             verifier.verify(&other.token(600)).await,
+            Err(VerifyError::KeysUnavailable(_))
+        ));
+        // Nor, after long enough without a successful fetch, can one it knows.
+        verifier.max_stale_key_age = Duration::from_millis(100);
+        tokio::time::sleep(Verifier::MIN_REFRESH_INTERVAL + Duration::from_millis(100)).await;
+        assert!(matches!(
+            verifier.verify(&key.token(600)).await,
             Err(VerifyError::KeysUnavailable(_))
         ));
     }
