@@ -627,11 +627,33 @@ async fn after_redis_comes_back_empty_forwards_find_their_routes_before_the_next
             2
         );
     }
-    // Give the partition owner's own connection time to come back (until then it skips
-    // forwards, and its heartbeat repairs them). Then the next message must be forwarded at
-    // once, not after the next heartbeat re-claims the routes: nothing later would reveal that
-    // it was missed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both replicas are back on Redis once both users are claimed again (each replica claims its
+    // users before its sessions resync, through the connection it forwards with). Then the next
+    // message must be forwarded at once, not after the next heartbeat re-claims the routes:
+    // nothing later would reveal that it was missed.
+    let client = redis::Client::open(redis.url()).unwrap();
+    test_support::eventually("both users to be claimed again", SOON, || {
+        let client = client.clone();
+        let prefix = app.delivery_prefix.clone();
+        let users = [alice.user_id.clone(), bob.user_id.clone()];
+        async move {
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            for user in users {
+                let claims: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(format!("{prefix}routes:{user}"))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut connection)
+                    .await
+                    .ok()?;
+                if claims.is_empty() {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
     app.send(&alice, &conversation, "after").await;
     for socket in [&mut alice_socket, &mut bob_socket] {
         assert_eq!(socket.seqs_until(&conversation, 3, SOON).await, [3]);
