@@ -82,6 +82,21 @@ async fn open_chat(app: &TestApp, two: &Two) -> String {
     .await
 }
 
+/// Services whose access tokens live one second (so sockets are closed for an expired token,
+/// and logins renewed, every second), Alice and Bob, and their chat.
+async fn chat_on_one_second_tokens() -> (TestApp, Two, String) {
+    let app = TestApp::builder()
+        .auth(|o| o.access_token_ttl_secs = 1)
+        .gateway(|o| o.token_leeway_secs = 0)
+        .profile()
+        .delivery_replicas(1)
+        .spawn()
+        .await;
+    let two = alice_and_bob(&app);
+    let conversation = open_chat(&app, &two).await;
+    (app, two, conversation)
+}
+
 /// `realchat tail --json` in `home`, and its lines.
 fn tail(app: &TestApp, home: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_realchat"))
@@ -197,15 +212,7 @@ async fn a_command_that_fails_after_a_refresh_keeps_the_renewed_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_and_other_commands_share_one_login_through_its_renewals() {
-    let app = TestApp::builder()
-        .auth(|o| o.access_token_ttl_secs = 1)
-        .gateway(|o| o.token_leeway_secs = 0)
-        .profile()
-        .delivery_replicas(1)
-        .spawn()
-        .await;
-    let two = alice_and_bob(&app);
-    let conversation = open_chat(&app, &two).await;
+    let (app, two, conversation) = chat_on_one_second_tokens().await;
     let (bob, bob_home) = (&two.bob, &two.bob_home);
 
     // Bob tails in one terminal...
@@ -243,15 +250,7 @@ async fn tail_and_other_commands_share_one_login_through_its_renewals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tails_on_one_login_renew_it_in_turn_not_both_at_once() {
-    let app = TestApp::builder()
-        .auth(|o| o.access_token_ttl_secs = 1)
-        .gateway(|o| o.token_leeway_secs = 0)
-        .profile()
-        .delivery_replicas(1)
-        .spawn()
-        .await;
-    let two = alice_and_bob(&app);
-    let conversation = open_chat(&app, &two).await;
+    let (app, two, conversation) = chat_on_one_second_tokens().await;
     // Two tails start from the same saved pair, so their tokens expire together and the server
     // closes both sockets (1008) at once, every second: each time, both renew. Presenting the same
     // refresh token twice would end the login; the session file's lock makes them take turns.

@@ -548,24 +548,54 @@ async fn presence_of(app: &TestApp, replica: &str, token: &str, ids: &[&str]) ->
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_skipped_while_subscriptions_stay_up_are_repaired_by_a_resync() {
-    let redis = RedisServer::start().await;
+/// Two delivery replicas on a Redis of the test's own, and a direct chat whose members each have a
+/// socket on one of them: whichever replica owns the conversation's partition, the other socket
+/// gets the conversation's messages forwarded. Seq 1 has reached both.
+struct Across {
+    app: TestApp,
+    alice: Session,
+    bob: Session,
+    conversation: String,
+    alice_socket: Socket,
+    bob_socket: Socket,
+}
+
+async fn chat_across_replicas(redis: &RedisServer, heartbeat_secs: u64) -> Across {
     let app = TestApp::builder()
         .delivery_replicas(2)
         .delivery_redis(redis.url())
-        .delivery(|o| o.heartbeat_secs = 1)
+        .delivery(move |o| o.heartbeat_secs = heartbeat_secs)
         .spawn()
         .await;
     let (alice, bob) = (app.member().await, app.member().await);
     let conversation = app.direct(&alice, &bob).await;
-    // Whichever replica owns the conversation's partition, one of the two sockets is on the
-    // other one and gets the conversation's messages forwarded.
     let mut alice_socket = app.socket_to(0, &alice).await;
     let mut bob_socket = app.socket_to(1, &bob).await;
     app.send(&alice, &conversation, "before").await;
-    assert_eq!(alice_socket.seqs_until(&conversation, 1, SOON).await, [1]);
-    assert_eq!(bob_socket.seqs_until(&conversation, 1, SOON).await, [1]);
+    for socket in [&mut alice_socket, &mut bob_socket] {
+        assert_eq!(socket.seqs_until(&conversation, 1, SOON).await, [1]);
+    }
+    Across {
+        app,
+        alice,
+        bob,
+        conversation,
+        alice_socket,
+        bob_socket,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_skipped_while_subscriptions_stay_up_are_repaired_by_a_resync() {
+    let redis = RedisServer::start().await;
+    let Across {
+        app,
+        alice,
+        conversation,
+        mut alice_socket,
+        mut bob_socket,
+        ..
+    } = chat_across_replicas(&redis, 1).await;
 
     // Redis stalls for longer than the replicas' call timeout (500 ms), so the owner cannot look
     // up where the other socket is and skips the forward; but for less than the subscriptions'
@@ -593,23 +623,15 @@ async fn forwards_skipped_while_subscriptions_stay_up_are_repaired_by_a_resync()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_comes_back_empty_forwards_find_their_routes_before_the_next_heartbeat() {
     let mut redis = RedisServer::start().await;
-    let app = TestApp::builder()
-        .delivery_replicas(2)
-        .delivery_redis(redis.url())
-        // No heartbeat comes to the rescue within this test.
-        .delivery(|o| o.heartbeat_secs = 60)
-        .spawn()
-        .await;
-    let (alice, bob) = (app.member().await, app.member().await);
-    let conversation = app.direct(&alice, &bob).await;
-    // Whichever replica owns the conversation's partition, the other socket's messages are
-    // forwarded to it.
-    let mut alice_socket = app.socket_to(0, &alice).await;
-    let mut bob_socket = app.socket_to(1, &bob).await;
-    app.send(&alice, &conversation, "before").await;
-    for socket in [&mut alice_socket, &mut bob_socket] {
-        assert_eq!(socket.seqs_until(&conversation, 1, SOON).await, [1]);
-    }
+    // No heartbeat comes to the rescue within this test.
+    let Across {
+        app,
+        alice,
+        bob,
+        conversation,
+        mut alice_socket,
+        mut bob_socket,
+    } = chat_across_replicas(&redis, 60).await;
 
     // Redis dies and comes back empty: every route claim is gone.
     redis.stop();

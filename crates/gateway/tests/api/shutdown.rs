@@ -8,13 +8,17 @@ use std::{
 use serde_json::json;
 use test_support::{TestApp, eventually, free_port};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exits_0() {
-    // Auth runs in process (from the slice); the gateway under test is the real binary.
-    let app = TestApp::spawn().await;
-    let session = app.signed_up().await;
-    let port = free_port();
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+fn sigterm(process: &tokio::process::Child) {
+    let pid = process.id().unwrap().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// The gateway binary on `port`, in front of `app`'s services (its first delivery replica, if it
+/// has one), with 20 s of grace for SIGTERM.
+fn gateway_binary(app: &TestApp, port: u16) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command
         .env("REALCHAT_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "REALCHAT_GATEWAY_ADMIN_ADDR",
@@ -37,8 +41,23 @@ async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exi
         .env("REALCHAT_SHUTDOWN_GRACE_SECS", "20")
         .env("REALCHAT_LOG", "warn")
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    if let Some(replica) = app.delivery.first() {
+        command.env(
+            "REALCHAT_DELIVERY_ENDPOINTS",
+            format!("ws://{}", replica.addr),
+        );
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exits_0() {
+    // Auth runs in process (from the slice); the gateway under test is the real binary.
+    let app = TestApp::spawn().await;
+    let session = app.signed_up().await;
+    let port = free_port();
+    let mut gateway = gateway_binary(&app, port);
     let base = format!("http://127.0.0.1:{port}");
     // A new connection per request: a request is either accepted on its own connection or
     // refused at connect, never lost in a keep-alive race.
@@ -76,14 +95,7 @@ async fn sigterm_during_a_burst_of_logins_answers_every_accepted_request_and_exi
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let pid = gateway.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&gateway);
 
     let mut answered = 0;
     let mut refused = 0;
@@ -122,32 +134,7 @@ async fn sigterm_closes_the_websockets_it_proxies_with_1001_and_exits_0() {
     let app = TestApp::builder().delivery_replicas(1).spawn().await;
     let session = app.member().await;
     let port = free_port();
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("REALCHAT_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "REALCHAT_GATEWAY_ADMIN_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env(
-            "REALCHAT_AUTH_ENDPOINT",
-            format!("http://{}", app.auth_addr),
-        )
-        .env(
-            "REALCHAT_MESSAGING_ENDPOINT",
-            format!("http://{}", app.messaging_addr),
-        )
-        .env(
-            "REALCHAT_DELIVERY_ENDPOINTS",
-            format!("ws://{}", app.delivery[0].addr),
-        )
-        .env("REALCHAT_REDIS_URL", test_support::redis_url())
-        .env("REALCHAT_GATEWAY_RATE_LIMITS", "false")
-        .env("REALCHAT_SHUTDOWN_GRACE_SECS", "20")
-        .env("REALCHAT_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut gateway = gateway_binary(&app, port);
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
     eventually(
         "the gateway binary to proxy a socket",
@@ -164,14 +151,7 @@ async fn sigterm_closes_the_websockets_it_proxies_with_1001_and_exits_0() {
     .await;
     let mut socket = test_support::ws::Socket::connect(&url, &session.access_token).await;
 
-    let pid = gateway.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&gateway);
     // The client is told to reconnect and resume, not cut off (1006).
     assert_eq!(socket.closed(Duration::from_secs(10)).await, 1001);
     let status = tokio::time::timeout(Duration::from_secs(25), gateway.wait())

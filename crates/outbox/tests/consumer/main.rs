@@ -72,6 +72,37 @@ fn registered(username: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Runs a consumer with `handler` until the handler has seen `username`'s event, then stops it
+/// (which commits what it stored).
+async fn consume_until_seen(
+    kafka: &realchat_outbox::KafkaOptions,
+    consumer_options: ConsumerOptions,
+    handler: &Arc<Recorder>,
+    username: &str,
+) {
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (kafka, handler, stop) = (kafka.clone(), handler.clone(), stop.clone());
+        async move { consumer::run(&kafka, consumer_options, handler, stop).await }
+    });
+    eventually(
+        &format!("{username}'s event to be handled"),
+        Duration::from_secs(30),
+        || async {
+            handler
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|seen| seen == username)
+                .then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_the_partition_moves_on()
  {
@@ -88,27 +119,7 @@ async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_th
     let mut consumer_options = ConsumerOptions::new(group.clone(), vec![Topic::Users]);
     consumer_options.max_attempts = 3;
     consumer_options.max_backoff = Duration::from_millis(200);
-    let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let (options, handler, stop) = (options.clone(), handler.clone(), stop.clone());
-        async move { consumer::run(&options, consumer_options, handler, stop).await }
-    });
-
-    eventually(
-        "the event behind the poison to be handled",
-        Duration::from_secs(30),
-        || async {
-            handler
-                .seen
-                .lock()
-                .unwrap()
-                .contains(&"after".to_owned())
-                .then_some(())
-        },
-    )
-    .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    consume_until_seen(&options, consumer_options, &handler, "after").await;
 
     assert_eq!(
         *handler.seen.lock().unwrap(),
@@ -128,28 +139,9 @@ async fn a_failing_event_is_retried_a_bounded_number_of_times_then_parked_and_th
 
     // Everything was committed on shutdown: the group's next member starts after "after".
     let again = Arc::new(Recorder::default());
-    let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let (options, again, stop) = (options.clone(), again.clone(), stop.clone());
-        let consumer_options = ConsumerOptions::new(group, vec![Topic::Users]);
-        async move { consumer::run(&options, consumer_options, again, stop).await }
-    });
     kafka::produce_raw(&options, Topic::Users, "k", &registered("fresh")).await;
-    eventually(
-        "the fresh event to be handled",
-        Duration::from_secs(30),
-        || async {
-            again
-                .seen
-                .lock()
-                .unwrap()
-                .contains(&"fresh".to_owned())
-                .then_some(())
-        },
-    )
-    .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    let consumer_options = ConsumerOptions::new(group, vec![Topic::Users]);
+    consume_until_seen(&options, consumer_options, &again, "fresh").await;
     assert_eq!(
         *again.seen.lock().unwrap(),
         ["fresh"],
@@ -171,26 +163,7 @@ async fn an_event_whose_database_is_down_waits_for_it_however_long_and_is_never_
         ConsumerOptions::new(test_support::unique("group-"), vec![Topic::Users]);
     consumer_options.max_attempts = 3;
     consumer_options.max_backoff = Duration::from_millis(100);
-    let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let (options, handler, stop) = (options.clone(), handler.clone(), stop.clone());
-        async move { consumer::run(&options, consumer_options, handler, stop).await }
-    });
-    eventually(
-        "the event behind the outage to be handled",
-        Duration::from_secs(30),
-        || async {
-            handler
-                .seen
-                .lock()
-                .unwrap()
-                .contains(&"after".to_owned())
-                .then_some(())
-        },
-    )
-    .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    consume_until_seen(&options, consumer_options, &handler, "after").await;
     let seen = handler.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 8, "{seen:?}");
     assert!(seen[..7].iter().all(|u| u == "patient"), "{seen:?}");
