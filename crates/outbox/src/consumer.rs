@@ -33,7 +33,12 @@ use realchat_proto::events::v1::Envelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::{KafkaOptions, Topic, kafka::close_on_own_thread, metrics, relay::backoff};
+use crate::{
+    KafkaOptions, Topic,
+    kafka::close_on_own_thread,
+    metrics,
+    relay::{backoff, sleep_or_cancel},
+};
 
 /// A decoded event and where it came from.
 #[derive(Debug, Clone)]
@@ -328,9 +333,8 @@ impl<H: Handler> Loop<H> {
                         .increment(1);
                     let wait = backoff(waits, self.options.max_backoff);
                     tracing::warn!(event.id = %event.envelope.event_id, waits, error = format!("{error:#}"), retry_in = ?wait, "a dependency of the handler is down; waiting for it");
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Outcome::Abandoned,
-                        () = tokio::time::sleep(wait) => {}
+                    if !sleep_or_cancel(wait, &self.shutdown).await {
+                        return Outcome::Abandoned;
                     }
                     continue;
                 }
@@ -344,9 +348,8 @@ impl<H: Handler> Loop<H> {
                 .increment(1);
             let wait = backoff(attempt, self.options.max_backoff);
             tracing::warn!(event.id = %event.envelope.event_id, attempt, error = format!("{error:#}"), retry_in = ?wait, "handler failed");
-            tokio::select! {
-                () = self.shutdown.cancelled() => return Outcome::Abandoned,
-                () = tokio::time::sleep(wait) => {}
+            if !sleep_or_cancel(wait, &self.shutdown).await {
+                return Outcome::Abandoned;
             }
         }
     }
@@ -448,9 +451,9 @@ impl<H: Handler> Loop<H> {
                         close_on_own_thread(move || drop(failed));
                     }
                     tracing::warn!(%error, "the DLQ did not acknowledge; retrying");
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Outcome::Abandoned,
-                        () = tokio::time::sleep(backoff(wait_attempt, self.options.max_backoff)) => {}
+                    let wait = backoff(wait_attempt, self.options.max_backoff);
+                    if !sleep_or_cancel(wait, &self.shutdown).await {
+                        return Outcome::Abandoned;
                     }
                 }
             }

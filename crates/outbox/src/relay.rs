@@ -548,7 +548,7 @@ async fn sample_backlog(pool: PgPool, shutdown: CancellationToken) {
 }
 
 /// Sleeps unless shutdown comes first; returns whether it slept the whole time.
-async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => false,
         () = tokio::time::sleep(duration) => true,
