@@ -80,6 +80,25 @@ async fn consume_until_seen(
     handler: &Arc<Recorder>,
     username: &str,
 ) {
+    let seen = || {
+        handler
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|seen| seen == username)
+    };
+    consume_until(kafka, consumer_options, handler, username, seen).await;
+}
+
+/// Runs a consumer with `handler` until `done`, then stops it (which commits what it stored).
+async fn consume_until<H: Handler>(
+    kafka: &realchat_outbox::KafkaOptions,
+    consumer_options: ConsumerOptions,
+    handler: &Arc<H>,
+    username: &str,
+    done: impl Fn() -> bool,
+) {
     let stop = CancellationToken::new();
     let running = tokio::spawn({
         let (kafka, handler, stop) = (kafka.clone(), handler.clone(), stop.clone());
@@ -88,19 +107,108 @@ async fn consume_until_seen(
     eventually(
         &format!("{username}'s event to be handled"),
         Duration::from_secs(30),
-        || async {
-            handler
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|seen| seen == username)
-                .then_some(())
-        },
+        || async { done().then_some(()) },
     )
     .await;
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// Takes events in batches up to (not including) the one named `refused`, which only
+/// [`Handler::handle`] gets; logs what each path handled, in order.
+#[derive(Default)]
+struct Batcher {
+    refused: String,
+    log: Mutex<Vec<(&'static str, String)>>,
+}
+
+fn username(event: &Event) -> String {
+    match &event.envelope.payload {
+        Some(Payload::UserRegistered(user)) => user.username.clone(),
+        _ => String::new(),
+    }
+}
+
+impl Handler for Batcher {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.log.lock().unwrap().push(("one", username(event)));
+            Ok(())
+        })
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        events: &'a [Event],
+    ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
+        Box::pin(async move {
+            let taken: Vec<String> = events
+                .iter()
+                .map(username)
+                .take_while(|name| *name != self.refused)
+                .collect();
+            let mut log = self.log.lock().unwrap();
+            for name in &taken {
+                log.push(("batch", name.clone()));
+            }
+            taken.len()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_events_are_offered_as_a_batch_and_what_it_leaves_is_handled_one_by_one_in_order() {
+    let options = kafka::fresh_topics().await;
+    let names = ["a", "b", "c", "refused", "d", "e"];
+    for name in names {
+        kafka::produce_raw(&options, Topic::Users, "k", &registered(name)).await;
+    }
+    let handler = Arc::new(Batcher {
+        refused: "refused".into(),
+        ..Batcher::default()
+    });
+    let group = test_support::unique("group-");
+    let done = || {
+        handler
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, name)| name == "e")
+    };
+    let consumer_options = ConsumerOptions::new(group.clone(), vec![Topic::Users]);
+    consume_until(&options, consumer_options, &handler, "e", done).await;
+
+    let log = handler.log.lock().unwrap().clone();
+    let order: Vec<&str> = log.iter().map(|(_, name)| name.as_str()).collect();
+    assert_eq!(order, names, "each event once, in partition order: {log:?}");
+    assert!(
+        log.iter().filter(|(how, _)| *how == "batch").count() >= 2,
+        "events fetched together were offered together: {log:?}"
+    );
+    assert!(
+        log.contains(&("one", "refused".to_string())),
+        "the event the batch stopped at went through handle: {log:?}"
+    );
+
+    // Batched and single events alike were committed: the group's next member sees only news.
+    kafka::produce_raw(&options, Topic::Users, "k", &registered("fresh")).await;
+    let again = Arc::new(Batcher::default());
+    let done = || {
+        again
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, name)| name == "fresh")
+    };
+    let consumer_options = ConsumerOptions::new(group, vec![Topic::Users]);
+    consume_until(&options, consumer_options, &again, "fresh", done).await;
+    let log = again.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 1, "{log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
