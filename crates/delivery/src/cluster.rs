@@ -477,19 +477,26 @@ impl Cluster {
         self.key(format_args!("fwd:*everyone"))
     }
 
-    /// Publishes `forward` to `replica`; false when nobody listened (the replica is gone).
-    pub(crate) async fn forward(&self, replica: &str, forward: &Forward) -> Result<bool, Error> {
+    /// Publishes each forward to its replica, in the order given, in one round trip; for each,
+    /// false when nobody listened (the replica is gone).
+    ///
+    /// Order matters: forwards of one conversation must reach a replica in seq order, and a
+    /// pipeline is executed by Redis as it was written.
+    pub(crate) async fn forward_all(
+        &self,
+        forwards: &[(String, Forward)],
+    ) -> Result<Vec<bool>, Error> {
+        let mut pipe = redis::pipe();
+        for (replica, forward) in forwards {
+            pipe.cmd("PUBLISH")
+                .arg(self.channel(replica))
+                .arg(forward.encode_to_vec());
+        }
         let mut connection = self.connection.clone();
-        let listeners: i64 = self
-            .call(
-                "forward",
-                redis::cmd("PUBLISH")
-                    .arg(self.channel(replica))
-                    .arg(forward.encode_to_vec())
-                    .query_async(&mut connection),
-            )
+        let listeners: Vec<i64> = self
+            .call("forward", pipe.query_async(&mut connection))
             .await?;
-        Ok(listeners > 0)
+        Ok(listeners.into_iter().map(|n| n > 0).collect())
     }
 
     /// The presence of `users`.

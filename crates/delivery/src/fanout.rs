@@ -14,9 +14,15 @@
 //! resync once Redis answers it again (`Cluster::repair_skipped_forwards`, on the heartbeat). A gap
 //! noticed any other way is filled by the session itself before it pushes the next message.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use prost::Message as _;
 use realchat_outbox::consumer::{Event, Handler, HandlerError};
 use realchat_proto::{
@@ -116,6 +122,14 @@ pub(crate) fn route(hub: &Hub, envelope: &Envelope) -> Result<Option<Routed>, St
     Ok(Some(routed))
 }
 
+/// One push, who it is for, and what other replicas are forwarded of it.
+pub(crate) struct Spread<'a> {
+    pub(crate) recipients: &'a [Uuid],
+    pub(crate) push: &'a Push,
+    /// Builds what is forwarded, once per replica that holds recipients.
+    pub(crate) item: &'a (dyn Fn() -> Item + Sync),
+}
+
 /// Hands `push` to local sessions and forwards it to the replicas holding the other recipients.
 /// `item` builds what is forwarded. Redis failures are counted and logged by the cluster, not
 /// returned: what the other replicas miss live they repair (see the module docs).
@@ -124,34 +138,90 @@ pub(crate) async fn spread(
     cluster: &Cluster,
     recipients: &[Uuid],
     push: &Push,
-    item: impl Fn() -> Item,
+    item: impl Fn() -> Item + Sync,
 ) {
-    let local = hub.deliver(recipients, push);
-    let Ok(by_replica) = cluster.routes(recipients).await else {
+    let one = Spread {
+        recipients,
+        push,
+        item: &item,
+    };
+    spread_all(hub, cluster, &[one]).await;
+}
+
+/// [`spread`] for several pushes at once, in order: local sessions get them back to back
+/// ([`Hub::deliver_all`]), one Redis round trip finds every recipient's replicas, and one more
+/// publishes every forward, in push order per replica.
+pub(crate) async fn spread_all(hub: &Hub, cluster: &Cluster, spreads: &[Spread<'_>]) {
+    let local = hub.deliver_all(spreads.iter().map(|s| (s.recipients, s.push)));
+    let union;
+    let users = match spreads {
+        [one] => one.recipients,
+        _ => {
+            let mut all: Vec<Uuid> = spreads
+                .iter()
+                .flat_map(|s| s.recipients.iter().copied())
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            union = all;
+            &union[..]
+        }
+    };
+    let Ok(by_replica) = cluster.routes(users).await else {
         // Whoever else should have had it gets it by a resync (see `repair_skipped_forwards`).
         cluster.skipped_forwards();
         return;
     };
     tracing::debug!(local, replicas = by_replica.len(), "spreading");
-    let sends = by_replica.into_iter().map(|(replica, user_ids)| {
-        let forward = Forward {
-            user_ids: user_ids.iter().map(Uuid::to_string).collect(),
-            item: Some(item()),
-        };
-        async move {
-            let outcome = match cluster.forward(&replica, &forward).await {
-                Ok(true) => "sent",
-                // The replica is gone; its clients reconnect elsewhere and resume.
-                Ok(false) => "no_listener",
-                Err(_) => {
-                    cluster.skipped_forwards();
-                    "failed"
+    if by_replica.is_empty() {
+        return;
+    }
+    let forwards: Vec<(String, Forward)> = match spreads {
+        [one] => by_replica
+            .into_iter()
+            .map(|(replica, user_ids)| {
+                let user_ids = user_ids.iter().map(Uuid::to_string).collect();
+                let item = Some((one.item)());
+                (replica, Forward { user_ids, item })
+            })
+            .collect(),
+        _ => {
+            let mut replicas_of: HashMap<Uuid, Vec<&str>> = HashMap::new();
+            for (replica, user_ids) in &by_replica {
+                for user in user_ids {
+                    replicas_of.entry(*user).or_default().push(replica);
                 }
-            };
-            ::metrics::counter!(metrics::FORWARDS, "outcome" => outcome).increment(1);
+            }
+            let mut forwards = Vec::new();
+            for spread in spreads {
+                let mut to: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                for user in spread.recipients {
+                    for replica in replicas_of.get(user).into_iter().flatten() {
+                        to.entry(replica).or_default().push(user.to_string());
+                    }
+                }
+                for (replica, user_ids) in to {
+                    let item = Some((spread.item)());
+                    forwards.push((replica.to_owned(), Forward { user_ids, item }));
+                }
+            }
+            forwards
         }
-    });
-    futures::future::join_all(sends).await;
+    };
+    match cluster.forward_all(&forwards).await {
+        Ok(listened) => {
+            for listened in listened {
+                // Nobody listening: the replica is gone; its clients reconnect elsewhere and resume.
+                let outcome = if listened { "sent" } else { "no_listener" };
+                ::metrics::counter!(metrics::FORWARDS, "outcome" => outcome).increment(1);
+            }
+        }
+        Err(_) => {
+            cluster.skipped_forwards();
+            ::metrics::counter!(metrics::FORWARDS, "outcome" => "failed")
+                .increment(forwards.len() as u64);
+        }
+    }
 }
 
 /// The consumer's handler: the partition owner's side of the fan-out.
@@ -176,6 +246,44 @@ impl Handler for Fanout {
                 .await;
             }
             Ok(())
+        })
+    }
+
+    /// Routes the leading events that route, then spreads them together, so each session
+    /// writes their frames at once and Redis is asked once for all their recipients. The first
+    /// event that cannot be routed is left to [`Handler::handle`] (which dead-letters it).
+    fn handle_batch<'a>(
+        &'a self,
+        events: &'a [Event],
+    ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
+        Box::pin(async move {
+            let mut routed = Vec::with_capacity(events.len());
+            for event in events {
+                match route(&self.hub, &event.envelope) {
+                    Ok(found) => routed.push((event, found)),
+                    Err(_) => break,
+                }
+            }
+            let routed_count = routed.len();
+            let routed: Vec<(&Event, Routed)> = routed
+                .into_iter()
+                .filter_map(|(event, found)| Some((event, found?)))
+                .collect();
+            let items: Vec<_> = routed
+                .iter()
+                .map(|(event, _)| move || Item::Event(event.envelope.clone()))
+                .collect();
+            let spreads: Vec<Spread<'_>> = routed
+                .iter()
+                .zip(&items)
+                .map(|((_, found), item)| Spread {
+                    recipients: &found.recipients,
+                    push: &found.push,
+                    item,
+                })
+                .collect();
+            spread_all(&self.hub, &self.cluster, &spreads).await;
+            routed_count
         })
     }
 }
@@ -256,7 +364,24 @@ pub(crate) async fn forwarding(
                 () = shutdown.cancelled() => return Ok(()),
                 message = stream.next() => {
                     let Some(message) = message else { break };
-                    receive(&hub, cluster.replica(), message.get_payload_bytes());
+                    // Forwards published together arrive together; delivered together, each
+                    // session writes them at once.
+                    let mut messages = vec![message];
+                    let mut ended = false;
+                    while messages.len() < RECEIVE_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(message)) => messages.push(message),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    receive(&hub, cluster.replica(), messages.iter().map(|m| m.get_payload_bytes()));
+                    if ended {
+                        break;
+                    }
                 }
                 _ = ping.tick() => {
                     // A dead connection may not say so: a ping that goes unanswered ends it.
@@ -272,13 +397,39 @@ pub(crate) async fn forwarding(
     }
 }
 
-fn receive(hub: &Hub, replica: &str, payload: &[u8]) {
+/// Forwards taken off the channel together, at most.
+const RECEIVE_BATCH: usize = 256;
+
+/// Hands what `payloads` forward to this replica's sessions, in order.
+fn receive<'a>(hub: &Hub, replica: &str, payloads: impl IntoIterator<Item = &'a [u8]>) {
+    let mut pending: Vec<(Vec<Uuid>, Push)> = Vec::new();
+    for payload in payloads {
+        match decode_forward(hub, replica, payload) {
+            Some(Received::Push(users, push)) => pending.push((users, push)),
+            Some(Received::Resync) => {
+                // What came before it first, then every session catches up.
+                hub.deliver_all(pending.iter().map(|(u, p)| (&u[..], p)));
+                pending.clear();
+                hub.broadcast(&Push::Resync);
+            }
+            None => {}
+        }
+    }
+    hub.deliver_all(pending.iter().map(|(u, p)| (&u[..], p)));
+}
+
+enum Received {
+    Push(Vec<Uuid>, Push),
+    Resync,
+}
+
+fn decode_forward(hub: &Hub, replica: &str, payload: &[u8]) -> Option<Received> {
     ::metrics::counter!(metrics::FORWARDS_RECEIVED).increment(1);
     let forward = match Forward::decode(payload) {
         Ok(forward) => forward,
         Err(error) => {
             tracing::warn!(%error, "ignoring an undecodable forward");
-            return;
+            return None;
         }
     };
     let users: Vec<Uuid> = forward
@@ -289,10 +440,10 @@ fn receive(hub: &Hub, replica: &str, payload: &[u8]) {
     let push = match forward.item {
         Some(Item::Event(envelope)) => match route(hub, &envelope) {
             Ok(Some(routed)) => routed.push,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(reason) => {
                 tracing::warn!(reason, "ignoring a forwarded event");
-                return;
+                return None;
             }
         },
         Some(Item::Typing(t)) => {
@@ -303,15 +454,14 @@ fn receive(hub: &Hub, replica: &str, payload: &[u8]) {
         }
         Some(Item::Resync(resync)) => {
             if resync.from_replica == replica {
-                return; // its own sessions got everything it consumed
+                return None; // its own sessions got everything it consumed
             }
             // The sender skipped forwards to this replica: every session catches up.
             tracing::info!("another replica skipped forwards to this one; resyncing every session");
             ::metrics::counter!(metrics::RESYNCS).increment(1);
-            hub.broadcast(&Push::Resync);
-            return;
+            return Some(Received::Resync);
         }
-        None => return,
+        None => return None,
     };
-    hub.deliver(&users, &push);
+    Some(Received::Push(users, push))
 }
