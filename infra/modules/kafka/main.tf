@@ -16,6 +16,10 @@ locals {
 }
 
 data "aws_iam_policy_document" "key" {
+  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" means this key only; the account root keeps administering it, as AWS requires.
+  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" means this key only; writes are limited to this key.
+  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" means this key only and cannot be narrowed further.
+
   statement {
     sid       = "AccountAdministersTheKey"
     actions   = ["kms:*"]
@@ -142,6 +146,7 @@ resource "random_password" "user" {
 }
 
 resource "aws_secretsmanager_secret" "user" {
+  #checkov:skip=CKV2_AWS_57:MSK reads SCRAM secrets at association; they are rotated by the procedure in infra/README.md (new password, apply, services redeploy).
   for_each = toset(local.users)
 
   # MSK only associates secrets whose name starts with AmazonMSK_.
