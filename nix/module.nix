@@ -1,0 +1,445 @@
+# NixOS module: `services.realchat.<service>` for auth, messaging, profile, delivery and gateway.
+#
+# Every service is configured the way its binary is: through `REALCHAT_*` environment variables
+# (`<binary> --help` lists them, `<binary> settings` prints them as JSON). The options people
+# change are typed here; every other variable goes through the free-form `settings`, and secrets
+# through `environmentFile` so they stay out of the world-readable Nix store.
+#
+# The module uses nothing but `lib`, so it can be evaluated on its own (nixos-tests/check.sh
+# does, against the settings each binary reports).
+{ config, lib, ... }:
+
+let
+  inherit (lib)
+    concatMap
+    concatStringsSep
+    filterAttrs
+    hasPrefix
+    last
+    literalExpression
+    mapAttrs
+    mapAttrs'
+    mapAttrsToList
+    mkDefault
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    nameValuePair
+    optional
+    optionalAttrs
+    optionals
+    splitString
+    toInt
+    types
+    ;
+
+  cfg = config.services.realchat;
+
+  # What the module needs to know about each binary: its listeners, their defaults (the binary's
+  # own, so a unit nobody configured behaves like the binary run by hand), and what it talks to.
+  # `listenVar` is the binary's main listener; `prefix` is the infix of its own variables.
+  specs = {
+    auth = {
+      description = "RealChat auth service (users, passwords, tokens, signing keys)";
+      prefix = "AUTH";
+      listenVar = "REALCHAT_AUTH_GRPC_ADDR";
+      listen = "127.0.0.1:50051";
+      admin = "127.0.0.1:9181";
+      database = true;
+      kafka = true;
+      redis = false;
+      upstreams = { };
+      deliveryEndpoints = false;
+    };
+    messaging = {
+      description = "RealChat messaging service (conversations, messages, the outbox relay)";
+      prefix = "MESSAGING";
+      listenVar = "REALCHAT_MESSAGING_GRPC_ADDR";
+      listen = "127.0.0.1:50052";
+      admin = "127.0.0.1:9182";
+      database = true;
+      kafka = true;
+      redis = false;
+      upstreams = {
+        # Who a user id belongs to, for events that arrive before user.registered.
+        auth = "http://127.0.0.1:50051";
+      };
+      deliveryEndpoints = false;
+    };
+    profile = {
+      description = "RealChat profile service (profiles and the username directory)";
+      prefix = "PROFILE";
+      listenVar = "REALCHAT_PROFILE_GRPC_ADDR";
+      listen = "127.0.0.1:50053";
+      admin = "127.0.0.1:9183";
+      database = true;
+      kafka = true;
+      redis = false;
+      upstreams = {
+        # Who a user id belongs to, for events that arrive before user.registered.
+        auth = "http://127.0.0.1:50051";
+      };
+      deliveryEndpoints = false;
+    };
+    delivery = {
+      description = "RealChat delivery replica (WebSockets, fan-out, presence)";
+      prefix = "DELIVERY";
+      listenVar = "REALCHAT_DELIVERY_ADDR";
+      listen = "127.0.0.1:8081";
+      admin = "127.0.0.1:9184";
+      database = false;
+      kafka = true;
+      redis = true;
+      upstreams = {
+        auth = "http://127.0.0.1:50051";
+        messaging = "http://127.0.0.1:50052";
+      };
+      deliveryEndpoints = false;
+    };
+    gateway = {
+      description = "RealChat gateway (the public HTTP API)";
+      prefix = "GATEWAY";
+      listenVar = "REALCHAT_GATEWAY_ADDR";
+      listen = "127.0.0.1:8080";
+      admin = "127.0.0.1:9180";
+      database = false;
+      kafka = false;
+      redis = true;
+      upstreams = {
+        auth = "http://127.0.0.1:50051";
+        messaging = "http://127.0.0.1:50052";
+        profile = "http://127.0.0.1:50053";
+      };
+      deliveryEndpoints = true;
+    };
+  };
+
+  # `host:port`, `[v6]:port`: what Rust's `SocketAddr` parses (a name like `localhost` is not).
+  socketAddress = types.strMatching
+    "^([0-9]{1,3}([.][0-9]{1,3}){3}|[[][0-9A-Fa-f:.]+[]]):[0-9]{1,5}$" // {
+    description = "socket address (`ip:port` or `[ipv6]:port`)";
+  };
+  # Bootstrap servers may be names.
+  brokerAddress = types.strMatching "^[]A-Za-z0-9.:_[-]+:[0-9]{1,5}$" // {
+    description = "Kafka bootstrap server (`host:port`)";
+  };
+  httpUrl = types.strMatching "^https?://[^ ]+$" // {
+    description = "http(s) URL";
+  };
+  wsUrl = types.strMatching "^wss?://[^ ]+$" // {
+    description = "ws(s) URL";
+  };
+  redisUrl = types.strMatching "^(redis|rediss|redis[+]unix|unix)://[^ ]*$" // {
+    description = "Redis URL";
+  };
+  postgresUrl = types.strMatching "^postgres(ql)?://[^ ]*$" // {
+    description = "PostgreSQL URL";
+  };
+  settingValue = types.oneOf [ types.str types.int types.bool ];
+
+  portOf = address: toInt (last (splitString ":" address));
+
+  renderValue = value:
+    if builtins.isBool value then lib.boolToString value else toString value;
+
+  # Variables the typed options own; `settings` may not set them too.
+  typedVariables = spec:
+    [
+      spec.listenVar
+      "REALCHAT_${spec.prefix}_ADMIN_ADDR"
+      "REALCHAT_LOG_FORMAT"
+      "OTEL_EXPORTER_OTLP_ENDPOINT"
+    ]
+    ++ optional spec.database "REALCHAT_${spec.prefix}_DATABASE_URL"
+    ++ optional spec.kafka "REALCHAT_KAFKA_BROKERS"
+    ++ optional spec.redis "REALCHAT_REDIS_URL"
+    ++ mapAttrsToList (upstream: _: "REALCHAT_${lib.toUpper upstream}_ENDPOINT") spec.upstreams
+    ++ optional spec.deliveryEndpoints "REALCHAT_DELIVERY_ENDPOINTS";
+
+  serviceOptions = name: spec: { config, ... }: {
+    options = {
+      enable = mkEnableOption spec.description;
+
+      package = mkOption {
+        type = types.package;
+        default = cfg.packages.${name} or (throw
+          "services.realchat.${name}.package is not set (the flake's module sets it for its own systems)");
+        defaultText = literalExpression "self.packages.\${system}.${name}";
+        description = "Package providing `bin/${name}`.";
+      };
+
+      listenAddress = mkOption {
+        type = socketAddress;
+        default = spec.listen;
+        example = "0.0.0.0:${toString (portOf spec.listen)}";
+        description = "Address of the main listener (`${spec.listenVar}`).";
+      };
+
+      adminAddress = mkOption {
+        type = socketAddress;
+        default = spec.admin;
+        description = ''
+          Address of the admin listener: `/metrics`, `/healthz`, `/readyz`
+          (`REALCHAT_${spec.prefix}_ADMIN_ADDR`). `openFirewall` does not open it.
+        '';
+      };
+
+      logFormat = mkOption {
+        type = types.enum [ "human" "json" ];
+        default = "human";
+        description = "Log format (`REALCHAT_LOG_FORMAT`): `json` for log shippers.";
+      };
+
+      otlpEndpoint = mkOption {
+        type = types.nullOr httpUrl;
+        default = null;
+        example = "http://127.0.0.1:4317";
+        description = "OTLP/gRPC collector for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`); none when null.";
+      };
+
+      settings = mkOption {
+        type = types.attrsOf settingValue;
+        default = { };
+        example = literalExpression ''{ REALCHAT_LOG = "info,realchat_${name}=debug"; }'';
+        description = ''
+          Every other `REALCHAT_*` variable the binary reads (`${name} settings` lists them with
+          their defaults). Booleans become `true`/`false`. Variables owned by a typed option
+          are refused here.
+        '';
+      };
+
+      environmentFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/realchat-${name}.env";
+        description = ''
+          File of `NAME=value` lines read by systemd at start (`EnvironmentFile=`), for secrets
+          such as a database URL with a password. It is never copied into the Nix store; its
+          values override the ones set here.
+        '';
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open the main listener's TCP port in the firewall.";
+      };
+    }
+    // optionalAttrs spec.database {
+      databaseUrl = mkOption {
+        type = types.nullOr postgresUrl;
+        default =
+          if config.createLocalDatabase
+          then "postgres:///${config.databaseName}?host=/run/postgresql&user=realchat-${name}"
+          else null;
+        defaultText = literalExpression ''
+          if createLocalDatabase then "postgres:///<databaseName>?host=/run/postgresql&user=realchat-${name}"
+          else null (the binary's default)'';
+        description = ''
+          PostgreSQL URL of the service's database (`REALCHAT_${spec.prefix}_DATABASE_URL`).
+          It lands in the Nix store: put a URL with a password in `environmentFile` instead.
+        '';
+      };
+
+      databaseName = mkOption {
+        type = types.strMatching "^[a-z_][a-z0-9_]*$";
+        default = name;
+        description = "Name of the database `createLocalDatabase` creates.";
+      };
+
+      createLocalDatabase = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Create the database and a role `realchat-${name}` owning it in the local PostgreSQL
+          (`services.postgresql`), and connect over its Unix socket with peer authentication.
+        '';
+      };
+    }
+    // optionalAttrs spec.kafka {
+      kafkaBrokers = mkOption {
+        type = types.nonEmptyListOf brokerAddress;
+        default = [ "127.0.0.1:9092" ];
+        description = "Kafka bootstrap servers (`REALCHAT_KAFKA_BROKERS`).";
+      };
+    }
+    // optionalAttrs spec.redis {
+      redisUrl = mkOption {
+        type = redisUrl;
+        default = "redis://127.0.0.1:6390";
+        example = "redis://127.0.0.1:6379";
+        description = "Redis URL (`REALCHAT_REDIS_URL`).";
+      };
+    }
+    // optionalAttrs (spec.upstreams != { }) {
+      endpoints = mapAttrs
+        (upstream: default: mkOption {
+          type = httpUrl;
+          inherit default;
+          description = "gRPC endpoint of the ${upstream} service (`REALCHAT_${lib.toUpper upstream}_ENDPOINT`).";
+        })
+        spec.upstreams;
+    }
+    // optionalAttrs spec.deliveryEndpoints {
+      deliveryEndpoints = mkOption {
+        type = types.nonEmptyListOf wsUrl;
+        default = [ "ws://127.0.0.1:8081" ];
+        example = [ "ws://10.0.0.11:8081" "ws://10.0.0.12:8081" ];
+        description = ''
+          Delivery replicas the gateway proxies `/v1/ws` and `/v1/presence` to
+          (`REALCHAT_DELIVERY_ENDPOINTS`); a socket goes to the next one that answers.
+        '';
+      };
+    };
+  };
+
+  # The unit's environment: the typed options, then `settings`.
+  environmentOf = spec: svc:
+    {
+      ${spec.listenVar} = svc.listenAddress;
+      "REALCHAT_${spec.prefix}_ADMIN_ADDR" = svc.adminAddress;
+      REALCHAT_LOG_FORMAT = svc.logFormat;
+    }
+    // optionalAttrs (svc.otlpEndpoint != null) { OTEL_EXPORTER_OTLP_ENDPOINT = svc.otlpEndpoint; }
+    // optionalAttrs (spec.database && svc.databaseUrl != null) {
+      "REALCHAT_${spec.prefix}_DATABASE_URL" = svc.databaseUrl;
+    }
+    // optionalAttrs spec.kafka { REALCHAT_KAFKA_BROKERS = concatStringsSep "," svc.kafkaBrokers; }
+    // optionalAttrs spec.redis { REALCHAT_REDIS_URL = svc.redisUrl; }
+    // mapAttrs' (upstream: url: nameValuePair "REALCHAT_${lib.toUpper upstream}_ENDPOINT" url)
+      (svc.endpoints or { })
+    // optionalAttrs spec.deliveryEndpoints {
+      REALCHAT_DELIVERY_ENDPOINTS = concatStringsSep "," svc.deliveryEndpoints;
+    }
+    // mapAttrs (_: renderValue) svc.settings;
+
+  enabled = filterAttrs (name: _: cfg.${name}.enable) specs;
+
+  localRedisUnits = mapAttrsToList (server: _: if server == "" then "redis.service" else "redis-${server}.service")
+    (filterAttrs (_: server: server.enable) (config.services.redis.servers or { }));
+
+  unitOf = name: spec:
+    let
+      svc = cfg.${name};
+      ports = [ (portOf svc.listenAddress) (portOf svc.adminAddress) ];
+      privilegedPort = builtins.any (port: port < 1024) ports;
+      # Local dependencies start first, but only `wants`: a broker or Redis that stops must not
+      # stop the service (a Kafka outage is something it rides out, with its outbox growing).
+      localDeps =
+        optionals (spec.database && config.services.postgresql.enable) [ "postgresql.target" ]
+        ++ optionals (spec.kafka && config.services.apache-kafka.enable) [ "apache-kafka.service" ]
+        ++ optionals spec.redis localRedisUnits;
+    in
+    {
+      description = spec.description;
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network-online.target" ] ++ localDeps;
+      wants = [ "network-online.target" ] ++ localDeps;
+      environment = environmentOf spec svc;
+      serviceConfig = {
+        ExecStart = "${svc.package}/bin/${name}";
+        Restart = "on-failure";
+        RestartSec = "2s";
+        # Long enough for the drain the binary bounds itself (REALCHAT_SHUTDOWN_GRACE_SECS).
+        TimeoutStopSec = "90s";
+
+        DynamicUser = true;
+        User = "realchat-${name}";
+        UMask = "0077";
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        NoNewPrivileges = true;
+        # Only a listener below 1024 needs a capability; the set is otherwise empty.
+        CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
+        AmbientCapabilities = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else "";
+        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+        SystemCallFilter = [ "@system-service" "~@privileged" ];
+        SystemCallArchitectures = "native";
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        ProtectClock = true;
+        ProtectControlGroups = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        RemoveIPC = true;
+      }
+      // optionalAttrs (svc.environmentFile != null) { EnvironmentFile = svc.environmentFile; };
+    };
+
+  localDatabases = filterAttrs (name: spec: spec.database && cfg.${name}.createLocalDatabase) enabled;
+in
+{
+  options.services.realchat =
+    mapAttrs
+      (name: spec: mkOption {
+        type = types.submodule (serviceOptions name spec);
+        default = { };
+        description = "The RealChat ${name} service.";
+      })
+      specs
+    // {
+      packages = mkOption {
+        type = types.attrsOf types.package;
+        default = { };
+        defaultText = literalExpression "self.packages.\${system} (set by the flake's module)";
+        description = "Where each service's `package` comes from by default, by service name.";
+      };
+    };
+
+  config = mkMerge [
+    {
+      assertions = concatMap
+        (name:
+          let
+            svc = cfg.${name};
+            owned = builtins.filter (variable: svc.settings ? ${variable}) (typedVariables specs.${name});
+            foreign = builtins.filter (variable: !(hasPrefix "REALCHAT_" variable)) (builtins.attrNames svc.settings);
+          in
+          [
+            {
+              assertion = owned == [ ];
+              message = "services.realchat.${name}.settings sets ${concatStringsSep ", " owned}, which a typed option of services.realchat.${name} owns; use that option.";
+            }
+            {
+              assertion = foreign == [ ];
+              message = "services.realchat.${name}.settings may only hold REALCHAT_* variables, not ${concatStringsSep ", " foreign}.";
+            }
+          ]
+          ++ optional (specs.${name}.database && svc.createLocalDatabase) {
+            assertion = config.services.postgresql.enable;
+            message = "services.realchat.${name}.createLocalDatabase needs services.postgresql.enable.";
+          })
+        (builtins.attrNames enabled);
+
+      systemd.services = mapAttrs' (name: spec: nameValuePair "realchat-${name}" (unitOf name spec)) enabled;
+
+      networking.firewall.allowedTCPPorts =
+        concatMap (name: optional cfg.${name}.openFirewall (portOf cfg.${name}.listenAddress))
+          (builtins.attrNames enabled);
+    }
+
+    (mkIf (localDatabases != { }) {
+      services.postgresql = {
+        enable = mkDefault true;
+        ensureDatabases = mapAttrsToList (name: _: cfg.${name}.databaseName) localDatabases;
+        ensureUsers = mapAttrsToList (name: _: { name = "realchat-${name}"; }) localDatabases;
+      };
+      # `ensureDBOwnership` needs the role and the database to share a name; here the database
+      # keeps the service's name (as in every other deployment) and the role the unit's user.
+      systemd.services.postgresql-setup.script = lib.mkAfter (concatStringsSep "\n"
+        (mapAttrsToList
+          (name: _: "psql -tAc 'ALTER DATABASE \"${cfg.${name}.databaseName}\" OWNER TO \"realchat-${name}\"'")
+          localDatabases));
+    })
+  ];
+}
