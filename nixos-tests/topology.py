@@ -1,0 +1,106 @@
+# testScript of topology.nix. The driver provides the machines (backend, delivery1, delivery2,
+# client) and its helpers as globals; nixos-tests/check.sh type-checks this file against a stub of
+# that API.
+import shlex
+
+GATEWAY = "http://backend:8080"
+PASSWORD = "correct horse battery staple"
+
+# Each service's unit and admin port (/readyz answers once its dependencies do).
+BACKEND_SERVICES = {
+    "realchat-auth": 9181,
+    "realchat-profile": 9183,
+    "realchat-messaging": 9182,
+    "realchat-gateway": 9180,
+}
+DELIVERY_ADMIN_PORT = 9184
+
+
+def wait_ready(machine: "BaseMachine", unit: str, admin_port: int) -> None:
+    machine.wait_for_unit(f"{unit}.service")
+    machine.wait_until_succeeds(
+        f"curl --fail --silent http://127.0.0.1:{admin_port}/readyz", timeout=180
+    )
+
+
+def realchat(user: str, args: str) -> str:
+    """Runs the command line on the client as `user`, each user with a session of their own."""
+    return client.succeed(
+        f"XDG_CONFIG_HOME=/tmp/{user} REALCHAT_URL={GATEWAY} "
+        f"REALCHAT_PASSWORD={shlex.quote(PASSWORD)} realchat {args}"
+    ).strip()
+
+
+def start_tail(user: str, name: str) -> str:
+    """Starts `realchat tail` for `user` in the background; returns the file it writes to."""
+    log = f"/tmp/tail-{name}.log"
+    client.succeed(
+        f"XDG_CONFIG_HOME=/tmp/{user} REALCHAT_URL={GATEWAY} "
+        f"setsid realchat tail > {log} 2>&1 < /dev/null &"
+    )
+    return log
+
+
+def send_and_receive(conversation: str, text: str, log: str) -> None:
+    """Sends as alice; bob's running tail must show it (it resumes across reconnects)."""
+    realchat("alice", f"send {shlex.quote(conversation)} {shlex.quote(text)}")
+    client.wait_until_succeeds(f"grep --fixed-strings {shlex.quote(text)} {log}", timeout=60)
+
+
+def send_until_received(conversation: str, text: str, log: str) -> None:
+    """Like send_and_receive for a tail that may not be connected yet: a tail shows what
+    arrives after it connected, so send again until one copy shows up."""
+    for attempt in range(30):
+        realchat("alice", f"send {shlex.quote(conversation)} {shlex.quote(f'{text} #{attempt}')}")
+        wait = f"until grep --quiet --fixed-strings {shlex.quote(text)} {log}; do sleep 0.2; done"
+        status, _ = client.execute(f"timeout 2 sh -c {shlex.quote(wait)}")
+        if status == 0:
+            return
+    raise AssertionError(f"{text!r} never reached {log}")
+
+
+start_all()
+
+with subtest("the infrastructure and every service come up"):
+    backend.wait_for_unit("postgresql.target")
+    backend.wait_for_unit("redis-realchat.service")
+    backend.wait_for_unit("apache-kafka.service")
+    backend.wait_for_open_port(9092)
+    for unit, port in BACKEND_SERVICES.items():
+        wait_ready(backend, unit, port)
+    for replica in (delivery1, delivery2):
+        wait_ready(replica, "realchat-delivery", DELIVERY_ADMIN_PORT)
+
+with subtest("the units run hardened, as dynamic users"):
+    for unit in BACKEND_SERVICES:
+        user = backend.get_unit_property(f"{unit}.service", "User")
+        assert user == unit, f"{unit} runs as {user!r}"
+        assert backend.get_unit_property(f"{unit}.service", "DynamicUser") == "yes"
+        assert backend.get_unit_property(f"{unit}.service", "NoNewPrivileges") == "yes"
+
+with subtest("two users register and log in with the command line"):
+    client.wait_until_succeeds(f"curl --fail --silent {GATEWAY}/v1/openapi.json", timeout=120)
+    for user in ("alice", "bob"):
+        realchat(user, f"register {user}")
+        realchat(user, f"login {user}")
+    conversation = realchat("alice", "open bob")
+    assert conversation, "`realchat open bob` printed no conversation id"
+
+with subtest("bob tails, alice sends, the message arrives"):
+    tail_log = start_tail("bob", "first")
+    send_until_received(conversation, "hello bob", tail_log)
+
+with subtest("a delivery replica is killed, messages still arrive"):
+    delivery1.succeed("systemctl kill --signal=KILL realchat-delivery.service")
+    # Keep it down (Restart=on-failure would bring it back) so only delivery2 can deliver.
+    delivery1.succeed("systemctl stop realchat-delivery.service")
+    delivery1.fail("systemctl is-active --quiet realchat-delivery.service")
+    send_and_receive(conversation, "hello bob, after a crash", tail_log)
+    # A socket opened now goes to the surviving replica too.
+    second_log = start_tail("bob", "after-crash")
+    send_until_received(conversation, "hello bob, on a new socket", second_log)
+
+with subtest("the killed replica comes back and serves again"):
+    delivery1.succeed("systemctl start realchat-delivery.service")
+    wait_ready(delivery1, "realchat-delivery", DELIVERY_ADMIN_PORT)
+    send_and_receive(conversation, "hello bob, all replicas back", tail_log)
