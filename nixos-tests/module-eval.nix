@@ -1,0 +1,252 @@
+# Evaluates nix/module.nix for real, with nixpkgs' `lib` and no rest of nixpkgs: the NixOS options
+# the module sets are declared here with the types NixOS gives them (systemd.services,
+# networking.firewall, services.postgresql, ...), everything else a configuration sets is taken
+# as free-form. The result is plain data that check-module.py compares with the settings each
+# binary reports. Run by check.sh:
+#
+#   nix-instantiate --eval --strict --json nixos-tests/module-eval.nix --arg lib 'import <nixpkgs-lib>/lib'
+{ lib }:
+
+let
+  inherit (lib) mkOption types;
+
+  services = [ "auth" "messaging" "profile" "delivery" "gateway" ];
+
+  # Stand-ins for packages: what `types.package` accepts and string interpolation turns into a
+  # store path.
+  fakePackage = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+  };
+  packages = lib.genAttrs (services ++ [ "realchat" "bench" ]) (name: fakePackage "realchat-${name}");
+  pkgs = lib.genAttrs [ "curl" ] fakePackage;
+
+  # systemd unit values as NixOS types them (nixos/lib/systemd-unit-options.nix): a primitive or
+  # a list of primitives; lists from several definitions are concatenated.
+  unitPrimitive = types.oneOf [ types.bool types.int types.str types.path ];
+  unitValue = types.oneOf [ unitPrimitive (types.listOf unitPrimitive) ];
+
+  nixosStubs = {
+    options = {
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      warnings = mkOption { type = types.listOf types.str; default = [ ]; };
+
+      networking.hostName = mkOption { type = types.str; default = "nixos"; };
+      networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+
+      systemd.services = mkOption {
+        default = { };
+        type = types.attrsOf (types.submodule {
+          options = {
+            description = mkOption { type = types.str; default = ""; };
+            wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
+            requiredBy = mkOption { type = types.listOf types.str; default = [ ]; };
+            after = mkOption { type = types.listOf types.str; default = [ ]; };
+            before = mkOption { type = types.listOf types.str; default = [ ]; };
+            wants = mkOption { type = types.listOf types.str; default = [ ]; };
+            requires = mkOption { type = types.listOf types.str; default = [ ]; };
+            bindsTo = mkOption { type = types.listOf types.str; default = [ ]; };
+            partOf = mkOption { type = types.listOf types.str; default = [ ]; };
+            environment = mkOption {
+              type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+              default = { };
+            };
+            serviceConfig = mkOption { type = types.attrsOf unitValue; default = { }; };
+            unitConfig = mkOption { type = types.attrsOf unitValue; default = { }; };
+            script = mkOption { type = types.lines; default = ""; };
+            path = mkOption { type = types.listOf types.package; default = [ ]; };
+          };
+        });
+      };
+
+      services.postgresql = {
+        enable = mkOption { type = types.bool; default = false; };
+        ensureDatabases = mkOption { type = types.listOf types.str; default = [ ]; };
+        ensureUsers = mkOption {
+          default = [ ];
+          type = types.listOf (types.submodule {
+            options = {
+              name = mkOption { type = types.str; };
+              ensureDBOwnership = mkOption { type = types.bool; default = false; };
+              ensureClauses = mkOption { type = types.attrsOf (types.nullOr types.bool); default = { }; };
+            };
+          });
+        };
+      };
+      services.apache-kafka.enable = mkOption { type = types.bool; default = false; };
+      services.redis.servers = mkOption {
+        default = { };
+        type = types.attrsOf (types.submodule {
+          freeformType = types.attrsOf types.anything;
+          options = {
+            enable = mkOption { type = types.bool; default = false; };
+            port = mkOption { type = types.port; default = 6379; };
+          };
+        });
+      };
+    };
+    # Options of NixOS the module does not touch (virtualisation.*, environment.systemPackages,
+    # services.apache-kafka.settings, ...): accepted as they are.
+    config._module.freeformType = types.lazyAttrsOf types.anything;
+    config._module.args.pkgs = pkgs;
+  };
+
+  evaluate = configuration: lib.evalModules {
+    modules = [
+      nixosStubs
+      ../nix/module.nix
+      { services.realchat.packages = packages; }
+      configuration
+    ];
+  };
+
+  # What check-module.py looks at.
+  facts = configuration:
+    let
+      inherit (evaluate configuration) config;
+      units = lib.filterAttrs (name: _: lib.hasPrefix "realchat-" name) config.systemd.services;
+    in
+    {
+      units = lib.mapAttrs
+        (_: unit: {
+          inherit (unit) environment after wants requires bindsTo partOf wantedBy serviceConfig;
+        })
+        units;
+      firewall = config.networking.firewall.allowedTCPPorts;
+      postgresql = {
+        inherit (config.services.postgresql) enable ensureDatabases ensureUsers;
+        setupScript = config.systemd.services.postgresql-setup.script or "";
+      };
+      failedAssertions = map (assertion: assertion.message)
+        (builtins.filter (assertion: !assertion.assertion) config.assertions);
+    };
+
+  everyService = lib.genAttrs services (_: { enable = true; });
+
+  # Whether evaluating a configuration fails (a value refused by its option's type, say).
+  refused = configuration:
+    !(builtins.tryEval (builtins.deepSeq (facts configuration) true)).success;
+
+  # The VM tests' machines, evaluated as they are written.
+  vmMachines = import ./common.nix {
+    module = ../nix/module.nix;
+    inherit packages;
+  };
+in
+{
+  cases = {
+    # Nothing but `enable`: each unit must behave like the binary run with its defaults.
+    defaults = facts { services.realchat = everyService; };
+
+    # Every typed option set, on a host that runs PostgreSQL, Kafka and Redis itself.
+    local = facts {
+      services.postgresql.enable = true;
+      services.apache-kafka.enable = true;
+      services.redis.servers.realchat = { enable = true; port = 6379; };
+      services.realchat = {
+        auth = {
+          enable = true;
+          listenAddress = "0.0.0.0:50051";
+          adminAddress = "127.0.0.1:9181";
+          createLocalDatabase = true;
+          kafkaBrokers = [ "127.0.0.1:9092" "10.0.0.2:9092" ];
+          logFormat = "json";
+          otlpEndpoint = "http://127.0.0.1:4317";
+          openFirewall = true;
+          environmentFile = "/run/secrets/auth.env";
+          settings = {
+            REALCHAT_LOG = "info,realchat_auth=debug";
+            REALCHAT_AUTH_MIGRATE = false;
+            REALCHAT_AUTH_ACCESS_TOKEN_TTL_SECS = 600;
+          };
+        };
+        messaging = {
+          enable = true;
+          listenAddress = "0.0.0.0:50052";
+          createLocalDatabase = true;
+          databaseName = "chat_messages";
+          kafkaBrokers = [ "127.0.0.1:9092" ];
+          endpoints.auth = "http://10.0.0.1:50051";
+          otlpEndpoint = "http://127.0.0.1:4317";
+          settings.REALCHAT_MESSAGING_SEND_WRITERS = 8;
+        };
+        profile = {
+          enable = true;
+          databaseUrl = "postgres://profile@db.internal:5432/profile";
+          kafkaBrokers = [ "127.0.0.1:9092" ];
+          endpoints.auth = "http://10.0.0.1:50051";
+          otlpEndpoint = "http://127.0.0.1:4317";
+        };
+        delivery = {
+          enable = true;
+          listenAddress = "[::]:8081";
+          openFirewall = true;
+          otlpEndpoint = "https://otel.internal:4317";
+          redisUrl = "redis://127.0.0.1:6379";
+          endpoints = { auth = "http://10.0.0.1:50051"; messaging = "http://10.0.0.1:50052"; };
+          settings = { REALCHAT_DELIVERY_NODE_ID = "delivery-a"; REALCHAT_KAFKA_RECORD_HEADERS = true; };
+        };
+        gateway = {
+          enable = true;
+          listenAddress = "0.0.0.0:443";
+          openFirewall = true;
+          redisUrl = "redis://127.0.0.1:6379";
+          endpoints = {
+            auth = "http://10.0.0.1:50051";
+            messaging = "http://10.0.0.1:50052";
+            profile = "http://10.0.0.1:50053";
+          };
+          deliveryEndpoints = [ "ws://10.0.0.11:8081" "ws://10.0.0.12:8081" ];
+          otlpEndpoint = "http://127.0.0.1:4317";
+          settings.REALCHAT_GATEWAY_TRUST_FORWARDED_FOR = true;
+        };
+      };
+    };
+
+    # The machines of nixos-tests/, as the VM tests configure them.
+    vmBackend = facts vmMachines.backend;
+    vmDelivery = facts { imports = [ vmMachines.delivery ]; networking.hostName = "delivery1"; };
+
+    # Settings that belong to a typed option, or are no RealChat variable: assertions refuse them.
+    settingsConflict = facts {
+      services.realchat.gateway = { enable = true; settings.REALCHAT_REDIS_URL = "redis://elsewhere:6379"; };
+      services.realchat.auth = { enable = true; settings.PATH = "/tmp"; };
+    };
+    # createLocalDatabase turns the local PostgreSQL on, unless it is forced off.
+    databaseWithoutPostgres = facts {
+      services.postgresql.enable = lib.mkForce false;
+      services.realchat.auth = { enable = true; createLocalDatabase = true; };
+    };
+  };
+
+  # Each of these must fail to evaluate: the option's type refuses the value.
+  refused = {
+    addressWithoutPort = refused { services.realchat.auth = { enable = true; listenAddress = "0.0.0.0"; }; };
+    addressWithName = refused { services.realchat.auth = { enable = true; listenAddress = "localhost:50051"; }; };
+    logFormatUnknown = refused { services.realchat.messaging = { enable = true; logFormat = "xml"; }; };
+    brokersNotAList = refused { services.realchat.messaging = { enable = true; kafkaBrokers = "127.0.0.1:9092"; }; };
+    brokersEmpty = refused { services.realchat.delivery = { enable = true; kafkaBrokers = [ ]; }; };
+    redisUrlNotRedis = refused { services.realchat.gateway = { enable = true; redisUrl = "http://127.0.0.1:6379"; }; };
+    databaseUrlNotPostgres = refused { services.realchat.profile = { enable = true; databaseUrl = "mysql://db/profile"; }; };
+    deliveryEndpointNotWs = refused { services.realchat.gateway = { enable = true; deliveryEndpoints = [ "http://10.0.0.11:8081" ]; }; };
+    endpointNotHttp = refused { services.realchat.delivery = { enable = true; endpoints.auth = "10.0.0.1:50051"; }; };
+    otlpNotUrl = refused { services.realchat.auth = { enable = true; otlpEndpoint = "collector:4317"; }; };
+    settingFloat = refused { services.realchat.auth = { enable = true; settings.REALCHAT_AUTH_HASH_CONCURRENCY = 1.5; }; };
+    openFirewallNotBool = refused { services.realchat.gateway = { enable = true; openFirewall = "yes"; }; };
+    # A typed option a service does not have.
+    gatewayHasNoDatabase = refused { services.realchat.gateway = { enable = true; databaseUrl = "postgres:///gateway"; }; };
+    gatewayHasNoBrokers = refused { services.realchat.gateway = { enable = true; kafkaBrokers = [ "127.0.0.1:9092" ]; }; };
+  };
+
+  # A well-typed value next to each refused one, so a check that refuses everything is noticed.
+  accepted = {
+    ipv6Address = !(refused { services.realchat.auth = { enable = true; listenAddress = "[::1]:50051"; }; });
+    brokerByName = !(refused { services.realchat.messaging = { enable = true; kafkaBrokers = [ "kafka-1.internal:9092" ]; }; });
+    rediss = !(refused { services.realchat.gateway = { enable = true; redisUrl = "rediss://cache.internal:6380"; }; });
+  };
+
+  # Node names of each VM test, for the type check of its script.
+  vmTestNodes = lib.genAttrs [ "topology" "kafka-outage" ]
+    (test: builtins.attrNames (import (./. + "/${test}.nix") { module = { }; inherit packages; }).nodes);
+}

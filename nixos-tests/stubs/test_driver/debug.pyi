@@ -1,0 +1,3 @@
+# test_driver/debug.py
+class DebugAbstract:
+    def breakpoint(self, host: str = ..., port: int = ...) -> None: ...

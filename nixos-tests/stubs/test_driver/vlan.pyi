@@ -1,0 +1,4 @@
+# test_driver/vlan.py
+class VLan:
+    nr: int
+    def stop(self) -> None: ...
