@@ -21,9 +21,9 @@ locals {
     alb       = "The public load balancer: HTTPS from clients, to the gateway and delivery."
     gateway   = "Gateway tasks: from the load balancer, to auth, messaging, profile, delivery and Redis."
     delivery  = "Delivery tasks: from the load balancer and the gateway, to auth, messaging, Kafka and Redis."
-    auth      = "Auth tasks: gRPC from the gateway and delivery, to PostgreSQL and Kafka."
-    messaging = "Messaging tasks: gRPC from the gateway and delivery, to PostgreSQL and Kafka."
-    profile   = "Profile tasks: gRPC from the gateway, to PostgreSQL and Kafka."
+    auth      = "Auth tasks: gRPC from the gateway, delivery, messaging and profile, to PostgreSQL and Kafka."
+    messaging = "Messaging tasks: gRPC from the gateway and delivery, to auth, PostgreSQL and Kafka."
+    profile   = "Profile tasks: gRPC from the gateway, to auth, PostgreSQL and Kafka."
     bootstrap = "The one-off bootstrap task (roles, databases, topics, migrations): to PostgreSQL and Kafka."
     postgres  = "RDS PostgreSQL: from the services that own a database and the bootstrap task."
     kafka     = "MSK brokers: SASL/SCRAM over TLS from the Kafka clients and the bootstrap task."
@@ -41,6 +41,8 @@ locals {
     { from = "gateway", to = "delivery", port = "delivery" },
     { from = "delivery", to = "auth", port = "auth" },
     { from = "delivery", to = "messaging", port = "messaging" },
+    { from = "messaging", to = "auth", port = "auth" },
+    { from = "profile", to = "auth", port = "auth" },
     { from = "auth", to = "postgres", port = "postgres" },
     { from = "messaging", to = "postgres", port = "postgres" },
     { from = "profile", to = "postgres", port = "postgres" },

@@ -84,6 +84,7 @@ locals {
         REALCHAT_MESSAGING_DATABASE_MAX_CONNECTIONS = tostring(var.database_max_connections.messaging)
         REALCHAT_MESSAGING_MIGRATE                  = "false"
         REALCHAT_MESSAGING_RELAY                    = "true"
+        REALCHAT_AUTH_ENDPOINT                      = local.endpoints.auth
         REALCHAT_MESSAGING_CONSUMER_GROUP           = var.kafka.users.messaging.group
         REALCHAT_KAFKA_BROKERS                      = local.kafka_brokers
         REALCHAT_KAFKA_TOPIC_PREFIX                 = local.kafka_prefix
@@ -111,6 +112,7 @@ locals {
         REALCHAT_PROFILE_ADMIN_ADDR               = "0.0.0.0:${var.ports.profile_admin}"
         REALCHAT_PROFILE_DATABASE_MAX_CONNECTIONS = tostring(var.database_max_connections.profile)
         REALCHAT_PROFILE_MIGRATE                  = "false"
+        REALCHAT_AUTH_ENDPOINT                    = local.endpoints.auth
         REALCHAT_PROFILE_CONSUMER_GROUP           = var.kafka.users.profile.group
         REALCHAT_KAFKA_BROKERS                    = local.kafka_brokers
         REALCHAT_KAFKA_TOPIC_PREFIX               = local.kafka_prefix

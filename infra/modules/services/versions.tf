@@ -1,0 +1,11 @@
+terraform {
+  # terraform_data (the bootstrap run) needs 1.4; the other modules ask for 1.5 as well.
+  required_version = ">= 1.5.0, < 2.0.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+  }
+}
