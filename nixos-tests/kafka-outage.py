@@ -77,7 +77,7 @@ with subtest("the infrastructure and every service come up"):
 
 with subtest("the bench runs direct load and takes the broker away"):
     backend.succeed(
-        f"({BENCH} > /tmp/bench.json 2> /tmp/bench.log; echo $? > /tmp/bench.status) >&2 &"
+        f"({BENCH} > /var/tmp/bench.json 2> /var/tmp/bench.log; echo $? > /var/tmp/bench.status) >&2 &"
     )
     backend.wait_until_fails(
         "systemctl is-active --quiet apache-kafka.service", timeout=120
@@ -97,10 +97,10 @@ with subtest("Kafka returns and the backlog drains to zero"):
     retry(lambda _last_try: outbox_backlog() == 0, timeout_seconds=180)
 
 with subtest("the checker finds every acknowledged message on its sockets, in order"):
-    backend.wait_for_file("/tmp/bench.status", timeout=600)
-    status = backend.succeed("cat /tmp/bench.status").strip()
-    print(backend.succeed("cat /tmp/bench.log"))
-    report = json.loads(backend.succeed("cat /tmp/bench.json"))
+    backend.wait_for_file("/var/tmp/bench.status", timeout=600)
+    status = backend.succeed("cat /var/tmp/bench.status").strip()
+    print(backend.succeed("cat /var/tmp/bench.log"))
+    report = json.loads(backend.succeed("cat /var/tmp/bench.json"))
     print(json.dumps(report, indent=2))
     assert status == "0", f"bench exited with {status}: {report.get('violations')}"
     assert report["passed"] is True, report.get("violations")

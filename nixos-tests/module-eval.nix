@@ -211,7 +211,7 @@ in
     # Settings that belong to a typed option, or are no RealChat variable: assertions refuse them.
     settingsConflict = facts {
       services.realchat.gateway = { enable = true; settings.REALCHAT_REDIS_URL = "redis://elsewhere:6379"; };
-      services.realchat.auth = { enable = true; settings.PATH = "/tmp"; };
+      services.realchat.auth = { enable = true; settings.PATH = "/usr/bin"; };
     };
     # createLocalDatabase turns the local PostgreSQL on, unless it is forced off.
     databaseWithoutPostgres = facts {

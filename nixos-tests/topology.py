@@ -26,16 +26,16 @@ def wait_ready(machine: "BaseMachine", unit: str, admin_port: int) -> None:
 def realchat(user: str, args: str) -> str:
     """Runs the command line on the client as `user`, each user with a session of their own."""
     return client.succeed(
-        f"XDG_CONFIG_HOME=/tmp/{user} REALCHAT_URL={GATEWAY} "
+        f"XDG_CONFIG_HOME=/var/tmp/{user} REALCHAT_URL={GATEWAY} "
         f"REALCHAT_PASSWORD={shlex.quote(PASSWORD)} realchat {args}"
     ).strip()
 
 
 def start_tail(user: str, name: str) -> str:
     """Starts `realchat tail` for `user` in the background; returns the file it writes to."""
-    log = f"/tmp/tail-{name}.log"
+    log = f"/var/tmp/tail-{name}.log"
     client.succeed(
-        f"XDG_CONFIG_HOME=/tmp/{user} REALCHAT_URL={GATEWAY} "
+        f"XDG_CONFIG_HOME=/var/tmp/{user} REALCHAT_URL={GATEWAY} "
         f"setsid realchat tail > {log} 2>&1 < /dev/null &"
     )
     return log
