@@ -194,7 +194,17 @@ def check_providers(infra: Path, report: Report) -> None:
 # --- README tables ------------------------------------------------------------------------------------
 
 
+def plain(value):
+    """A default value without python-hcl2's quotes, at any depth."""
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {unquote(key): plain(item) for key, item in value.items() if not str(key).startswith("__")}
+    return unquote(value)
+
+
 def short(value, limit: int = 60) -> str:
+    value = plain(value) if isinstance(value, (list, dict)) else value
     if isinstance(value, str):
         value = unquote(value)
         if value.startswith("${") and value.endswith("}"):
