@@ -26,8 +26,8 @@ variable "name" {
   default     = "realchat"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,22}[a-z0-9]$", var.name))
-    error_message = "name must be 3 to 24 lower-case letters, digits or hyphens, starting with a letter."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,21}[a-z0-9]$", var.name))
+    error_message = "name must be 3 to 23 lower-case letters, digits or hyphens, starting with a letter (the services module names target groups name-delivery, at most 32 characters)."
   }
 }
 

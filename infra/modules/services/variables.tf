@@ -3,8 +3,8 @@ variable "name" {
   description = "Prefix of every resource name (cluster, services, load balancer, roles)."
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,22}[a-z0-9]$", var.name))
-    error_message = "name must be 3 to 24 lower-case letters, digits or hyphens, starting with a letter (target group names are limited to 32 characters)."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,21}[a-z0-9]$", var.name))
+    error_message = "name must be 3 to 23 lower-case letters, digits or hyphens, starting with a letter (target group names, name-delivery, are limited to 32 characters)."
   }
 }
 
