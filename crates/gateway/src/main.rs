@@ -16,6 +16,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    realchat_runtime::settings::print_if_asked::<Cli>();
     let cli = Cli::parse();
     let _telemetry = telemetry::init("gateway", &cli.common)?;
     let shutdown = Shutdown::new(cli.common.shutdown_grace());

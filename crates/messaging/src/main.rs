@@ -24,6 +24,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    realchat_runtime::settings::print_if_asked::<Cli>();
     let cli = Cli::parse();
     let _telemetry = telemetry::init("messaging", &cli.common)?;
     if let Some(Command::Migrate) = cli.command {

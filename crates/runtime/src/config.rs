@@ -20,6 +20,10 @@ pub struct CommonOptions {
     /// Seconds to drain in-flight work after SIGTERM before the process gives up and exits.
     #[arg(long, env = "REALCHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub shutdown_grace_secs: u64,
+
+    /// OTLP/gRPC endpoint that traces are exported to (e.g. `http://127.0.0.1:4317`); unset, none are.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl CommonOptions {

@@ -12,6 +12,7 @@
 //! - [`grpc`]: how an API error code travels inside a gRPC status.
 //! - [`format`]: how API.md writes timestamps.
 //! - [`clients`]: lazily connecting gRPC clients of the services, and auth's keys for a verifier.
+//! - [`settings`]: the environment variables a binary reads, printed by `<binary> settings`.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod grpc;
 pub mod http;
 pub mod jwt;
 pub mod net;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 

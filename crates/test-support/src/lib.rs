@@ -43,6 +43,7 @@ pub fn log_if_asked() {
             log_filter: filter,
             log_format: realchat_runtime::config::LogFormat::Human,
             shutdown_grace_secs: 5,
+            otlp_endpoint: None,
         };
         // The guard would flush traces on drop; a test process has none to flush.
         if let Ok(guard) = realchat_runtime::telemetry::init("test", &options) {
