@@ -475,6 +475,23 @@ pub(crate) fn start(settings: Settings, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask pause <name>` and `cargo xtask resume <name>`.
+pub(crate) fn freeze(settings: Settings, name: &str, frozen: bool) -> Result<()> {
+    let system = System::load(settings)?;
+    let component = system.topology.find(name)?;
+    let settings = system.settings();
+    let Some(pid) = process::running_pid(settings, name, component.process_name()) else {
+        bail!("{name} is not running");
+    };
+    process::freeze(pid, frozen)?;
+    if frozen {
+        step!("{name}: paused (pid {pid}, SIGSTOP); `cargo xtask resume {name}` lets it go on");
+    } else {
+        step!("{name}: resumed (pid {pid}, SIGCONT)");
+    }
+    Ok(())
+}
+
 /// `cargo xtask stop <name> [--kill]`.
 pub(crate) fn stop(settings: Settings, name: &str, kill: bool) -> Result<()> {
     let system = System::load(settings)?;

@@ -23,6 +23,7 @@ mod config;
 mod lifecycle;
 mod probe;
 mod process;
+mod service_settings;
 mod test;
 mod topology;
 mod ui;
@@ -100,10 +101,30 @@ enum Cmd {
         kill: bool,
     },
 
+    /// Freeze one component with SIGSTOP: it hangs, neither answering nor refusing.
+    Pause {
+        /// Component name, e.g. `redis`, `kafka`, `delivery-1`.
+        name: String,
+    },
+
+    /// Let a paused component go on (SIGCONT).
+    Resume {
+        /// Component name.
+        name: String,
+    },
+
     /// Start one component as the last `up` ran it (release or not, replica count); never rebuilds.
     Start {
         /// Component name, e.g. `kafka`, `redis`, `auth`, `delivery-2`.
         name: String,
+    },
+
+    /// Write each service's settings (`<binary> settings`) as `DIR/<binary>.json`.
+    ///
+    /// The packaging checks compare the NixOS module, docker-compose and Terraform against them.
+    Settings {
+        /// Directory for the files; created if missing.
+        dir: std::path::PathBuf,
     },
 
     /// Check formatting and lints, then run the workspace tests against local infrastructure.
@@ -165,6 +186,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => lifecycle::logs(settings, &name, follow, lines)?,
         Cmd::Stop { name, kill } => lifecycle::stop(settings, &name, kill)?,
         Cmd::Start { name } => lifecycle::start(settings, &name)?,
+        Cmd::Pause { name } => lifecycle::freeze(settings, &name, true)?,
+        Cmd::Resume { name } => lifecycle::freeze(settings, &name, false)?,
+        Cmd::Settings { dir } => service_settings::write(&settings, &dir)?,
         Cmd::Test { cargo_test_args } => return test::run(settings, &cargo_test_args),
     }
     Ok(ExitCode::SUCCESS)

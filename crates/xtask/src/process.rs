@@ -264,6 +264,8 @@ pub(crate) fn stop(pid: u32, process_name: &str, kill: bool) -> Result<Stopped> 
     if !kill {
         let started = Instant::now();
         signal(pid, "TERM")?;
+        // A paused process (`xtask pause`) handles the SIGTERM only once it runs again.
+        let _ = signal(pid, "CONT");
         if wait_for_exit(pid, process_name, GRACE_PERIOD) {
             return Ok(Stopped::Gracefully(started.elapsed()));
         }
@@ -278,6 +280,12 @@ pub(crate) fn stop(pid: u32, process_name: &str, kill: bool) -> Result<Stopped> 
     } else {
         bail!("pid {pid} is still alive after SIGKILL")
     }
+}
+
+/// Freezes `pid` (SIGSTOP) or lets it go on (SIGCONT): a process that hangs without refusing
+/// connections, which its clients cannot tell from a slow one.
+pub(crate) fn freeze(pid: u32, frozen: bool) -> Result<()> {
+    signal(pid, if frozen { "STOP" } else { "CONT" })
 }
 
 /// Sends a signal with the `kill` utility, which keeps this crate free of `unsafe`.
