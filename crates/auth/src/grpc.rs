@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use realchat_outbox::Topic;
 use realchat_proto::auth::v1::{
-    GetJwksRequest, GetUserRequest, Jwk, Jwks, LoginRequest, LogoutRequest, LogoutResponse,
-    RefreshRequest, RegisterRequest, TokenPair, User, auth_server::Auth,
+    GetJwksRequest, GetUserRequest, GetUsersRequest, GetUsersResponse, Jwk, Jwks, LoginRequest,
+    LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, TokenPair, User,
+    auth_server::Auth,
 };
 use realchat_proto::events::v1::{UserRegistered, envelope::Payload};
 use sqlx::PgPool;
@@ -25,6 +26,21 @@ use crate::{
 
 /// Longest refresh token or password we will even look at; anything longer is garbage.
 const MAX_SECRET_LEN: usize = 1024;
+
+/// Most ids one `GetUsers` call may ask about: a whole group's members.
+const MAX_USERS_PER_LOOKUP: usize = 1000;
+
+fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn to_pb_user(user: store::UserRow) -> User {
+    User {
+        user_id: user.id.to_string(),
+        username: user.username,
+        registered_at_ms: unix_ms(user.created_at),
+    }
+}
 
 /// The auth service's request handlers.
 #[derive(Clone, Debug)]
@@ -48,7 +64,10 @@ impl AuthApi {
         }
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::now_v7();
-        let inserted = self.insert_and_announce(id, &username, &hash).await;
+        let registered_at = OffsetDateTime::now_utc();
+        let inserted = self
+            .insert_and_announce(id, &username, &hash, registered_at)
+            .await;
         let outcome = match &inserted {
             Ok(()) => "created",
             Err(Error::UsernameTaken) => "taken",
@@ -60,6 +79,7 @@ impl AuthApi {
         Ok(User {
             user_id: id.to_string(),
             username: username.to_string(),
+            registered_at_ms: unix_ms(registered_at),
         })
     }
 
@@ -70,13 +90,14 @@ impl AuthApi {
         id: Uuid,
         username: &Username,
         hash: &str,
+        registered_at: OffsetDateTime,
     ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        store::insert_user(&mut tx, id, username, hash).await?;
+        store::insert_user(&mut tx, id, username, hash, registered_at).await?;
         let event = Payload::UserRegistered(UserRegistered {
             user_id: id.to_string(),
             username: username.to_string(),
-            registered_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            registered_at_ms: unix_ms(registered_at),
         });
         realchat_outbox::enqueue(&mut tx, Topic::Users, &id.to_string(), event).await?;
         tx.commit().await?;
@@ -157,9 +178,24 @@ impl AuthApi {
         let user = store::user_by_id(&self.pool, id)
             .await?
             .ok_or(Error::NotFound)?;
-        Ok(User {
-            user_id: user.id.to_string(),
-            username: user.username,
+        Ok(to_pb_user(user))
+    }
+
+    async fn get_users(&self, request: GetUsersRequest) -> Result<GetUsersResponse, Error> {
+        if request.user_ids.len() > MAX_USERS_PER_LOOKUP {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_USERS_PER_LOOKUP} user_ids per lookup"
+            )));
+        }
+        let ids = request
+            .user_ids
+            .iter()
+            .map(|raw| Uuid::parse_str(raw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::InvalidArgument("user_ids must be UUIDs".into()))?;
+        let users = store::users_by_ids(&self.pool, &ids).await?;
+        Ok(GetUsersResponse {
+            users: users.into_iter().map(to_pb_user).collect(),
         })
     }
 
@@ -230,6 +266,15 @@ impl Auth for AuthApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         Ok(Response::new(
             AuthApi::get_user(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_users(
+        &self,
+        request: Request<GetUsersRequest>,
+    ) -> Result<Response<GetUsersResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::get_users(self, request.into_inner()).await?,
         ))
     }
 

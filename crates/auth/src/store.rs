@@ -13,6 +13,7 @@ pub struct UserRow {
     pub id: Uuid,
     pub username: String,
     pub password_hash: String,
+    pub created_at: OffsetDateTime,
 }
 
 /// What a presented refresh token turned out to be.
@@ -37,13 +38,17 @@ pub async fn insert_user(
     id: Uuid,
     username: &Username,
     password_hash: &str,
+    created_at: OffsetDateTime,
 ) -> Result<(), Error> {
-    let result = sqlx::query("INSERT INTO users (id, username, password_hash) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(username.as_str())
-        .bind(password_hash)
-        .execute(conn)
-        .await;
+    let result = sqlx::query(
+        "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(username.as_str())
+    .bind(password_hash)
+    .bind(created_at)
+    .execute(conn)
+    .await;
     match result {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(Error::UsernameTaken),
@@ -66,22 +71,32 @@ pub async fn user_by_username(
     pool: &PgPool,
     username: &Username,
 ) -> Result<Option<UserRow>, Error> {
-    Ok(
-        sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
-            .bind(username.as_str())
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT id, username, password_hash, created_at FROM users WHERE username = $1",
     )
+    .bind(username.as_str())
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// A user by id.
 pub async fn user_by_id(pool: &PgPool, id: Uuid) -> Result<Option<UserRow>, Error> {
     Ok(
-        sqlx::query_as("SELECT id, username, password_hash FROM users WHERE id = $1")
+        sqlx::query_as("SELECT id, username, password_hash, created_at FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?,
     )
+}
+
+/// The users among `ids`; unknown ids are left out.
+pub async fn users_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserRow>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT id, username, password_hash, created_at FROM users WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Starts a new refresh family for a login, holding its first token.

@@ -66,9 +66,9 @@ pub(crate) fn ids(clients: &[Client]) -> Vec<String> {
         .collect()
 }
 
-/// Retries `attempt` while messaging has not yet heard of a new user (its registration event is
-/// on its way through the broker), for up to 60 s.
-async fn until_known<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
+/// Retries `attempt` while the server asks to wait (429, or 503 while a dependency is down), for
+/// up to 60 s. A user registered a moment ago can be a member at once: a 400 is a real error.
+async fn until_accepted<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -78,8 +78,7 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(Error::Api { status, .. })
-                if (status == 400 || status == 404 || status == 429)
-                    && Instant::now() < deadline =>
+                if (status == 429 || status == 503) && Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(250)).await
             }
@@ -96,7 +95,7 @@ pub(crate) async fn pairs(clients: &[Client], ids: &[String]) -> anyhow::Result<
     let opened: Vec<anyhow::Result<String>> = stream::iter(0..clients.len() / 2)
         .map(|pair| async move {
             let conversation =
-                until_known(|| clients[pair * 2].open_direct(&ids[pair * 2 + 1])).await?;
+                until_accepted(|| clients[pair * 2].open_direct(&ids[pair * 2 + 1])).await?;
             Ok(conversation.id)
         })
         .buffered(SETUP_CONCURRENCY)
@@ -108,7 +107,7 @@ pub(crate) async fn pairs(clients: &[Client], ids: &[String]) -> anyhow::Result<
 /// One group of everyone, created by the first user.
 pub(crate) async fn group(clients: &[Client], ids: &[String]) -> anyhow::Result<String> {
     let others: Vec<&str> = ids[1..].iter().map(String::as_str).collect();
-    let conversation = until_known(|| clients[0].create_group(&others, "benchmark")).await?;
+    let conversation = until_accepted(|| clients[0].create_group(&others, "benchmark")).await?;
     if conversation.member_ids.len() != clients.len() {
         bail!(
             "the group has {} members, not {}",

@@ -21,6 +21,9 @@ pub enum Error {
     /// The database cannot be reached; worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// Auth could not be asked whether a user exists; worth retrying.
+    #[error("auth unavailable: {0}")]
+    AuthUnavailable(String),
     /// A bug or an unexpected state; the cause is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -46,6 +49,7 @@ impl From<Error> for tonic::Status {
             Error::MemberNotFound(message) => status(Code::NotFound, "not_found", message),
             Error::Forbidden(message) => status(Code::PermissionDenied, "forbidden", message),
             Error::Unavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),
+            Error::AuthUnavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),
             Error::Internal(ref cause) => realchat_runtime::grpc::internal(cause),
         }
     }

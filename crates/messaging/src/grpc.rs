@@ -8,8 +8,12 @@ use realchat_proto::messaging::v1::{
     ListConversationsResponse, MarkReadRequest, MarkReadResponse, RemoveMemberRequest,
     RemoveMemberResponse, SendRequest, SendResponse, messaging_server::Messaging,
 };
-use realchat_runtime::telemetry::propagation::current_traceparent;
+use realchat_runtime::{
+    clients::{self, AuthClient},
+    telemetry::propagation::current_traceparent,
+};
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -29,6 +33,8 @@ const MAX_LISTED_CONVERSATIONS: i64 = 500;
 pub struct MessagingApi {
     pub(crate) pool: PgPool,
     pub(crate) sends: Sends,
+    /// Confirms users whose registration event has not reached messaging yet.
+    pub(crate) auth: AuthClient,
 }
 
 fn caller(raw: &str) -> Result<Uuid, Error> {
@@ -66,6 +72,45 @@ fn to_pb_message(message: MessageRow) -> pb::Message {
 }
 
 impl MessagingApi {
+    /// Refuses ids that no one registered with. Registration events are how messaging learns
+    /// users, but one can still be on its way (or the broker down) when the new user is added to
+    /// a conversation: ids not known here are confirmed with auth and recorded, so the next time
+    /// is local. Only ids auth does not know either are an `invalid_argument`; if auth cannot be
+    /// asked, the answer is `unavailable` and the client retries.
+    async fn check_registered(&self, users: &[Uuid]) -> Result<(), Error> {
+        let unknown = store::unknown_users(&self.pool, users).await?;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let confirmed = clients::registered_users(&self.auth, &unknown)
+            .await
+            .map_err(Error::AuthUnavailable)?;
+        for user in &confirmed {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(user.registered_at_ms) * 1_000_000,
+            )
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            store::remember_user(&self.pool, user.id, &user.username, at).await?;
+        }
+        ::metrics::counter!(metrics::USERS_CONFIRMED_WITH_AUTH, "outcome" => "registered")
+            .increment(confirmed.len() as u64);
+        let missing: Vec<String> = unknown
+            .iter()
+            .filter(|id| !confirmed.iter().any(|user| user.id == **id))
+            .map(Uuid::to_string)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        ::metrics::counter!(metrics::USERS_CONFIRMED_WITH_AUTH, "outcome" => "unknown")
+            .increment(missing.len() as u64);
+        Err(Error::InvalidArgument(if missing.len() == 1 {
+            format!("unknown user id: {}", missing[0])
+        } else {
+            format!("unknown user ids: {}", missing.join(", "))
+        }))
+    }
+
     async fn create_conversation(
         &self,
         request: CreateConversationRequest,
@@ -84,14 +129,7 @@ impl MessagingApi {
                 .map_err(Error::InvalidArgument)?,
             Kind::Direct => None,
         };
-        let unknown = store::unknown_users(&self.pool, &members).await?;
-        if !unknown.is_empty() {
-            let list: Vec<String> = unknown.iter().map(Uuid::to_string).collect();
-            return Err(Error::InvalidArgument(format!(
-                "unknown user ids: {}",
-                list.join(", ")
-            )));
-        }
+        self.check_registered(&members).await?;
         let (conversation, created) =
             store::create(&self.pool, caller, kind, &members, title).await?;
         if created {
@@ -109,9 +147,7 @@ impl MessagingApi {
         let conversation = conversation_id(&request.conversation_id)?;
         let user =
             domain::parse_user_id(&request.user_id, "user_id").map_err(Error::InvalidArgument)?;
-        if !store::unknown_users(&self.pool, &[user]).await?.is_empty() {
-            return Err(Error::InvalidArgument(format!("unknown user id: {user}")));
-        }
+        self.check_registered(&[user]).await?;
         let conversation =
             store::add_member(&self.pool, caller, conversation, user, MAX_GROUP_MEMBERS).await?;
         Ok(to_pb_conversation(conversation))

@@ -5,7 +5,8 @@
 //! to the outbox in one transaction, which concurrent sends share ([`sends`], [`store::send_all`]);
 //! the answer comes after the commit and means durable. The outbox
 //! relay running in every replica publishes events to `realchat.messages.v1` in order, and a
-//! consumer of `realchat.users.v1` keeps the table of registered users that members must come from.
+//! consumer of `realchat.users.v1` keeps the table of registered users that members must come from
+//! (an id whose event has not arrived yet is confirmed with auth and recorded).
 
 #![forbid(unsafe_code)]
 
@@ -85,6 +86,15 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_MESSAGING_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay: bool,
 
+    /// gRPC endpoint of the auth service, asked about member ids whose registration event has
+    /// not arrived yet.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_endpoint: String,
+
     /// Consumer group reading `realchat.users.v1`.
     #[arg(
         long,
@@ -108,6 +118,7 @@ impl Options {
             send_writers: 4,
             migrate: true,
             relay: true,
+            auth_endpoint: "http://127.0.0.1:50051".into(),
             consumer_group: "messaging".into(),
             kafka,
         }
@@ -152,6 +163,8 @@ impl Service {
                 "could not create the Kafka topics; continuing"
             );
         }
+        // Checked here so a malformed endpoint stops the process before it binds anything.
+        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =
             realchat_runtime::net::bind("REALCHAT_MESSAGING_GRPC_ADDR", options.grpc_addr).await?;
         let admin =
@@ -208,6 +221,10 @@ impl Service {
         let api = MessagingApi {
             pool: pool.clone(),
             sends,
+            auth: realchat_runtime::clients::auth(
+                "REALCHAT_AUTH_ENDPOINT",
+                &options.auth_endpoint,
+            )?,
         };
         shutdown.spawn(
             "grpc-server",

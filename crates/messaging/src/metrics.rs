@@ -8,6 +8,9 @@ pub const SEND_SECONDS: &str = "messaging_send_seconds";
 pub const SEND_BATCH: &str = "messaging_send_batch_size";
 /// Conversations created, by `kind`.
 pub const CONVERSATIONS_CREATED: &str = "messaging_conversations_created_total";
+/// Member ids messaging had not heard of and asked auth about, by `outcome` (`registered`,
+/// `unknown`): how often the registration event was behind the first use of a user.
+pub const USERS_CONFIRMED_WITH_AUTH: &str = "messaging_users_confirmed_with_auth_total";
 
 /// Registers the descriptions with the recorder.
 pub fn describe() {
@@ -23,4 +26,8 @@ pub fn describe() {
         "Sends committed together in one transaction"
     );
     metrics::describe_counter!(CONVERSATIONS_CREATED, "Conversations created by kind");
+    metrics::describe_counter!(
+        USERS_CONFIRMED_WITH_AUTH,
+        "Member ids not yet known from registration events, looked up in auth, by outcome"
+    );
 }

@@ -6,7 +6,9 @@ use realchat_proto::profile::v1::{
     self as pb, GetProfileRequest, NullableString, SearchProfilesRequest, SearchProfilesResponse,
     UpdateProfileRequest, profiles_server::Profiles,
 };
+use realchat_runtime::clients::{self, AuthClient};
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -21,6 +23,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct ProfilesApi {
     pub(crate) pool: PgPool,
+    /// Fills in profiles whose registration event has not arrived yet.
+    pub(crate) auth: AuthClient,
 }
 
 fn to_pb(row: ProfileRow) -> pb::Profile {
@@ -76,9 +80,46 @@ impl ProfilesApi {
                 AvatarUrl::parse(v).map(AvatarUrl::into_inner)
             })?,
         };
-        let row = store::edit(&self.pool, user, edit).await?;
+        let row = match store::edit(&self.pool, user, edit).await {
+            // Stored, but the registration event that names the user has not arrived.
+            Err(Error::NotFound) if self.fill_from_auth(user).await? => {
+                store::get(&self.pool, user).await?
+            }
+            other => other?,
+        };
         ::metrics::counter!(metrics::PROFILES_UPDATED).increment(1);
         Ok(to_pb(row))
+    }
+
+    /// A profile, created from auth's record when the registration event is still on its way.
+    async fn get(&self, user: Uuid) -> Result<ProfileRow, Error> {
+        match store::get(&self.pool, user).await {
+            Err(Error::NotFound) if self.fill_from_auth(user).await? => {
+                store::get(&self.pool, user).await
+            }
+            other => other,
+        }
+    }
+
+    /// Profiles come from registration events, which can be behind (or stuck while the broker is
+    /// down) when a just-registered user is first looked at. Auth is asked instead, and the
+    /// profile created from its answer exactly as the event would create it (the event, when it
+    /// comes, changes nothing). False when auth does not know the user; `unavailable` when auth
+    /// cannot be asked, which a client retries.
+    async fn fill_from_auth(&self, user: Uuid) -> Result<bool, Error> {
+        let registered = clients::registered_users(&self.auth, &[user])
+            .await
+            .map_err(Error::AuthUnavailable)?;
+        let Some(registered) = registered.into_iter().find(|u| u.id == user) else {
+            return Ok(false);
+        };
+        let at = OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(registered.registered_at_ms) * 1_000_000,
+        )
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        store::create_from_registration(&self.pool, user, &registered.username, at).await?;
+        ::metrics::counter!(metrics::PROFILES_FILLED_FROM_AUTH).increment(1);
+        Ok(true)
     }
 
     async fn search(
@@ -104,7 +145,7 @@ impl Profiles for ProfilesApi {
         request: Request<GetProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
         let user = user_id(&request.get_ref().user_id)?;
-        let row = store::get(&self.pool, user).await?;
+        let row = self.get(user).await?;
         Ok(Response::new(to_pb(row)))
     }
 

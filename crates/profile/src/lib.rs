@@ -71,6 +71,15 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_PROFILE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
 
+    /// gRPC endpoint of the auth service, asked about users whose registration event has not
+    /// arrived yet.
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_endpoint: String,
+
     /// Consumer group reading `realchat.users.v1`.
     #[arg(
         long,
@@ -92,6 +101,7 @@ impl Options {
             database_url: Secret::new(database_url.into()),
             database_max_connections: 16,
             migrate: true,
+            auth_endpoint: "http://127.0.0.1:50051".into(),
             consumer_group: "profile".into(),
             kafka,
         }
@@ -136,6 +146,8 @@ impl Service {
                 "could not create the Kafka topics; continuing"
             );
         }
+        // Checked here so a malformed endpoint stops the process before it binds anything.
+        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =
             realchat_runtime::net::bind("REALCHAT_PROFILE_GRPC_ADDR", options.grpc_addr).await?;
         let admin =
@@ -174,7 +186,13 @@ impl Service {
             options,
         } = self;
 
-        let api = ProfilesApi { pool: pool.clone() };
+        let api = ProfilesApi {
+            pool: pool.clone(),
+            auth: realchat_runtime::clients::auth(
+                "REALCHAT_AUTH_ENDPOINT",
+                &options.auth_endpoint,
+            )?,
+        };
         shutdown.spawn(
             "grpc-server",
             realchat_runtime::grpc::serve(grpc, ProfilesServer::new(api), token.clone()),

@@ -8,7 +8,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context as _;
 use realchat_proto::{
-    auth::v1::{GetJwksRequest, auth_client},
+    auth::v1::{GetJwksRequest, GetUsersRequest, auth_client},
     messaging::v1::{GetConversationRequest, messaging_client},
     profile::v1::profiles_client,
 };
@@ -77,6 +77,52 @@ pub async fn messaging_answers(messaging: &MessagingClient, wait: Duration) -> R
         }
         Ok(_) => Ok(()),
     }
+}
+
+/// A user that auth confirmed is registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredUser {
+    pub id: uuid::Uuid,
+    pub username: String,
+    pub registered_at_ms: i64,
+}
+
+/// How long a service waits for auth to confirm users before it answers `unavailable`.
+const USER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Which of `ids` auth knows as registered users; unknown ids are left out.
+///
+/// For services that learn users from `user.registered`: an id whose event has not reached them
+/// yet (it is on its way, or the broker is down) is asked about here, so a user can be added to a
+/// conversation, or shown, the moment registration returns. `Err` says why auth could not be
+/// asked; the caller answers `unavailable` (the client retries), never "unknown user".
+pub async fn registered_users(
+    auth: &AuthClient,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<RegisteredUser>, String> {
+    let mut found = Vec::new();
+    // Auth answers up to 1,000 ids per call: a whole group.
+    for chunk in ids.chunks(1000) {
+        let request = GetUsersRequest {
+            user_ids: chunk.iter().map(uuid::Uuid::to_string).collect(),
+        };
+        let mut auth = auth.clone();
+        let users = match tokio::time::timeout(USER_LOOKUP_TIMEOUT, auth.get_users(request)).await {
+            Err(_) => return Err("auth GetUsers: timed out".to_owned()),
+            Ok(Err(status)) => return Err(format!("auth GetUsers: {}", status.message())),
+            Ok(Ok(response)) => response.into_inner().users,
+        };
+        for user in users {
+            let id = uuid::Uuid::parse_str(&user.user_id)
+                .map_err(|_| format!("auth GetUsers answered a bad id {:?}", user.user_id))?;
+            found.push(RegisteredUser {
+                id,
+                username: user.username,
+                registered_at_ms: user.registered_at_ms,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// A profile client on `endpoint` (the value of `variable`).

@@ -115,6 +115,7 @@ impl TestAppBuilder {
         let mut messaging_options =
             realchat_messaging::Options::new(messaging_db.url(), kafka.clone());
         messaging_options.consumer_group = crate::unique("messaging-");
+        messaging_options.auth_endpoint = format!("http://{auth_addr}");
         for tweak in self.messaging {
             tweak(&mut messaging_options);
         }
@@ -132,6 +133,7 @@ impl TestAppBuilder {
             let db = TestDatabase::new("profile");
             let mut options = realchat_profile::Options::new(db.url(), kafka.clone());
             options.consumer_group = crate::unique("profile-");
+            options.auth_endpoint = format!("http://{auth_addr}");
             let service = realchat_profile::Service::build(options).await.unwrap();
             profile_addr = Some(service.grpc_addr());
             let shutdown = Shutdown::new(Duration::from_secs(5));

@@ -369,3 +369,99 @@ async fn the_list_is_most_recent_first_with_unread_counts_and_last_messages() {
     let bobs = json_of(app.get("/v1/conversations", Some(&bob.access_token)).await).await;
     assert_eq!(bobs["conversations"][0]["unread_count"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_registered_a_moment_ago_can_be_added_even_with_the_broker_down() {
+    let mut broker = test_support::KafkaServer::start().await;
+    let topics = test_support::kafka::fresh_topics_on(&broker.brokers()).await;
+    let app = TestApp::builder().kafka(topics).spawn().await;
+    // Messaging learns users from registration events; none can reach it from here on.
+    broker.stop();
+    let (alice, bob, carol, dave) = (
+        app.signed_up().await,
+        app.signed_up().await,
+        app.signed_up().await,
+        app.signed_up().await,
+    );
+
+    let direct = app
+        .post_as(
+            &alice.access_token,
+            "/v1/conversations",
+            &json!({"kind": "direct", "member_ids": [bob.user_id]}),
+        )
+        .await;
+    assert_eq!(direct.status(), StatusCode::CREATED);
+    let group = app
+        .post_as(
+            &alice.access_token,
+            "/v1/conversations",
+            &json!({"kind": "group", "member_ids": [bob.user_id, carol.user_id]}),
+        )
+        .await;
+    assert_eq!(group.status(), StatusCode::CREATED);
+    let group = json_of(group).await;
+    let added = app
+        .post_as(
+            &carol.access_token,
+            &format!(
+                "/v1/conversations/{}/members",
+                group["id"].as_str().unwrap()
+            ),
+            &json!({"user_id": dave.user_id}),
+        )
+        .await;
+    assert_eq!(added.status(), StatusCode::OK);
+    assert_eq!(
+        json_of(added).await["member_ids"].as_array().unwrap().len(),
+        4
+    );
+
+    // Ids that nobody registered are still refused, and named.
+    let stranger = uuid::Uuid::new_v4();
+    let refused = app
+        .post_as(
+            &alice.access_token,
+            "/v1/conversations",
+            &json!({"kind": "group", "member_ids": [bob.user_id, stranger]}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(refused).await;
+    assert_eq!(body["error"]["code"], "invalid_argument");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&stranger.to_string()), "{message}");
+    assert!(!message.contains(&bob.user_id), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_messaging_cannot_confirm_with_auth_is_503_not_unknown() {
+    // Messaging's way to auth leads nowhere; the gateway still reaches auth.
+    let nowhere = format!("http://127.0.0.1:{}", test_support::free_port());
+    let app = TestApp::builder()
+        .messaging(move |o| o.auth_endpoint = nowhere)
+        .spawn()
+        .await;
+    // Known through its registration event: no need to ask auth.
+    let (alice, known) = (app.member().await, app.member().await);
+    let direct = app
+        .post_as(
+            &alice.access_token,
+            "/v1/conversations",
+            &json!({"kind": "direct", "member_ids": [known.user_id]}),
+        )
+        .await;
+    assert_eq!(direct.status(), StatusCode::CREATED);
+
+    // Not known yet, and auth cannot be asked: retry later, not "unknown user".
+    let refused = app
+        .post_as(
+            &alice.access_token,
+            "/v1/conversations",
+            &json!({"kind": "direct", "member_ids": [uuid::Uuid::new_v4()]}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_error(refused, 503, "unavailable").await;
+}

@@ -346,3 +346,44 @@ async fn replaying_the_users_topic_into_a_fresh_database_rebuilds_the_same_profi
     .await;
     shutdown.trigger();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_there_the_moment_registration_returns_even_with_the_broker_down() {
+    let mut broker = test_support::KafkaServer::start().await;
+    let topics = kafka::fresh_topics_on(&broker.brokers()).await;
+    let app = TestApp::builder().kafka(topics).profile().spawn().await;
+    // No registration event can reach the profile service from here on.
+    broker.stop();
+    let (alice, bob) = (app.signed_up().await, app.signed_up().await);
+
+    let own = app.get("/v1/users/me", Some(&alice.access_token)).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    let own: Value = own.json().await.unwrap();
+    assert_eq!(own["user_id"], alice.user_id.as_str());
+    assert_eq!(own["username"], alice.username.as_str());
+    assert_eq!(own["display_name"], alice.username.as_str());
+
+    // Bob's first act is an edit, before anyone looked at his profile.
+    let edited = patch(&app, &bob, &json!({"bio": "new here"})).await;
+    assert_eq!(edited.status(), StatusCode::OK);
+    let edited: Value = edited.json().await.unwrap();
+    assert_eq!(edited["username"], bob.username.as_str());
+    assert_eq!(edited["bio"], "new here");
+    let seen = app
+        .get(
+            &format!("/v1/users/{}", bob.user_id),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(seen.status(), StatusCode::OK);
+    assert_eq!(seen.json::<Value>().await.unwrap(), edited);
+
+    // Ids auth does not know are still 404.
+    let unknown = app
+        .get(
+            &format!("/v1/users/{}", uuid::Uuid::new_v4()),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
