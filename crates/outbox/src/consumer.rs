@@ -39,6 +39,7 @@ use crate::{
     kafka::close_on_own_thread,
     metrics,
     relay::{backoff, sleep_or_cancel},
+    stall::{self, StallWatch},
 };
 
 /// A decoded event and where it came from.
@@ -115,10 +116,14 @@ pub struct ConsumerOptions {
     /// Overrides [`KafkaOptions::fetch_wait_ms`] for this consumer. Worth raising for events
     /// nobody waits on live: a broker that holds every fetch (Tansu 0.6) is then polled less.
     pub fetch_wait: Option<Duration>,
+    /// A member without partitions for this long, while events wait for the group and its
+    /// committed offsets do not move, is rebuilt (see the `stall` module).
+    pub stall_after: Duration,
 }
 
 impl ConsumerOptions {
-    /// Defaults: 5 attempts, backoff from 100 ms up to 2 s.
+    /// Defaults: 5 attempts, backoff from 100 ms up to 2 s, rebuilt after 15 s stuck without
+    /// partitions.
     pub fn new(group_id: impl Into<String>, topics: Vec<Topic>) -> Self {
         Self {
             group_id: group_id.into(),
@@ -127,6 +132,7 @@ impl ConsumerOptions {
             max_backoff: Duration::from_secs(2),
             rejoin: None,
             fetch_wait: None,
+            stall_after: Duration::from_secs(15),
         }
     }
 }
@@ -160,6 +166,7 @@ pub async fn run<H: Handler>(
     };
     let mut consumer = subscribe(kafka, &options.group_id, &names)?;
     let mut joined_at = Instant::now();
+    let mut stall = StallWatch::new(options.stall_after);
     let looper = Loop {
         topics,
         options,
@@ -167,13 +174,31 @@ pub async fn run<H: Handler>(
         kafka: kafka.clone(),
         shutdown: shutdown.clone(),
     };
-    tracing::info!(group = %looper.options.group_id, topics = ?names, "consumer started");
+    let group = looper.options.group_id.clone();
+    tracing::info!(%group, topics = ?names, "consumer started");
 
     let rejoin = looper.options.rejoin.clone();
     let rejoin_requested = async || match &rejoin {
         Some(notify) => notify.notified().await,
         None => std::future::pending().await,
     };
+    // Replaces the member with a new client that joins the group as a new member. The old one
+    // commits what it stored (if it can) and leaves the group as it closes, on a thread of its
+    // own: closing waits on the broker, for ever if it is gone.
+    let rebuild = |consumer: &mut StreamConsumer, reason: &'static str| -> anyhow::Result<()> {
+        let old = std::mem::replace(consumer, subscribe(kafka, &group, &names)?);
+        ::metrics::counter!(metrics::REBUILDS, "group" => group.clone(), "reason" => reason)
+            .increment(1);
+        close_on_own_thread(move || {
+            if reason != "brokers_lost" {
+                let _ = old.commit_consumer_state(CommitMode::Sync);
+            }
+            drop(old);
+        });
+        Ok(())
+    };
+    let mut check = tokio::time::interval(stall::CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // An error met while gathering a batch, dealt with before receiving again.
     let mut deferred: Option<KafkaError> = None;
     loop {
@@ -184,16 +209,29 @@ pub async fn run<H: Handler>(
             () = shutdown.cancelled() => break,
             () = rejoin_requested() => {
                 tracing::info!("rejoining the group to rebalance now");
-                let old = std::mem::replace(
-                    &mut consumer,
-                    subscribe(kafka, &looper.options.group_id, &names)?,
-                );
+                rebuild(&mut consumer, "rejoin_requested")?;
                 joined_at = Instant::now();
-                // The old member commits what it stored and leaves the group as it closes.
-                close_on_own_thread(move || {
-                    let _ = old.commit_consumer_state(CommitMode::Sync);
-                    drop(old);
-                });
+                stall.reset();
+                continue;
+            }
+            _ = check.tick() => {
+                let assigned = consumer.assignment().map_or(0, |a| a.count());
+                ::metrics::gauge!(metrics::ASSIGNED_PARTITIONS, "group" => group.clone())
+                    .set(assigned as f64);
+                if stall.suspect(assigned, Instant::now())
+                    && let Some(progress) = stall::look(kafka, &group, &names).await
+                    && stall.stuck(progress)
+                {
+                    tracing::warn!(
+                        waiting = progress.waiting,
+                        after_secs = looper.options.stall_after.as_secs(),
+                        "no partitions assigned while events wait and the group makes no \
+                         progress; rebuilding the consumer"
+                    );
+                    rebuild(&mut consumer, "unassigned")?;
+                    joined_at = Instant::now();
+                    stall.reset();
+                }
                 continue;
             }
             received = consumer.recv() => received,
@@ -209,13 +247,9 @@ pub async fn run<H: Handler>(
                 // (Tansu 0.6) fails on exactly that. Stored offsets not yet committed are read
                 // again (at least once).
                 tracing::warn!("lost every broker; will rejoin the group as a new member");
-                let old = std::mem::replace(
-                    &mut consumer,
-                    subscribe(kafka, &looper.options.group_id, &names)?,
-                );
+                rebuild(&mut consumer, "brokers_lost")?;
                 joined_at = Instant::now();
-                // Closing tries to leave the group and may wait for the broker: not on this thread.
-                close_on_own_thread(move || drop(old));
+                stall.reset();
                 continue;
             }
             Err(error) => {

@@ -184,11 +184,14 @@ impl KafkaOptions {
 /// hold up the process's exit, which waits for every blocking task. A thread of its own keeps the
 /// runtime's workers free and lets the process exit whenever it is done.
 pub(crate) fn close_on_own_thread(close: impl FnOnce() + Send + 'static) {
-    if let Err(error) = std::thread::Builder::new()
-        .name("kafka-close".into())
-        .spawn(close)
-    {
-        tracing::warn!(%error, "cannot start a thread to close a Kafka client; leaking it");
+    on_own_thread("kafka-close", close);
+}
+
+/// Runs `work`, which makes blocking Kafka calls, on a thread of its own, for the same reason as
+/// [`close_on_own_thread`].
+pub(crate) fn on_own_thread(name: &str, work: impl FnOnce() + Send + 'static) {
+    if let Err(error) = std::thread::Builder::new().name(name.into()).spawn(work) {
+        tracing::warn!(%error, thread = name, "cannot start a thread for a Kafka client");
     }
 }
 

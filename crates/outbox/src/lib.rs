@@ -35,7 +35,10 @@ mod enqueue;
 pub mod kafka;
 pub mod metrics;
 pub mod relay;
+mod stall;
 mod topics;
+
+pub use stall::{GroupProgress, group_progress};
 
 pub use enqueue::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_all};
 pub use kafka::KafkaOptions;

@@ -279,3 +279,39 @@ async fn an_event_whose_database_is_down_waits_for_it_however_long_and_is_never_
     let parked = kafka::read_dlq(&options, Topic::Users, 1, Duration::from_secs(3)).await;
     assert!(parked.is_empty(), "nothing was wrong with the event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_tells_how_many_events_wait_for_a_group_and_how_far_it_committed() {
+    // What a consumer stuck without partitions looks at before it rebuilds itself.
+    let options = kafka::fresh_topics().await;
+    for name in ["p1", "p2", "p3"] {
+        kafka::produce_raw(&options, Topic::Users, name, &registered(name)).await;
+    }
+    let group = test_support::unique("group-");
+    let before = realchat_outbox::group_progress(&options, &group, &[Topic::Users])
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        realchat_outbox::GroupProgress {
+            waiting: 3,
+            committed: 0
+        }
+    );
+
+    let handler = Arc::new(Recorder::default());
+    let consumer_options = ConsumerOptions::new(group.clone(), vec![Topic::Users]);
+    let all_three = || handler.seen.lock().unwrap().len() >= 3;
+    consume_until(&options, consumer_options, &handler, "p3", all_three).await;
+
+    let after = realchat_outbox::group_progress(&options, &group, &[Topic::Users])
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        realchat_outbox::GroupProgress {
+            waiting: 0,
+            committed: 3
+        }
+    );
+}
