@@ -405,6 +405,18 @@ impl Service {
     }
 }
 
+/// How long after finding a replica dead (its claims expired) the consumer group is asked to
+/// rebalance. The dead replica has been silent since at least its last renewal, one heartbeat
+/// before its claims' `ttl` ran out: so it has already been silent for `ttl - heartbeat`, and
+/// only what is left of the broker's session timeout (and a margin) needs waiting. Every second
+/// here is a second its partitions' messages wait: in a soak, waiting a whole session timeout
+/// after the sweep made a killed replica's conversations wait about 30 s.
+fn rejoin_delay(ttl: Duration, heartbeat: Duration) -> Duration {
+    let silent = ttl.saturating_sub(heartbeat);
+    (realchat_outbox::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2))
+        .saturating_sub(silent)
+}
+
 /// Renews this replica's claims, and sweeps up after replicas that died.
 async fn heartbeat(
     shared: Arc<Shared>,
@@ -455,7 +467,7 @@ async fn heartbeat(
             // once the timeout has certainly passed, this replica asks by rejoining. (Asking
             // sooner would have the dead member assigned partitions again.)
             let rejoin = Arc::clone(&rejoin);
-            let wait = realchat_outbox::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2);
+            let wait = rejoin_delay(shared.cluster.ttl(), every);
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 tracing::info!("a delivery replica died; rebalancing the consumer group");
@@ -647,4 +659,29 @@ async fn presence(
         })
         .collect();
     Ok(Json(serde_json::json!({ "presence": presence })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rebalance_waits_only_for_what_is_left_of_the_session_timeout() {
+        // Defaults: claims last three 5 s heartbeats, so a replica found dead has been silent
+        // for 10 s already; the broker's 10 s session timeout and a 2 s margin leave 2 s.
+        assert_eq!(
+            rejoin_delay(Duration::from_secs(15), Duration::from_secs(5)),
+            Duration::from_secs(2)
+        );
+        // Short claims (tests use 1 s heartbeats) leave most of the timeout to wait.
+        assert_eq!(
+            rejoin_delay(Duration::from_secs(3), Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+        // Claims far longer than the timeout: no wait at all.
+        assert_eq!(
+            rejoin_delay(Duration::from_secs(60), Duration::from_secs(5)),
+            Duration::ZERO
+        );
+    }
 }
