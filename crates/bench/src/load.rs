@@ -101,16 +101,16 @@ pub(crate) struct Outcome {
 
 /// One acknowledged message.
 #[derive(Debug, Clone, Copy)]
-struct Ack {
-    due: Instant,
-    measured: bool,
+pub(crate) struct Ack {
+    pub(crate) due: Instant,
+    pub(crate) measured: bool,
     /// Which message it was ([`id_key`] of its id).
-    id: u64,
+    pub(crate) id: u64,
 }
 
 /// A message id as a number, so a socket's record of hundreds of thousands of arrivals stays
 /// small.
-fn id_key(id: &str) -> u64 {
+pub(crate) fn id_key(id: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     id.hash(&mut hasher);
     hasher.finish()
@@ -119,12 +119,12 @@ fn id_key(id: &str) -> u64 {
 /// What one socket was handed, per conversation index: `(seq, message id key, arrival)` in
 /// arrival order.
 #[derive(Debug, Default)]
-struct Track {
-    arrivals: HashMap<usize, Vec<(i64, u64, Instant)>>,
+pub(crate) struct Track {
+    pub(crate) arrivals: HashMap<usize, Vec<(i64, u64, Instant)>>,
     /// The first few gaps the socket saw: `(conversation index, expected seq, seq that came)`.
     gaps: Vec<(usize, i64, i64)>,
     gap_count: u64,
-    disconnects: u64,
+    pub(crate) disconnects: u64,
     /// Frames the client dropped: sent again, and out of order.
     duplicates_dropped: u64,
     late_dropped: u64,
@@ -213,6 +213,7 @@ pub(crate) async fn run(
                 Arc::clone(&index),
                 Arc::clone(&delivered),
                 stopped.clone(),
+                None,
             );
             (user, url, tokio::spawn(reader))
         })
@@ -423,35 +424,35 @@ pub(crate) async fn run(
 
 /// What the checker found.
 #[derive(Debug, Default)]
-struct Checked {
+pub(crate) struct Checked {
     /// Acknowledged deliveries that never came (per member socket).
-    lost: u64,
+    pub(crate) lost: u64,
     /// Messages the client handed out twice (its dedup failed).
-    duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Messages out of order: handed out after a later one, or dropped by the client because
     /// they came after a later one.
-    reordered: u64,
-    gaps: u64,
+    pub(crate) reordered: u64,
+    pub(crate) gaps: u64,
     /// Frames the server sent again, which the client dropped (allowed).
-    raw_duplicates: u64,
+    pub(crate) raw_duplicates: u64,
     /// Deliveries of a seq that carried another message than the one acknowledged under it.
-    mismatched: u64,
-    delivered_total: u64,
+    pub(crate) mismatched: u64,
+    pub(crate) delivered_total: u64,
     /// Deliveries that arrived in the measured window.
-    in_window: u64,
-    disconnects: u64,
+    pub(crate) in_window: u64,
+    pub(crate) disconnects: u64,
     /// From a measured send's due time to each member socket's arrival.
-    e2e: Latency,
+    pub(crate) e2e: Latency,
     /// When the last message acknowledged before `broker_back` reached its last socket.
-    backlog_delivered: Option<Instant>,
+    pub(crate) backlog_delivered: Option<Instant>,
     /// A few violations, described.
-    described: Vec<String>,
+    pub(crate) described: Vec<String>,
 }
 
 /// Compares what was acknowledged (per conversation index and seq) with what every socket was
 /// handed. `tracks` are `(user index, track)`; `urls` name each socket's endpoint (empty for the
 /// gateway's); `members` are each conversation's user indexes.
-fn check(
+pub(crate) fn check(
     acked: &HashMap<(usize, i64), Ack>,
     members: &[&[usize]],
     tracks: &[(usize, Track)],
@@ -543,18 +544,37 @@ fn check(
     checked
 }
 
-/// Reads one socket until told to stop; returns what it was handed and what the client dropped.
-async fn read(
+/// A typing notice a reader sends now and then, as a person would while writing.
+#[derive(Debug, Clone)]
+pub(crate) struct Typing {
+    pub(crate) conversation_id: String,
+    pub(crate) every: Duration,
+}
+
+/// Reads one socket until told to stop (sending `typing` notices meanwhile, if given); returns what it was handed and what the client dropped.
+pub(crate) async fn read(
     mut socket: Socket,
     index: Arc<HashMap<String, usize>>,
     delivered: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
+    typing: Option<Typing>,
 ) -> Track {
     let mut track = Track::default();
+    let mut typing_tick = typing.as_ref().map(|t| {
+        let mut tick = tokio::time::interval(t.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
     loop {
         let event = tokio::select! {
             event = socket.next() => event,
             _ = stop.wait_for(|stop| *stop) => break,
+            _ = async { typing_tick.as_mut()?.tick().await; Some(()) }, if typing_tick.is_some() => {
+                if let Some(typing) = &typing {
+                    socket.typing(&typing.conversation_id);
+                }
+                continue;
+            }
         };
         let Some(event) = event else { break };
         match event {

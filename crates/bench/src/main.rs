@@ -10,6 +10,8 @@
 //!   member with a socket.
 //! - `connections`: hold many idle sockets on one delivery replica; memory per socket.
 //! - `outage`: `direct` load while the broker is stopped for a while; the backlog's drain time.
+//! - `soak`: a mixed load for a long time while faults come and go at random (seeded), checked
+//!   throughout (see [`soak`]).
 //!
 //! Each run also measures the limits its result is compared with (see [`limits`]).
 //!
@@ -23,6 +25,7 @@ mod load;
 mod procfs;
 mod report;
 mod setup;
+mod soak;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -102,6 +105,46 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432"
     )]
     postgres_url: String,
+    /// `soak`: the seed of its fault schedule [default: from the clock; printed either way].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `soak`: seconds between fault rounds, at least and at most (`LOW,HIGH`).
+    #[arg(long, value_delimiter = ',', default_values_t = [20.0, 60.0])]
+    fault_every: Vec<f64>,
+    /// `soak`: direct conversations.
+    #[arg(long, default_value_t = 20)]
+    pairs: usize,
+    /// `soak`: the sizes of its groups (2 to 1,000 members each).
+    #[arg(long, value_delimiter = ',', default_values_t = [50, 200])]
+    group_sizes: Vec<usize>,
+    /// `soak`: one fault round is a broker outage longer than five minutes (librdkafka's default
+    /// message timeout).
+    #[arg(long)]
+    long_outage: bool,
+    /// `soak`: the command that manages the topology (`<it> stop kafka`, `start`, `pause`, ...).
+    #[arg(long, default_value = "cargo xtask")]
+    xtask: String,
+    /// `soak`: the command that restarts PostgreSQL.
+    #[arg(
+        long,
+        default_value = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n 1) main restart"
+    )]
+    postgres_restart_command: String,
+    /// `soak`: delivery replicas the topology runs (`delivery-1..N`), one of which faults kill.
+    #[arg(long, default_value_t = 2)]
+    delivery_replicas: usize,
+    /// `soak`: messaging replicas the topology runs (`messaging-1..N`).
+    #[arg(long, default_value_t = 2)]
+    messaging_replicas: usize,
+    /// `soak`: print the fault schedule the seed gives, and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// `soak`: most a service's RSS may grow over the run, in MiB.
+    #[arg(long, default_value_t = 300.0)]
+    rss_growth_mib: f64,
+    /// `soak`: longest presence may take to tell the truth at the end, in seconds.
+    #[arg(long, default_value_t = 90.0)]
+    presence_within: f64,
     /// Print one JSON object at the end instead of lines for people.
     #[arg(long)]
     json: bool,
@@ -117,6 +160,8 @@ enum Scenario {
     Connections,
     /// Direct load through a broker outage: nothing lost, and how fast the backlog drains.
     Outage,
+    /// A mixed load while random faults come and go: nothing lost, ever.
+    Soak,
 }
 
 impl Scenario {
@@ -126,6 +171,7 @@ impl Scenario {
             Self::GroupFanout => "group-fanout",
             Self::Connections => "connections",
             Self::Outage => "outage",
+            Self::Soak => "soak",
         }
     }
 }
@@ -158,6 +204,8 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         Scenario::Direct | Scenario::Outage => direct(&cli, &mut report).await?,
         Scenario::GroupFanout => group_fanout(&cli, &mut report).await?,
         Scenario::Connections => connections(&cli, &mut report).await?,
+        // The soak samples memory throughout and reports it itself.
+        Scenario::Soak => return soak(&cli, &mut report).await.map(|()| report),
     }
     memory(&mut report);
     Ok(report)
@@ -394,6 +442,62 @@ async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
         report.fail(format!("{disconnects} idle sockets were dropped"));
     }
     Ok(())
+}
+
+/// `soak`: faults at random while the checker watches.
+async fn soak(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    if cli
+        .group_sizes
+        .iter()
+        .any(|size| !(2..=1000).contains(size))
+    {
+        bail!("a group has 2 to 1,000 members");
+    }
+    if cli.pairs == 0 && cli.group_sizes.is_empty() {
+        bail!("a soak needs --pairs or --group-sizes");
+    }
+    let [low, high] = cli.fault_every[..] else {
+        bail!("--fault-every takes two numbers, LOW,HIGH");
+    };
+    if !(1.0..=high).contains(&low) {
+        bail!("--fault-every needs 1 <= low <= high");
+    }
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let soak = soak::Soak {
+        url: cli.url.clone(),
+        seed,
+        duration: cli.duration.unwrap_or(600.0),
+        every: (low, high),
+        rate: cli.rate.unwrap_or(40.0),
+        pairs: cli.pairs,
+        groups: cli.group_sizes.clone(),
+        long_outage: cli.long_outage,
+        commands: soak::faults::Commands {
+            xtask: cli.xtask.clone(),
+            postgres_restart: cli.postgres_restart_command.clone(),
+            delivery_replicas: cli.delivery_replicas,
+            messaging_replicas: cli.messaging_replicas,
+        },
+        rss_growth_mib: cli.rss_growth_mib,
+        presence_within: cli.presence_within,
+    };
+    if cli.dry_run {
+        for fault in soak.schedule() {
+            report.say(format!(
+                "{:7.1} {:7.1}  {} ({})",
+                fault.at,
+                fault.until(),
+                fault.kind.name(),
+                fault.break_command
+            ));
+        }
+        return Ok(());
+    }
+    soak::run(&soak, report).await
 }
 
 /// The pgbench limit, unless asked not to.

@@ -52,11 +52,22 @@ fn service_name(pid: u32) -> Option<String> {
         return None;
     }
     let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let node = environ
-        .split(|b| *b == 0)
-        .filter_map(|var| std::str::from_utf8(var).ok())
-        .find_map(|var| var.strip_prefix("REALCHAT_DELIVERY_NODE_ID="));
-    Some(node.map_or(binary, str::to_owned))
+    let var = |prefix: &str| {
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|var| std::str::from_utf8(var).ok())
+            .find_map(|var| var.strip_prefix(prefix).map(str::to_owned))
+    };
+    if let Some(node) = var("REALCHAT_DELIVERY_NODE_ID=") {
+        return Some(node);
+    }
+    // Messaging replicas have no node id: they are told apart by their gRPC address.
+    if binary == "messaging"
+        && let Some(addr) = var("REALCHAT_MESSAGING_GRPC_ADDR=")
+    {
+        return Some(format!("messaging@{addr}"));
+    }
+    Some(binary)
 }
 
 /// `(VmRSS, VmHWM)` in bytes.

@@ -43,6 +43,26 @@ pub(crate) struct EnvArgs {
     )]
     redis_port: u16,
 
+    /// Added to every service's ports, so a second topology (the soak's) can run beside the
+    /// first; the broker's and Redis's ports are set apart with their own variables.
+    #[arg(
+        long,
+        global = true,
+        env = "REALCHAT_TOPOLOGY_PORT_OFFSET",
+        default_value_t = 0
+    )]
+    port_offset: u16,
+
+    /// Put before each service's database name (`auth`, ...), for a topology of its own on a
+    /// shared PostgreSQL server.
+    #[arg(
+        long,
+        global = true,
+        env = "REALCHAT_TOPOLOGY_DATABASE_PREFIX",
+        default_value = ""
+    )]
+    database_prefix: String,
+
     /// Pid files, logs and broker/Redis data [default: <workspace>/.realchat].
     #[arg(long, global = true, env = "REALCHAT_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -76,6 +96,10 @@ pub(crate) struct Settings {
     pub(crate) kafka_brokers: String,
     /// Port of the topology's redis-server on 127.0.0.1.
     pub(crate) redis_port: u16,
+    /// Added to every service port.
+    pub(crate) port_offset: u16,
+    /// Put before each service's database name.
+    pub(crate) database_prefix: String,
     /// `REALCHAT_LOG` for the services.
     pub(crate) service_log: String,
     /// `REALCHAT_LOG_FORMAT` for the services.
@@ -118,6 +142,8 @@ impl Settings {
             postgres: PostgresUrl::parse(&env.postgres_url)?,
             kafka_brokers: env.kafka_brokers,
             redis_port: env.redis_port,
+            port_offset: env.port_offset,
+            database_prefix: env.database_prefix,
             service_log: env.service_log,
             service_log_format: env.service_log_format,
         })
@@ -130,6 +156,12 @@ impl Settings {
             .next()
             .unwrap_or(&self.kafka_brokers)
             .trim()
+    }
+
+    /// The database a service owns in this topology.
+    pub(crate) fn database_url(&self, service: &str) -> String {
+        self.postgres
+            .with_database(&format!("{}{service}", self.database_prefix))
     }
 
     /// `host:port` of the topology's Redis.
@@ -281,6 +313,8 @@ pub(crate) struct RunOptions {
     pub(crate) release: bool,
     /// Number of delivery replicas (`delivery-1..N`).
     pub(crate) delivery_replicas: u16,
+    /// Number of messaging replicas (`messaging-1..N`).
+    pub(crate) messaging_replicas: u16,
 }
 
 impl Default for RunOptions {
@@ -288,6 +322,7 @@ impl Default for RunOptions {
         Self {
             release: false,
             delivery_replicas: 1,
+            messaging_replicas: 1,
         }
     }
 }
@@ -310,8 +345,8 @@ impl RunOptions {
         let path = settings.data_dir.join(Self::FILE);
         fs::create_dir_all(&settings.data_dir)?;
         let text = format!(
-            "# Written by `cargo xtask up`; read by `cargo xtask start`.\nrelease={}\ndelivery_replicas={}\n",
-            self.release, self.delivery_replicas
+            "# Written by `cargo xtask up`; read by `cargo xtask start`.\nrelease={}\ndelivery_replicas={}\nmessaging_replicas={}\n",
+            self.release, self.delivery_replicas, self.messaging_replicas
         );
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     }
@@ -328,6 +363,7 @@ impl RunOptions {
             match key.trim() {
                 "release" => options.release = value.trim().parse()?,
                 "delivery_replicas" => options.delivery_replicas = value.trim().parse()?,
+                "messaging_replicas" => options.messaging_replicas = value.trim().parse()?,
                 // Unknown keys come from a newer xtask; ignoring them keeps old ones working.
                 _ => {}
             }
@@ -373,12 +409,13 @@ mod tests {
 
     #[test]
     fn run_options_round_trip() -> Result<()> {
-        let text = "# comment\nrelease=true\ndelivery_replicas=3\nfuture=1\n";
+        let text = "# comment\nrelease=true\ndelivery_replicas=3\nmessaging_replicas=2\nfuture=1\n";
         assert_eq!(
             RunOptions::parse(text)?,
             RunOptions {
                 release: true,
-                delivery_replicas: 3
+                delivery_replicas: 3,
+                messaging_replicas: 2,
             }
         );
         Ok(())

@@ -17,7 +17,7 @@ use crate::{
     config::{self, RunOptions, Settings},
     probe,
     process::{self, Launch, Stopped},
-    topology::{Component, Topology},
+    topology::{Component, ReplicaCounts, Topology},
     ui::{self, detail, step},
 };
 
@@ -50,7 +50,13 @@ pub(crate) struct System {
 
 impl System {
     pub(crate) fn new(settings: Settings, options: RunOptions) -> Self {
-        let topology = Topology::new(&settings, options.delivery_replicas);
+        let topology = Topology::new(
+            &settings,
+            ReplicaCounts {
+                delivery: options.delivery_replicas,
+                messaging: options.messaging_replicas,
+            },
+        );
         Self {
             settings,
             options,
@@ -102,7 +108,7 @@ impl System {
             }
             None if probe.check().is_ok() => {
                 let probed = component
-                    .admin_address()
+                    .admin_address(settings)
                     .unwrap_or_else(|| component.address(settings));
                 step!(
                     "{name}: {probed} already answers, from a process xtask did not start; using it"
@@ -341,7 +347,7 @@ fn build_services(settings: &Settings, release: bool) -> Result<()> {
 
 /// The closing summary of `up`: where everything can be reached.
 fn print_endpoints(settings: &Settings, services: &[Component]) {
-    let row = |label: &str, value: &str| detail!("{label:<18} {value}");
+    let row = |label: &str, value: &str| detail!("{label:<20} {value}");
     ui::blank_line();
     step!("RealChat is up");
     match services
@@ -355,7 +361,7 @@ fn print_endpoints(settings: &Settings, services: &[Component]) {
         None => row("public API", "(the gateway is not built yet)"),
     }
     for service in services {
-        if let Some(admin) = service.admin_address() {
+        if let Some(admin) = service.admin_address(settings) {
             row(
                 &format!("{service} metrics"),
                 &format!("http://{admin}/metrics"),
@@ -372,18 +378,27 @@ fn print_endpoints(settings: &Settings, services: &[Component]) {
         ),
     );
     row("Redis", &settings.redis_url());
-    let databases: Vec<&str> = services
+    let mut databases: Vec<&str> = services
         .iter()
         .filter_map(Component::service)
         .filter(|spec| spec.database)
         .map(|spec| spec.name)
         .collect();
+    // Replicas share their service's database.
+    databases.dedup();
     let postgres = settings.postgres.server();
     match databases.as_slice() {
         [] => row("PostgreSQL", &postgres),
         names => row(
             "PostgreSQL",
-            &format!("{postgres} (databases: {})", names.join(", ")),
+            &format!(
+                "{postgres} (databases: {})",
+                names
+                    .iter()
+                    .map(|name| format!("{}{name}", settings.database_prefix))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
     }
     row("data dir", &settings.data_dir.display().to_string());
@@ -424,7 +439,7 @@ pub(crate) fn status(settings: Settings) -> Result<()> {
     // Written, not printed, so `status | head` ends quietly instead of panicking.
     let mut out = io::stdout().lock();
     let mut line = |name: &str, state: &str, pid: &str, address: &str, admin: &str| {
-        writeln!(out, "{name:<12} {state:<11} {pid:<8} {address:<22} {admin}")
+        writeln!(out, "{name:<13} {state:<11} {pid:<8} {address:<22} {admin}")
     };
     line("NAME", "STATE", "PID", "ADDRESS", "ADMIN")?;
 
@@ -455,7 +470,9 @@ pub(crate) fn status(settings: Settings) -> Result<()> {
             }
             None => ("stopped", "-".to_owned()),
         };
-        let admin = component.admin_address().unwrap_or_else(|| "-".to_owned());
+        let admin = component
+            .admin_address(settings)
+            .unwrap_or_else(|| "-".to_owned());
         line(&name, state, &pid, &component.address(settings), &admin)?;
     }
     if external {

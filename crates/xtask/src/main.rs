@@ -40,7 +40,7 @@ use crate::config::{EnvArgs, RunOptions, Settings};
     name = "cargo xtask",
     bin_name = "cargo xtask",
     about = "RealChat's local topology manager and task runner",
-    after_help = "Components: kafka, redis, auth, profile, messaging, delivery-1..N, gateway."
+    after_help = "Components: kafka, redis, auth, profile, messaging-1..N, delivery-1..N, gateway."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +61,11 @@ enum Cmd {
         /// Number of delivery replicas, delivery-1..N (ports 8081.. and admin 9184..).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         delivery_replicas: u16,
+
+        /// Number of messaging replicas, messaging-1..N (ports 50052, 50152, … and admin 9182,
+        /// 9282, …); the gateway and delivery call messaging-1, every replica runs a relay.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        messaging_replicas: u16,
 
         /// Skip `cargo build` and start the binaries already built.
         #[arg(
@@ -169,11 +174,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Up {
             release,
             delivery_replicas,
+            messaging_replicas,
             no_build,
         } => {
             let options = RunOptions {
                 release,
                 delivery_replicas,
+                messaging_replicas,
             };
             lifecycle::up(settings, options, !no_build)?;
         }

@@ -17,14 +17,14 @@ use crate::{
 pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<ExitCode> {
     let root = settings.root.clone();
 
-    step!("[1/4] Formatting: cargo fmt --all --check");
+    step!("[1/6] Formatting: cargo fmt --all --check");
     let status = cargo(&root, &["fmt", "--all", "--check"]).status()?;
     if !status.success() {
         step!("Formatting differs; `cargo fmt --all` fixes it");
         return Ok(exit_code(status));
     }
 
-    step!("[2/4] Lints: cargo clippy --workspace --all-targets -- -D warnings");
+    step!("[2/6] Lints: cargo clippy --workspace --all-targets -- -D warnings");
     let status = cargo(
         &root,
         &[
@@ -41,7 +41,13 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
         return Ok(exit_code(status));
     }
 
-    step!("[3/4] Infrastructure: PostgreSQL, a broker of the test run's own, the topology's Redis");
+    step!("[3/6] Packaging: the Nix files checked against the settings the binaries read");
+    let status = packaging_checks(&settings)?;
+    if !status.success() {
+        return Ok(exit_code(status));
+    }
+
+    step!("[4/6] Infrastructure: PostgreSQL, a broker of the test run's own, the topology's Redis");
     lifecycle::check_postgres(&settings)?;
     let system = System::load(settings)?;
     // Declared before anything starts, so an early return stops what did start.
@@ -58,7 +64,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     let broker = TestBroker::start(&tansu, &settings.data_dir)?;
     let mut command_line = vec!["test", "--workspace"];
     command_line.extend(cargo_test_args.iter().map(String::as_str));
-    step!("[4/4] Tests: cargo {}", command_line.join(" "));
+    step!("[5/6] Tests: cargo {}", command_line.join(" "));
     let status = cargo(&root, &command_line)
         .env("REALCHAT_TEST_POSTGRES_URL", settings.postgres.as_str())
         .env("REALCHAT_TEST_KAFKA_BROKERS", &broker.address)
@@ -71,7 +77,119 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     }
     drop(broker);
     drop(started);
+    if !status.success() {
+        return Ok(exit_code(status));
+    }
+
+    step!(
+        "[6/6] Soak: {} s of mixed load while faults come and go (seed {SOAK_SEED}), checked throughout",
+        SOAK_SECONDS
+    );
+    let status = soak(settings)?;
+    if !status.success() {
+        ui::warning!(
+            "the soak failed ({status}); its topology's logs are in {}",
+            settings.display_path(&settings.data_dir.join("soak/logs"))
+        );
+    }
     Ok(exit_code(status))
+}
+
+/// The soak restarts PostgreSQL with Debian's `pg_ctlcluster` (the bench's default); where
+/// there is none, that fault is left out (said so) rather than failing the run.
+fn postgres_restart() -> Vec<&'static str> {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("pg_ctlcluster").is_file())
+    });
+    if found {
+        Vec::new()
+    } else {
+        ui::warning!("pg_ctlcluster is not installed: the soak will not restart PostgreSQL");
+        vec!["--postgres-restart-command", "true"]
+    }
+}
+
+/// The short soak's seed: its two minutes break messaging twice, the gateway twice, PostgreSQL,
+/// Redis (hung), the broker (SIGKILL) and a delivery replica (`bench soak --dry-run` lists it).
+const SOAK_SEED: u64 = 19;
+const SOAK_SECONDS: u32 = 120;
+
+/// Runs `bench soak` against a topology of its own: beside a developer's `cargo xtask up`, with
+/// ports 1,000 higher, its own broker, Redis, databases (`soak_*`) and data directory, all
+/// stopped and removed afterwards (the databases stay, reused by the next run).
+fn soak(settings: &Settings) -> Result<ExitStatus> {
+    let data = settings.data_dir.join("soak");
+    let _ = std::fs::remove_dir_all(&data);
+    let env = [
+        ("REALCHAT_DATA_DIR", data.display().to_string()),
+        ("REALCHAT_TOPOLOGY_PORT_OFFSET", "1000".to_owned()),
+        ("REALCHAT_KAFKA_BROKERS", "127.0.0.1:10092".to_owned()),
+        ("REALCHAT_TOPOLOGY_REDIS_PORT", "7390".to_owned()),
+        ("REALCHAT_TOPOLOGY_DATABASE_PREFIX", "soak_".to_owned()),
+        // The soak registers users from one address.
+        ("REALCHAT_GATEWAY_AUTH_IP_RATE", "1000".to_owned()),
+        ("REALCHAT_GATEWAY_AUTH_IP_BURST", "5000".to_owned()),
+    ];
+    let xtask = |args: &[&str]| {
+        let mut command = cargo(&settings.root, &["xtask"]);
+        command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        command
+    };
+    let status = xtask(&[
+        "up",
+        "--delivery-replicas",
+        "2",
+        "--messaging-replicas",
+        "2",
+    ])
+    .status()
+    .context("cannot run cargo xtask up")?;
+    let result = if status.success() {
+        cargo(
+            &settings.root,
+            &["run", "--quiet", "-p", "bench", "--", "soak"],
+        )
+        .args(["--url", "http://127.0.0.1:9080"])
+        .args(["--seed", &SOAK_SEED.to_string()])
+        .args(["--duration", &SOAK_SECONDS.to_string()])
+        .args(["--fault-every", "10,20"])
+        .args(["--pairs", "6", "--group-sizes", "30", "--rate", "20"])
+        .args(["--delivery-replicas", "2", "--messaging-replicas", "2"])
+        .args(postgres_restart())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status()
+        .context("cannot run bench soak")
+    } else {
+        Ok(status)
+    };
+    if let Err(error) = xtask(&["down"]).status() {
+        ui::warning!("cannot stop the soak's topology: {error}");
+    }
+    if matches!(&result, Ok(status) if status.success()) {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    result
+}
+
+/// The checks of what packages the services (`nixos-tests/check.sh`), against the settings each
+/// binary prints. They install their tools into a cache on first use.
+fn packaging_checks(settings: &Settings) -> Result<ExitStatus> {
+    let dir = settings.data_dir.join("settings");
+    crate::service_settings::write(settings, &dir)?;
+    let mut status = ExitStatus::default();
+    for script in ["nixos-tests/check.sh"] {
+        status = Command::new("bash")
+            .arg(settings.root.join(script))
+            .env("REALCHAT_SETTINGS_DIR", &dir)
+            .current_dir(&settings.root)
+            .status()
+            .with_context(|| format!("cannot run {script}"))?;
+        if !status.success() {
+            ui::warning!("{script} failed ({status})");
+            break;
+        }
+    }
+    Ok(status)
 }
 
 /// A cargo command run from the workspace root with inherited output.

@@ -15,7 +15,8 @@ const RECORD_HEADERS: &str = "REALCHAT_KAFKA_RECORD_HEADERS";
 /// One of RealChat's Rust services, as the local topology runs it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ServiceSpec {
-    /// Crate directory under `crates/`, binary name, and component name (`<name>-<i>` when replicated).
+    /// Crate directory under `crates/`, binary name, and component name (`<name>-<i>` when
+    /// replicated).
     pub(crate) name: &'static str,
     /// Infix of the service's own variables: `REALCHAT_<ENV>_ADMIN_ADDR`, `…_DATABASE_URL`, ….
     pub(crate) env: &'static str,
@@ -23,7 +24,7 @@ pub(crate) struct ServiceSpec {
     pub(crate) listen_var: &'static str,
     /// URL scheme peers use to reach the main listener.
     pub(crate) scheme: &'static str,
-    /// Main listener port; replica `i` of a replicated service uses `port + i`.
+    /// Main listener port; a replica's is offset by [`Replicas::offset`].
     pub(crate) port: u16,
     /// Admin listener port (`/readyz`, `/metrics`); same replica offset.
     pub(crate) admin_port: u16,
@@ -32,10 +33,35 @@ pub(crate) struct ServiceSpec {
     /// Talks to the topology's Redis.
     pub(crate) redis: bool,
     /// Services it calls, each passed as `REALCHAT_<ENV>_ENDPOINT`
-    /// (`…_ENDPOINTS`, comma-separated, for a replicated one).
+    /// (`…_ENDPOINTS`, comma-separated, for one whose callers see every replica).
     pub(crate) upstreams: &'static [&'static str],
-    /// Runs as `<name>-1..N`, N chosen by `up --delivery-replicas`.
-    pub(crate) replicated: bool,
+    /// One instance, or `<name>-1..N` with N chosen by `up`.
+    pub(crate) replicas: Replicas,
+}
+
+/// How many instances of a service run, and how they are reached.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) enum Replicas {
+    /// One instance, named after the service.
+    One,
+    /// `<name>-1..N`: replica `i` listens `first + stride * (i - 1)` ports above the service's.
+    Many {
+        first: u16,
+        stride: u16,
+        /// Callers get every replica (`…_ENDPOINTS`), or only the first (`…_ENDPOINT`; the
+        /// others serve what reaches them by other ways, e.g. their outbox relay and consumers).
+        callers_see_all: bool,
+    },
+}
+
+impl Replicas {
+    /// The port offset of replica `i` (none for a single instance).
+    pub(crate) fn offset(self, replica: Option<u16>) -> u16 {
+        match (self, replica) {
+            (Replicas::Many { first, stride, .. }, Some(i)) => first + stride * (i - 1),
+            _ => 0,
+        }
+    }
 }
 
 /// All services, in start order: every service comes after the ones it calls.
@@ -50,7 +76,7 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         database: true,
         redis: false,
         upstreams: &[],
-        replicated: false,
+        replicas: Replicas::One,
     },
     ServiceSpec {
         name: "profile",
@@ -61,8 +87,8 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         admin_port: 9183,
         database: true,
         redis: false,
-        upstreams: &[],
-        replicated: false,
+        upstreams: &["auth"],
+        replicas: Replicas::One,
     },
     ServiceSpec {
         name: "messaging",
@@ -73,8 +99,14 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         admin_port: 9182,
         database: true,
         redis: false,
-        upstreams: &[],
-        replicated: false,
+        upstreams: &["auth"],
+        // messaging-1 is 127.0.0.1:50052 with admin 9182, messaging-2 50152/9282, …: callers
+        // (gateway, delivery) use messaging-1; the others publish outboxes and consume events.
+        replicas: Replicas::Many {
+            first: 0,
+            stride: 100,
+            callers_see_all: false,
+        },
     },
     ServiceSpec {
         name: "delivery",
@@ -87,7 +119,11 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         database: false,
         redis: true,
         upstreams: &["messaging", "auth"],
-        replicated: true,
+        replicas: Replicas::Many {
+            first: 1,
+            stride: 1,
+            callers_see_all: true,
+        },
     },
     ServiceSpec {
         name: "gateway",
@@ -99,7 +135,7 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         database: false,
         redis: true,
         upstreams: &["auth", "messaging", "profile", "delivery"],
-        replicated: false,
+        replicas: Replicas::One,
     },
 ];
 
@@ -127,7 +163,7 @@ impl Component {
             _ => {}
         }
         SERVICES.iter().find_map(|spec| {
-            if !spec.replicated {
+            if spec.replicas == Replicas::One {
                 return (name == spec.name).then_some(Self::Service {
                     spec,
                     replica: None,
@@ -159,14 +195,18 @@ impl Component {
         match self {
             Self::Kafka => settings.kafka_addr().to_owned(),
             Self::Redis => settings.redis_addr(),
-            Self::Service { spec, replica } => local(spec.port + replica.unwrap_or(0)),
+            Self::Service { spec, replica } => {
+                local(spec.port + spec.replicas.offset(*replica) + settings.port_offset)
+            }
         }
     }
 
     /// The admin (health and metrics) address of a service.
-    pub(crate) fn admin_address(&self) -> Option<String> {
+    pub(crate) fn admin_address(&self, settings: &Settings) -> Option<String> {
         match self {
-            Self::Service { spec, replica } => Some(local(spec.admin_port + replica.unwrap_or(0))),
+            Self::Service { spec, replica } => Some(local(
+                spec.admin_port + spec.replicas.offset(*replica) + settings.port_offset,
+            )),
             Self::Kafka | Self::Redis => None,
         }
     }
@@ -185,7 +225,7 @@ impl Component {
             Self::Kafka => Probe::Tcp(self.address(settings)),
             Self::Redis => Probe::RedisPing(self.address(settings)),
             Self::Service { .. } => Probe::HttpReady(
-                self.admin_address()
+                self.admin_address(settings)
                     .unwrap_or_else(|| self.address(settings)),
             ),
         }
@@ -218,43 +258,58 @@ fn local(port: u16) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct Topology {
     components: Vec<Component>,
-    delivery_replicas: u16,
+    counts: ReplicaCounts,
+}
+
+/// How many replicas of each replicated service run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplicaCounts {
+    pub(crate) delivery: u16,
+    pub(crate) messaging: u16,
+}
+
+impl ReplicaCounts {
+    /// Replicas of `spec` (1 for a service that is not replicated).
+    pub(crate) fn of(self, spec: &ServiceSpec) -> u16 {
+        match (spec.replicas, spec.name) {
+            (Replicas::One, _) => 1,
+            (_, "messaging") => self.messaging,
+            _ => self.delivery,
+        }
+    }
 }
 
 impl Topology {
-    pub(crate) fn new(settings: &Settings, delivery_replicas: u16) -> Self {
+    pub(crate) fn new(settings: &Settings, counts: ReplicaCounts) -> Self {
         let crates = settings.root.join("crates");
         Self::with_services(
             SERVICES
                 .iter()
                 .filter(|spec| crates.join(spec.name).is_dir()),
-            delivery_replicas,
+            counts,
         )
     }
 
     /// The infrastructure plus the given services.
     fn with_services(
         services: impl IntoIterator<Item = &'static ServiceSpec>,
-        delivery_replicas: u16,
+        counts: ReplicaCounts,
     ) -> Self {
         let mut components = vec![Component::Kafka, Component::Redis];
         for spec in services {
-            if spec.replicated {
-                components.extend((1..=delivery_replicas).map(|i| Component::Service {
-                    spec,
-                    replica: Some(i),
-                }));
-            } else {
+            if spec.replicas == Replicas::One {
                 components.push(Component::Service {
                     spec,
                     replica: None,
                 });
+            } else {
+                components.extend((1..=counts.of(spec)).map(|i| Component::Service {
+                    spec,
+                    replica: Some(i),
+                }));
             }
         }
-        Self {
-            components,
-            delivery_replicas,
-        }
+        Self { components, counts }
     }
 
     /// All components, in start order.
@@ -286,9 +341,9 @@ impl Topology {
             }
             Some(Component::Service { spec, .. }) => bail!(
                 "`{name}` is not part of the topology: the last `up` ran {0}-1..{0}-{1}; \
-                 `cargo xtask up --delivery-replicas N` changes that",
+                 `cargo xtask up --{0}-replicas N` changes that",
                 spec.name,
-                self.delivery_replicas,
+                self.counts.of(spec),
             ),
             _ => {
                 let known: Vec<String> = self.components.iter().map(ToString::to_string).collect();
@@ -320,17 +375,21 @@ impl Topology {
             (spec.listen_var.to_owned(), component.address(settings)),
             (
                 own("ADMIN_ADDR"),
-                component.admin_address().unwrap_or_default(),
+                component.admin_address(settings).unwrap_or_default(),
             ),
         ];
-        if spec.replicated {
+        // Delivery replicas tell each other apart by it (other services have no such setting).
+        if matches!(
+            spec.replicas,
+            Replicas::Many {
+                callers_see_all: true,
+                ..
+            }
+        ) {
             env.push((own("NODE_ID"), component.to_string()));
         }
         if spec.database {
-            env.push((
-                own("DATABASE_URL"),
-                settings.postgres.with_database(spec.name),
-            ));
+            env.push((own("DATABASE_URL"), settings.database_url(spec.name)));
         }
         if spec.redis {
             env.push(("REALCHAT_REDIS_URL".to_owned(), settings.redis_url()));
@@ -345,16 +404,29 @@ impl Topology {
             let Some(upstream) = SERVICES.iter().find(|s| s.name == *upstream) else {
                 continue;
             };
-            let url =
-                |offset: u16| format!("{}://{}", upstream.scheme, local(upstream.port + offset));
-            if upstream.replicated {
-                let urls: Vec<String> = (1..=self.delivery_replicas).map(url).collect();
-                env.push((
-                    format!("REALCHAT_{}_ENDPOINTS", upstream.env),
-                    urls.join(","),
-                ));
-            } else {
-                env.push((format!("REALCHAT_{}_ENDPOINT", upstream.env), url(0)));
+            let url = |replica: Option<u16>| {
+                let port = upstream.port + upstream.replicas.offset(replica) + settings.port_offset;
+                format!("{}://{}", upstream.scheme, local(port))
+            };
+            match upstream.replicas {
+                Replicas::Many {
+                    callers_see_all: true,
+                    ..
+                } => {
+                    let urls: Vec<String> = (1..=self.counts.of(upstream))
+                        .map(|i| url(Some(i)))
+                        .collect();
+                    env.push((
+                        format!("REALCHAT_{}_ENDPOINTS", upstream.env),
+                        urls.join(","),
+                    ));
+                }
+                Replicas::Many { .. } => {
+                    env.push((format!("REALCHAT_{}_ENDPOINT", upstream.env), url(Some(1))));
+                }
+                Replicas::One => {
+                    env.push((format!("REALCHAT_{}_ENDPOINT", upstream.env), url(None)));
+                }
             }
         }
         env
@@ -367,6 +439,13 @@ mod tests {
 
     use super::*;
     use crate::config::{EnvArgs, Settings};
+
+    fn counts(delivery: u16) -> ReplicaCounts {
+        ReplicaCounts {
+            delivery,
+            messaging: 1,
+        }
+    }
 
     fn settings() -> Result<Settings> {
         use clap::Parser as _;
@@ -390,11 +469,20 @@ mod tests {
             "gateway",
             "delivery-1",
             "delivery-12",
+            "messaging-1",
+            "messaging-2",
         ] {
             let component = Component::parse(name).map(|c| c.to_string());
             assert_eq!(component.as_deref(), Some(name));
         }
-        for name in ["delivery", "delivery-0", "delivery-x", "auth-1", "postgres"] {
+        for name in [
+            "delivery",
+            "delivery-0",
+            "delivery-x",
+            "auth-1",
+            "messaging",
+            "postgres",
+        ] {
             assert_eq!(Component::parse(name), None, "{name}");
         }
     }
@@ -402,7 +490,13 @@ mod tests {
     #[test]
     fn find_explains_missing_components() -> Result<()> {
         let with = |names: &[&str]| {
-            Topology::with_services(SERVICES.iter().filter(|s| names.contains(&s.name)), 2)
+            Topology::with_services(
+                SERVICES.iter().filter(|s| names.contains(&s.name)),
+                ReplicaCounts {
+                    delivery: 2,
+                    messaging: 1,
+                },
+            )
         };
         let topology = with(&["auth", "delivery", "gateway"]);
         let names: Vec<String> = topology
@@ -441,8 +535,8 @@ mod tests {
     fn replicas_get_consecutive_ports() -> Result<()> {
         let delivery = |i| Component::parse(&format!("delivery-{i}"));
         let settings = settings()?;
-        let first = delivery(1).map(|c| (c.address(&settings), c.admin_address()));
-        let third = delivery(3).map(|c| (c.address(&settings), c.admin_address()));
+        let first = delivery(1).map(|c| (c.address(&settings), c.admin_address(&settings)));
+        let third = delivery(3).map(|c| (c.address(&settings), c.admin_address(&settings)));
         assert_eq!(
             first,
             Some(("127.0.0.1:8081".into(), Some("127.0.0.1:9184".into())))
@@ -455,9 +549,48 @@ mod tests {
     }
 
     #[test]
+    fn messaging_replicas_get_ports_apart_and_callers_use_the_first() -> Result<()> {
+        let settings = settings()?;
+        let topology = Topology::new(
+            &settings,
+            ReplicaCounts {
+                delivery: 2,
+                messaging: 2,
+            },
+        );
+        let second = topology.find("messaging-2")?;
+        assert_eq!(second.address(&settings), "127.0.0.1:50152");
+        assert_eq!(
+            second.admin_address(&settings).as_deref(),
+            Some("127.0.0.1:9282")
+        );
+        let env: HashMap<_, _> = topology
+            .service_env(&settings, &second)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            env.get("REALCHAT_MESSAGING_GRPC_ADDR").map(String::as_str),
+            Some("127.0.0.1:50152")
+        );
+        assert_eq!(env.get("REALCHAT_MESSAGING_NODE_ID"), None);
+        for caller in ["gateway", "delivery-1"] {
+            let caller = topology.find(caller)?;
+            let env: HashMap<_, _> = topology
+                .service_env(&settings, &caller)
+                .into_iter()
+                .collect();
+            assert_eq!(
+                env.get("REALCHAT_MESSAGING_ENDPOINT").map(String::as_str),
+                Some("http://127.0.0.1:50052")
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn gateway_is_wired_to_every_upstream() -> Result<()> {
         let settings = settings()?;
-        let topology = Topology::new(&settings, 2);
+        let topology = Topology::new(&settings, counts(2));
         let gateway = Component::parse("gateway").ok_or_else(|| anyhow::anyhow!("no gateway"))?;
         let env: HashMap<_, _> = topology
             .service_env(&settings, &gateway)
@@ -490,7 +623,7 @@ mod tests {
     #[test]
     fn database_services_get_their_own_database() -> Result<()> {
         let settings = settings()?;
-        let topology = Topology::new(&settings, 1);
+        let topology = Topology::new(&settings, counts(1));
         let auth = Component::parse("auth").ok_or_else(|| anyhow::anyhow!("no auth"))?;
         let env: HashMap<_, _> = topology.service_env(&settings, &auth).into_iter().collect();
         assert_eq!(
@@ -504,7 +637,7 @@ mod tests {
     #[test]
     fn delivery_knows_its_node_id_and_upstreams() -> Result<()> {
         let settings = settings()?;
-        let topology = Topology::new(&settings, 2);
+        let topology = Topology::new(&settings, counts(2));
         let delivery =
             Component::parse("delivery-2").ok_or_else(|| anyhow::anyhow!("no delivery"))?;
         let env: HashMap<_, _> = topology
