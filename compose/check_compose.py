@@ -24,8 +24,9 @@ What it checks, per service of the topology (auth, profile, messaging, delivery,
   - its health check is `<binary> healthcheck` and it is built from the Dockerfile target of its
     name, which listens on the same ports, exposes them and runs the same health check;
   - published ports: the gateway's port and delivery's (for /v1/ws) on 127.0.0.1, as the topology;
-  - restart policies, named volumes for the data, the observability profile, and Prometheus
-    scraping exactly every service's admin port;
+  - restart policies, named volumes for the data, the observability profile: Prometheus scraping
+    exactly every service's admin port (job = service, instance = xtask's component name, as the
+    dashboards expect) and Grafana mounting dashboards/ with the compose Prometheus as data source;
   - the Dockerfile's Rust version is rust-toolchain.toml's, its VERSION is Cargo.toml's, the
     runtime user is not root, and .dockerignore keeps target/ and .realchat/ out.
 """
@@ -376,22 +377,43 @@ def main() -> int:
         problems.append("postgres must mount compose/postgres/init-databases.sh into /docker-entrypoint-initdb.d/")
     report.check("postgres, redis and kafka (KRaft) healthy, on named volumes; topics created by the services", problems)
 
-    # Observability: Prometheus in its profile, scraping every admin port.
+    # Observability: Prometheus and Grafana in their profile; Prometheus scrapes every admin port
+    # with the job and instance labels the dashboards select on; Grafana mounts dashboards/.
     problems = []
-    prometheus = services.get("prometheus") or {}
-    if prometheus.get("profiles") != ["observability"]:
-        problems.append(f"prometheus profiles are {prometheus.get('profiles')!r}, expected ['observability']")
+    observability = ["prometheus", "grafana"]
+    for name in observability:
+        if (services.get(name) or {}).get("profiles") != ["observability"]:
+            problems.append(f"{name} profiles are {(services.get(name) or {}).get('profiles')!r}, expected ['observability']")
     config = yaml.safe_load((root / "compose/prometheus/prometheus.yml").read_text())
-    targets = {
-        t for job in config.get("scrape_configs", []) for sc in job.get("static_configs", []) for t in sc.get("targets", [])
+    scraped = {
+        (job.get("job_name"), target, (sc.get("labels") or {}).get("instance"))
+        for job in config.get("scrape_configs", [])
+        for sc in job.get("static_configs", [])
+        for target in sc.get("targets", [])
     }
-    want = {f"{n}:{specs[n].first_admin_port()}" for n in BINARIES}
-    if targets != want:
-        problems.append(f"scrape targets {sorted(targets)}, expected {sorted(want)}")
-    others = [n for n, s in services.items() if s.get("profiles") and n != "prometheus"]
+    # Component names as xtask gives them: `<name>` for one instance, `<name>-1` for replica 1.
+    want = {
+        (n, f"{n}:{specs[n].first_admin_port()}", f"{n}-1" if specs[n].replicas else n) for n in BINARIES
+    }
+    if scraped != want:
+        problems.append(f"scrape targets (job, target, instance) {sorted(scraped)}, expected {sorted(want)}")
+    grafana = services.get("grafana") or {}
+    for mount in grafana.get("volumes") or []:
+        source = str(mount).split(":")[0]
+        if source.startswith(".") and not (root / source).exists():
+            problems.append(f"grafana mounts {source}, which does not exist")
+    if not any(str(m).startswith("./dashboards/grafana/dashboards:") for m in grafana.get("volumes") or []):
+        problems.append("grafana does not mount the dashboards of dashboards/grafana/dashboards")
+    if ((grafana.get("depends_on") or {}).get("prometheus") or {}).get("condition") != "service_healthy":
+        problems.append("grafana does not wait for a healthy prometheus")
+    datasource = yaml.safe_load((root / "compose/grafana/datasource.yml").read_text())
+    urls = [d.get("url") for d in datasource.get("datasources", [])]
+    if urls != ["http://prometheus:9090"]:
+        problems.append(f"grafana's data source is {urls}, expected the compose Prometheus http://prometheus:9090")
+    others = [n for n, s in services.items() if s.get("profiles") and n not in observability]
     if others:
         problems.append(f"services outside the default set: {others}")
-    report.check("Prometheus (profile observability) scrapes every service's admin port", problems)
+    report.check("Prometheus and Grafana (profile observability): every admin port, labelled as the dashboards expect", problems)
 
     # The Dockerfile's service stages and build settings.
     problems = []
