@@ -23,7 +23,8 @@ What it checks, per service of the topology (auth, profile, messaging, delivery,
     `condition: service_healthy`, and each of those has a health check;
   - its health check is `<binary> healthcheck` and it is built from the Dockerfile target of its
     name, which listens on the same ports, exposes them and runs the same health check;
-  - published ports: the gateway's port and delivery's (for /v1/ws) on 127.0.0.1, as the topology;
+  - published ports: the gateway's port, delivery's (for /v1/ws) and every admin port, on 127.0.0.1
+    at the topology's numbers, so what works against `cargo xtask up` works against compose;
   - restart policies, named volumes for the data, the observability profile: Prometheus scraping
     exactly every service's admin port (job = service, instance = xtask's component name, as the
     dashboards expect) and Grafana mounting dashboards/ with the compose Prometheus as data source;
@@ -341,11 +342,16 @@ def main() -> int:
         ports = [str(p) for p in (services.get(name) or {}).get("ports") or []]
         if f"127.0.0.1:{port}:{port}" not in ports:
             problems.append(f"{name} must publish 127.0.0.1:{port}:{port} (topology port), has {ports}")
+    for name in BINARIES:
+        port = specs[name].first_admin_port()
+        ports = [str(p) for p in (services.get(name) or {}).get("ports") or []]
+        if f"127.0.0.1:{port}:{port}" not in ports:
+            problems.append(f"{name} must publish its admin port 127.0.0.1:{port}:{port}, has {ports}")
     for name, service in services.items():
         for p in service.get("ports") or []:
             if not str(p).startswith("127.0.0.1:"):
                 problems.append(f"{name} publishes {p} on every interface; bind 127.0.0.1")
-    report.check("gateway on 127.0.0.1:8080 and delivery (for /v1/ws) on their topology ports, nothing on public interfaces", problems)
+    report.check("published on 127.0.0.1 at the topology's ports: gateway, delivery (for /v1/ws), every admin port; nothing on public interfaces", problems)
 
     # Infrastructure: health checks, data on named volumes, the broker's listeners.
     problems = []
