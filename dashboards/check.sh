@@ -51,11 +51,11 @@ install_prometheus() {
   deb="$(ls "$work"/prometheus_*.deb)"
   local version
   version="$(dpkg-deb -f "$deb" Version)"
-  dpkg-deb -x "$deb" "$work/root"
+  dpkg-deb -x "$deb" "$work/unpacked"
   mkdir -p "$tools"
   rm -rf "$tools/prometheus-$version"
   mkdir -p "$work/dest/bin"
-  cp "$work/root/usr/bin/prometheus" "$work/root/usr/bin/promtool" "$work/dest/bin/"
+  cp "$work/unpacked/usr/bin/prometheus" "$work/unpacked/usr/bin/promtool" "$work/dest/bin/"
   mv "$work/dest" "$tools/prometheus-$version"
   rm -rf "$work"
 }
