@@ -20,15 +20,26 @@ struct Cli {
 enum Command {
     /// Create the database if missing, apply migrations, and exit.
     Migrate,
+    /// Exit 0 if this service's admin server says it is ready, 1 otherwise (for health checks).
+    Healthcheck,
+    /// Print the settings this binary reads as JSON, and exit.
+    Settings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     realchat_runtime::settings::print_if_asked::<Cli>();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return realchat_runtime::admin::healthcheck(cli.options.admin_addr);
+    }
     let _telemetry = telemetry::init("profile", &cli.common)?;
-    if let Some(Command::Migrate) = cli.command {
-        return realchat_profile::migrate(cli.options.database_url.expose()).await;
+    match cli.command {
+        Some(Command::Migrate) => {
+            return realchat_profile::migrate(cli.options.database_url.expose()).await;
+        }
+        // Answered before telemetry starts (`Healthcheck`) or before parsing (`Settings`).
+        Some(Command::Healthcheck | Command::Settings) | None => {}
     }
     let shutdown = Shutdown::new(cli.common.shutdown_grace());
     shutdown.listen_for_signals();

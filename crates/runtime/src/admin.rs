@@ -79,3 +79,37 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
         ),
     }
 }
+
+/// `<binary> healthcheck`: asks the admin server at `addr` for `/readyz` and succeeds only on a
+/// `200`, for container health checks in images that have no shell or curl. An unspecified
+/// address (`0.0.0.0`, `::`) is asked on loopback.
+pub fn healthcheck(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin server at {target}: {e}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        let reason = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+        anyhow::bail!("not ready ({status}): {reason}")
+    }
+}
