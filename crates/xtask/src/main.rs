@@ -23,6 +23,7 @@ mod config;
 mod lifecycle;
 mod probe;
 mod process;
+mod readme_settings;
 mod service_settings;
 mod test;
 mod topology;

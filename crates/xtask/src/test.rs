@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     config::{self, Settings},
     lifecycle::{self, Ensured, System},
-    topology::Component,
+    topology::{Component, ReplicaCounts, Topology},
     ui::{self, step},
 };
 
@@ -41,7 +41,9 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
         return Ok(exit_code(status));
     }
 
-    step!("[3/6] Packaging: the Nix files checked against the settings the binaries read");
+    step!(
+        "[3/6] Packaging: README and the Nix files checked against the settings the binaries read"
+    );
     let status = packaging_checks(&settings)?;
     if !status.success() {
         return Ok(exit_code(status));
@@ -95,6 +97,34 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     Ok(exit_code(status))
 }
 
+/// `dashboards/check.sh` against the soak's running topology, with a real Prometheus.
+fn live_dashboards_check(settings: &Settings) -> Result<ExitStatus> {
+    let mut soak = settings.clone();
+    soak.port_offset = SOAK_PORT_OFFSET;
+    let topology = Topology::new(
+        &soak,
+        ReplicaCounts {
+            delivery: 2,
+            messaging: 2,
+        },
+    );
+    let urls: Vec<String> = topology
+        .services()
+        .filter_map(|c| Some(format!("{c}=http://{}/metrics", c.admin_address(&soak)?)))
+        .collect();
+    step!("Dashboards and alert rules against the soak's topology, with Prometheus");
+    Command::new("bash")
+        .arg(settings.root.join("dashboards/check.sh"))
+        .env("REALCHAT_METRICS_URLS", urls.join(","))
+        .env("REALCHAT_PROMETHEUS_CHECK", "1")
+        .current_dir(&settings.root)
+        .status()
+        .context("cannot run dashboards/check.sh")
+}
+
+/// The soak's topology runs this many ports above the default one.
+const SOAK_PORT_OFFSET: u16 = 1000;
+
 /// The soak restarts PostgreSQL with Debian's `pg_ctlcluster` (the bench's default); where
 /// there is none, that fault is left out (said so) rather than failing the run.
 fn postgres_restart() -> Vec<&'static str> {
@@ -122,7 +152,10 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
     let _ = std::fs::remove_dir_all(&data);
     let env = [
         ("REALCHAT_DATA_DIR", data.display().to_string()),
-        ("REALCHAT_TOPOLOGY_PORT_OFFSET", "1000".to_owned()),
+        (
+            "REALCHAT_TOPOLOGY_PORT_OFFSET",
+            SOAK_PORT_OFFSET.to_string(),
+        ),
         ("REALCHAT_KAFKA_BROKERS", "127.0.0.1:10092".to_owned()),
         ("REALCHAT_TOPOLOGY_REDIS_PORT", "7390".to_owned()),
         ("REALCHAT_TOPOLOGY_DATABASE_PREFIX", "soak_".to_owned()),
@@ -145,11 +178,14 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
     .status()
     .context("cannot run cargo xtask up")?;
     let result = if status.success() {
-        cargo(
+        let soaked = cargo(
             &settings.root,
             &["run", "--quiet", "-p", "bench", "--", "soak"],
         )
-        .args(["--url", "http://127.0.0.1:9080"])
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}", 8080 + SOAK_PORT_OFFSET),
+        ])
         .args(["--seed", &SOAK_SEED.to_string()])
         .args(["--duration", &SOAK_SECONDS.to_string()])
         .args(["--fault-every", "10,20"])
@@ -158,7 +194,13 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
         .args(postgres_restart())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
-        .context("cannot run bench soak")
+        .context("cannot run bench soak");
+        match soaked {
+            // The dashboards and alerts against the metrics of a topology that just lived
+            // through every fault: every name they use is scraped, every query evaluates.
+            Ok(status) if status.success() => live_dashboards_check(settings),
+            other => other,
+        }
     } else {
         Ok(status)
     };
@@ -171,13 +213,21 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
     result
 }
 
-/// The checks of what packages the services (`nixos-tests/check.sh`), against the settings each
-/// binary prints. They install their tools into a cache on first use.
+/// The checks of what packages and watches the services: the Nix files, docker-compose and its
+/// Dockerfile (against the settings each binary prints), and the dashboards and alert rules
+/// (offline; the soak checks them against its running topology). They install their tools into
+/// a cache on first use.
 fn packaging_checks(settings: &Settings) -> Result<ExitStatus> {
     let dir = settings.data_dir.join("settings");
     crate::service_settings::write(settings, &dir)?;
+    crate::readme_settings::check(&settings.root.join("README.md"), &dir)?;
+    step!("README.md's configuration table matches what every binary reads");
     let mut status = ExitStatus::default();
-    for script in ["nixos-tests/check.sh"] {
+    for script in [
+        "nixos-tests/check.sh",
+        "compose/check.sh",
+        "dashboards/check.sh",
+    ] {
         status = Command::new("bash")
             .arg(settings.root.join(script))
             .env("REALCHAT_SETTINGS_DIR", &dir)
