@@ -180,6 +180,15 @@ impl Scenario {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if cli.scenario == Scenario::Soak && cli.dry_run {
+        return match soak_dry_run(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli).await {
         Ok(report) => {
             let passed = report.violations.is_empty();
@@ -446,6 +455,25 @@ async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
 
 /// `soak`: faults at random while the checker watches.
 async fn soak(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    soak::run(&soak_plan(cli)?, report).await
+}
+
+/// `soak --dry-run`: the fault schedule the seed gives, one line each.
+fn soak_dry_run(cli: &Cli) -> anyhow::Result<()> {
+    for fault in soak_plan(cli)?.schedule() {
+        println!(
+            "{:7.1} {:7.1}  {} ({})",
+            fault.at,
+            fault.until(),
+            fault.kind.name(),
+            fault.break_command
+        );
+    }
+    Ok(())
+}
+
+/// The soak the options describe.
+fn soak_plan(cli: &Cli) -> anyhow::Result<soak::Soak> {
     if cli
         .group_sizes
         .iter()
@@ -467,7 +495,7 @@ async fn soak(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs())
     });
-    let soak = soak::Soak {
+    Ok(soak::Soak {
         url: cli.url.clone(),
         seed,
         duration: cli.duration.unwrap_or(600.0),
@@ -484,20 +512,7 @@ async fn soak(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
         },
         rss_growth_mib: cli.rss_growth_mib,
         presence_within: cli.presence_within,
-    };
-    if cli.dry_run {
-        for fault in soak.schedule() {
-            report.say(format!(
-                "{:7.1} {:7.1}  {} ({})",
-                fault.at,
-                fault.until(),
-                fault.kind.name(),
-                fault.break_command
-            ));
-        }
-        return Ok(());
-    }
-    soak::run(&soak, report).await
+    })
 }
 
 /// The pgbench limit, unless asked not to.
