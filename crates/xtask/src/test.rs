@@ -97,6 +97,18 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     Ok(exit_code(status))
 }
 
+/// How the soak runs xtask's `stop`, `start`, `pause`, `resume`: this binary, told where the
+/// workspace is (as `cargo xtask` would tell it).
+fn xtask_command(settings: &Settings) -> Result<String> {
+    let me = std::env::current_exe().context("cannot find the xtask binary")?;
+    let manifest = settings.root.join("crates/xtask");
+    Ok(format!(
+        "CARGO_MANIFEST_DIR='{}' '{}'",
+        manifest.display(),
+        me.display()
+    ))
+}
+
 /// `dashboards/check.sh` against the soak's running topology, with a real Prometheus.
 fn live_dashboards_check(settings: &Settings) -> Result<ExitStatus> {
     let mut soak = settings.clone();
@@ -192,6 +204,8 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
         .args(["--pairs", "6", "--group-sizes", "30", "--rate", "20"])
         .args(["--delivery-replicas", "2", "--messaging-replicas", "2"])
         .args(postgres_restart())
+        // This very binary, not `cargo xtask`: a fault must not wait for cargo's build lock.
+        .args(["--xtask", &xtask_command(settings)?])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .context("cannot run bench soak");

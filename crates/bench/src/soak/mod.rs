@@ -185,7 +185,7 @@ pub(crate) async fn run(soak: &Soak, report: &mut Report) -> anyhow::Result<()> 
     let timeline = tokio::spawn(apply(schedule.clone(), started));
     let sends = send(&clients, &conversations, soak, started).await;
     stop_background.store(true, Ordering::Relaxed);
-    let applied = timeline.await.context("the fault task panicked")??;
+    let applied = timeline.await.context("the fault task panicked")?;
     let background = background.await.context("the background task panicked")?;
 
     // Settle, then drain: every socket of every member has every acknowledged message.
@@ -322,63 +322,90 @@ fn is_internal(error: &Error) -> bool {
     matches!(error, Error::Api { status: 500, .. })
 }
 
-/// One fault as it happened: when it was applied and healed, in seconds into the soak.
+/// One fault as it happened: when it was in place and healed, in seconds into the soak, and
+/// what went wrong applying or healing it.
 #[derive(Debug, Clone)]
 struct Applied {
     fault: Fault,
     from: f64,
     to: f64,
+    /// The break command failed (the fault was not applied), or the heal command kept failing
+    /// (the part did not come back: a violation).
+    problem: Option<String>,
 }
 
-/// Applies the schedule from `started`: each fault's break command at its time and its heal
-/// command when it is due, several at once where they overlap.
-async fn apply(schedule: Vec<Fault>, started: Instant) -> anyhow::Result<Vec<Applied>> {
+/// Applies the schedule from `started`: each fault's break command at its time and, once it has
+/// been in place for its length, its heal command; several at once where they overlap. A fault
+/// that cannot be applied or healed is recorded as such and the soak goes on.
+async fn apply(schedule: Vec<Fault>, started: Instant) -> Vec<Applied> {
     let tasks: Vec<_> = schedule
         .into_iter()
-        .map(|fault| {
-            tokio::spawn(async move {
-                tokio::time::sleep_until((started + Duration::from_secs_f64(fault.at)).into())
-                    .await;
-                let from = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "soak: {from:7.1} s  {} ({})",
-                    fault.kind.name(),
-                    fault.break_command
-                );
-                shell(&fault.break_command).await?;
-                if !fault.heal_command.is_empty() {
-                    tokio::time::sleep_until(
-                        (started + Duration::from_secs_f64(fault.until())).into(),
-                    )
-                    .await;
-                    eprintln!(
-                        "soak: {:7.1} s  healing {} ({})",
-                        started.elapsed().as_secs_f64(),
-                        fault.kind.name(),
-                        fault.heal_command
-                    );
-                    // Starting can fail while another part is still broken (PostgreSQL
-                    // restarting under a service's migrations): try a few times.
-                    let mut attempt = 0;
-                    while let Err(error) = shell(&fault.heal_command).await {
-                        attempt += 1;
-                        if attempt == 5 {
-                            return Err(error);
-                        }
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-                let to = started.elapsed().as_secs_f64();
-                anyhow::Ok(Applied { fault, from, to })
-            })
-        })
+        .map(|fault| tokio::spawn(apply_one(fault, started)))
         .collect();
     let mut applied = Vec::with_capacity(tasks.len());
     for task in tasks {
-        applied.push(task.await.context("a fault task panicked")??);
+        if let Ok(one) = task.await {
+            applied.push(one);
+        }
     }
     applied.sort_by(|a, b| a.from.total_cmp(&b.from));
-    Ok(applied)
+    applied
+}
+
+async fn apply_one(fault: Fault, started: Instant) -> Applied {
+    let now = || started.elapsed().as_secs_f64();
+    tokio::time::sleep_until((started + Duration::from_secs_f64(fault.at)).into()).await;
+    eprintln!(
+        "soak: {:7.1} s  {} ({})",
+        now(),
+        fault.kind.name(),
+        fault.break_command
+    );
+    if let Err(error) = shell(&fault.break_command).await {
+        let at = now();
+        eprintln!(
+            "soak: {at:7.1} s  could not apply {}: {error:#}",
+            fault.kind.name()
+        );
+        return Applied {
+            fault,
+            from: at,
+            to: at,
+            problem: Some(format!("could not apply it: {error:#}")),
+        };
+    }
+    // The fault counts from when its command finished: that is when it is in place.
+    let from = now();
+    let mut problem = None;
+    if !fault.heal_command.is_empty() {
+        tokio::time::sleep(Duration::from_secs_f64(fault.length)).await;
+        eprintln!(
+            "soak: {:7.1} s  healing {} ({})",
+            now(),
+            fault.kind.name(),
+            fault.heal_command
+        );
+        // Starting can fail while another part is still broken (PostgreSQL restarting under a
+        // service's migrations): try a few times.
+        for attempt in 1..=5 {
+            match shell(&fault.heal_command).await {
+                Ok(()) => {
+                    problem = None;
+                    break;
+                }
+                Err(error) => {
+                    problem = Some(format!("could not heal it ({attempt} tries): {error:#}"))
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    Applied {
+        to: now(),
+        fault,
+        from,
+        problem,
+    }
 }
 
 /// Runs `command` with `sh -c`, its output on stderr (stdout is the report's).
@@ -683,18 +710,36 @@ fn write_report(report: &mut Report, found: &Found<'_>, soak: &Soak) {
     let mut timeline = Vec::new();
     for a in found.applied {
         report.say(format!(
-            "            {:>7.1} {:>7.1}  {} ({})",
+            "            {:>7.1} {:>7.1}  {} ({}){}",
             a.from,
             a.to,
             a.fault.kind.name(),
-            a.fault.target
+            a.fault.target,
+            a.problem
+                .as_ref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
         ));
         timeline.push(json!({
             "fault": a.fault.kind.name(),
             "target": a.fault.target,
             "start_s": (a.from * 10.0).round() / 10.0,
             "end_s": (a.to * 10.0).round() / 10.0,
+            "problem": a.problem,
         }));
+        // A part that did not come back is the system's failure; a fault that could not be
+        // applied is the harness's, and says so in the timeline.
+        if a.problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("could not heal"))
+        {
+            report.fail(format!(
+                "{} ({}) did not recover: {}",
+                a.fault.kind.name(),
+                a.fault.target,
+                a.problem.as_deref().unwrap_or_default()
+            ));
+        }
     }
     report.set("timeline", timeline);
     report.say(
