@@ -79,7 +79,7 @@ impl Outage {
 }
 
 /// Runs `command` with `sh -c`, its output on stderr (stdout is the report's).
-async fn shell(command: &str) -> anyhow::Result<()> {
+pub(crate) async fn shell(command: &str) -> anyhow::Result<()> {
     let status = tokio::process::Command::new("sh")
         .args(["-c", command])
         .stdout(std::process::Stdio::from(std::io::stderr()))

@@ -42,7 +42,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     }
 
     step!(
-        "[3/6] Packaging: README and the Nix files checked against the settings the binaries read"
+        "[3/6] Packaging: README, Nix, compose and dashboards, checked against what the binaries read"
     );
     let status = packaging_checks(&settings)?;
     if !status.success() {
@@ -97,15 +97,20 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     Ok(exit_code(status))
 }
 
-/// How the soak runs xtask's `stop`, `start`, `pause`, `resume`: this binary, told where the
-/// workspace is (as `cargo xtask` would tell it).
-fn xtask_command(settings: &Settings) -> Result<String> {
-    let me = std::env::current_exe().context("cannot find the xtask binary")?;
+/// How the soak runs xtask's `stop`, `start`, `pause`, `resume`: a copy of this very binary
+/// (`cargo test` may have rebuilt the one in the target directory since it started), told where
+/// the workspace is, as `cargo xtask` would tell it.
+fn xtask_command(settings: &Settings, data: &std::path::Path) -> Result<String> {
+    let copy = data.join("xtask");
+    // The running executable, even if its file has been replaced since (Linux).
+    std::fs::copy("/proc/self/exe", &copy)
+        .or_else(|_| std::fs::copy(std::env::current_exe()?, &copy))
+        .with_context(|| format!("copying the xtask binary to {}", copy.display()))?;
     let manifest = settings.root.join("crates/xtask");
     Ok(format!(
         "CARGO_MANIFEST_DIR='{}' '{}'",
         manifest.display(),
-        me.display()
+        copy.display()
     ))
 }
 
@@ -205,7 +210,7 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
         .args(["--delivery-replicas", "2", "--messaging-replicas", "2"])
         .args(postgres_restart())
         // This very binary, not `cargo xtask`: a fault must not wait for cargo's build lock.
-        .args(["--xtask", &xtask_command(settings)?])
+        .args(["--xtask", &xtask_command(settings, &data)?])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .context("cannot run bench soak");

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
-    load::{self, Ack, Track, Typing, id_key, lock},
+    load::{self, Ack, Track, Typing, id_key, lock, shell},
     procfs,
     report::{Latency, Report},
     setup,
@@ -330,7 +330,7 @@ struct Applied {
     from: f64,
     to: f64,
     /// The break command failed (the fault was not applied), or the heal command kept failing
-    /// (the part did not come back: a violation).
+    /// (the part did not come back). Either fails the run.
     problem: Option<String>,
 }
 
@@ -406,18 +406,6 @@ async fn apply_one(fault: Fault, started: Instant) -> Applied {
         from,
         problem,
     }
-}
-
-/// Runs `command` with `sh -c`, its output on stderr (stdout is the report's).
-async fn shell(command: &str) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("sh")
-        .args(["-c", command])
-        .stdout(std::process::Stdio::from(std::io::stderr()))
-        .status()
-        .await
-        .with_context(|| format!("running `{command}`"))?;
-    anyhow::ensure!(status.success(), "`{command}` failed: {status}");
-    Ok(())
 }
 
 /// What the other users did, counted by operation: (ok, refused, answered 500).
@@ -728,16 +716,12 @@ fn write_report(report: &mut Report, found: &Found<'_>, soak: &Soak) {
             "problem": a.problem,
         }));
         // A part that did not come back is the system's failure; a fault that could not be
-        // applied is the harness's, and says so in the timeline.
-        if a.problem
-            .as_deref()
-            .is_some_and(|p| p.starts_with("could not heal"))
-        {
+        // applied means the soak did not do what it says: both fail the run.
+        if let Some(problem) = &a.problem {
             report.fail(format!(
-                "{} ({}) did not recover: {}",
+                "{} ({}): {problem}",
                 a.fault.kind.name(),
-                a.fault.target,
-                a.problem.as_deref().unwrap_or_default()
+                a.fault.target
             ));
         }
     }
