@@ -12,6 +12,11 @@ type Tweak<T> = Box<dyn FnOnce(&mut T) + Send>;
 /// A tweak applied to several instances (every delivery replica).
 type SharedTweak<T> = std::sync::Arc<dyn Fn(&mut T) + Send + Sync>;
 
+/// Database connections each in-process service may hold. Tests run side by side, often beside a
+/// `cargo xtask up` on the same PostgreSQL (100 connections by default): the services' production
+/// pools (16 to 32 each) would run it out.
+const TEST_POOL: u32 = 8;
+
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
     kafka: Option<realchat_outbox::KafkaOptions>,
@@ -102,6 +107,7 @@ impl TestAppBuilder {
         let auth_db = TestDatabase::new("auth");
         let mut auth_options = realchat_auth::Options::with_database(auth_db.url());
         auth_options.hash_concurrency = 2;
+        auth_options.database_max_connections = TEST_POOL;
         auth_options.kafka = kafka.clone();
         for tweak in self.auth {
             tweak(&mut auth_options);
@@ -115,6 +121,7 @@ impl TestAppBuilder {
         let mut messaging_options =
             realchat_messaging::Options::new(messaging_db.url(), kafka.clone());
         messaging_options.consumer_group = crate::unique("messaging-");
+        messaging_options.database_max_connections = TEST_POOL;
         messaging_options.auth_endpoint = format!("http://{auth_addr}");
         for tweak in self.messaging {
             tweak(&mut messaging_options);
@@ -133,6 +140,7 @@ impl TestAppBuilder {
             let db = TestDatabase::new("profile");
             let mut options = realchat_profile::Options::new(db.url(), kafka.clone());
             options.consumer_group = crate::unique("profile-");
+            options.database_max_connections = TEST_POOL;
             options.auth_endpoint = format!("http://{auth_addr}");
             let service = realchat_profile::Service::build(options).await.unwrap();
             profile_addr = Some(service.grpc_addr());

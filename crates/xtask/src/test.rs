@@ -51,6 +51,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
 
     step!("[4/6] Infrastructure: PostgreSQL, a broker of the test run's own, the topology's Redis");
     lifecycle::check_postgres(&settings)?;
+    warn_if_postgres_is_nearly_full(&settings);
     let system = System::load(settings)?;
     // Declared before anything starts, so an early return stops what did start.
     let mut started = StartedByUs::new(&system);
@@ -259,6 +260,44 @@ fn packaging_checks(settings: &Settings) -> Result<ExitStatus> {
         }
     }
     Ok(status)
+}
+
+/// Connections the tests may hold at once (in-process services, test databases, pgbench).
+const TEST_CONNECTIONS: i64 = 60;
+
+/// Says, before the tests start, when PostgreSQL has too few connections free for them (another
+/// `cargo xtask up` on the same server holds its own), and who holds them: otherwise the failure
+/// comes later, as "sorry, too many clients already" in whichever test was unlucky. Needs `psql`;
+/// without it, says nothing.
+fn warn_if_postgres_is_nearly_full(settings: &Settings) {
+    let query = "SELECT current_setting('max_connections')::int - count(*), \
+                 current_setting('max_connections'), \
+                 string_agg(DISTINCT coalesce(datname, '-'), ',') FROM pg_stat_activity";
+    let Ok(output) = Command::new("psql")
+        .args([settings.postgres.as_str(), "-Atc", query])
+        .output()
+    else {
+        return;
+    };
+    let answer = String::from_utf8_lossy(&output.stdout);
+    let mut fields = answer.trim().split('|');
+    let (Some(free), Some(max), Some(holders)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return;
+    };
+    let Ok(free) = free.parse::<i64>() else {
+        return;
+    };
+    if free < TEST_CONNECTIONS {
+        ui::warning!(
+            "PostgreSQL has {free} of its {max} connections free and the tests may need \
+             {TEST_CONNECTIONS}; connections are held on the databases {holders}. If tests fail \
+             with \"too many clients already\", stop what holds them (`cargo xtask down` for a \
+             local topology) or raise max_connections"
+        );
+    } else {
+        ui::detail!("PostgreSQL has {free} of {max} connections free");
+    }
 }
 
 /// A cargo command run from the workspace root with inherited output.
