@@ -156,6 +156,10 @@ pub struct Presence {
 /// Attempts [`Client::send`] makes before giving up on a transient failure.
 const SEND_ATTEMPTS: u32 = 4;
 
+/// Waits between a send's attempts: up to 400 ms, 800 ms, 1.6 s, jittered.
+const SEND_BACKOFF: realchat_backoff::Backoff =
+    realchat_backoff::Backoff::new(Duration::from_millis(400), Duration::from_secs(5));
+
 /// The longest a send waits on a server's `Retry-After` before trying again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -596,7 +600,7 @@ impl Client {
             attempt += 1;
             match self.authed_value(Method::POST, &path, Some(&request)).await {
                 Err(error) if error.is_transient() && attempt < SEND_ATTEMPTS => {
-                    let backoff = Duration::from_millis(200 << attempt);
+                    let backoff = SEND_BACKOFF.delay(attempt);
                     let asked = error.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER);
                     tokio::time::sleep(backoff.max(asked)).await;
                 }

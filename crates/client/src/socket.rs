@@ -368,12 +368,14 @@ struct Session {
     counters: Arc<Counters>,
 }
 
-/// The wait before reconnect attempt `attempt` (from 1): doubling from 200 ms to 5 s, each
-/// between half and all of that, so sockets dropped together do not all come back together.
+/// Waits before reconnect attempts: doubling from 200 ms to 5 s, each between half and all of
+/// that, so sockets dropped together do not all come back together.
+const RECONNECT: realchat_backoff::Backoff =
+    realchat_backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+
+/// The wait before reconnect attempt `attempt` (from 1).
 fn backoff(attempt: u32) -> Duration {
-    let ceiling = (100u64 << attempt.clamp(1, 6)).min(5_000);
-    let jitter = (uuid::Uuid::new_v4().as_u128() % (ceiling as u128 / 2 + 1)) as u64;
-    Duration::from_millis(ceiling / 2 + jitter)
+    RECONNECT.delay(attempt)
 }
 
 async fn run(session: Session, mut stream: Stream, mut commands: mpsc::UnboundedReceiver<Command>) {

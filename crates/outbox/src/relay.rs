@@ -555,23 +555,9 @@ pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationT
     }
 }
 
-/// 100 ms, 200 ms, 400 ms, ... capped at `max`.
+/// The wait before attempt `attempt`: from about 100 ms, doubling, capped at `max`, jittered
+/// (`realchat_backoff`), so the relays and consumers of every service do not all retry a broker
+/// that just came back in the same instant.
 pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    Duration::from_millis(100u64.saturating_mul(1 << exp)).min(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let max = Duration::from_secs(2);
-        assert_eq!(backoff(1, max), Duration::from_millis(100));
-        assert_eq!(backoff(2, max), Duration::from_millis(200));
-        assert_eq!(backoff(5, max), Duration::from_millis(1600));
-        assert_eq!(backoff(6, max), max);
-        assert_eq!(backoff(u32::MAX, max), max);
-    }
+    realchat_backoff::Backoff::new(Duration::from_millis(100), max).delay(attempt)
 }
