@@ -523,31 +523,20 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
-struct WsQuery {
-    access_token: Option<String>,
-}
-
-/// The bearer token from `Authorization`, or the `access_token` query parameter (browsers cannot
-/// set headers on a WebSocket).
-fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .or(query)
-        .filter(|t| !t.is_empty())
-}
-
 async fn authenticate(
     state: &AppState,
-    token: Option<&str>,
+    token: realchat_runtime::bearer::Token<'_>,
 ) -> Result<realchat_runtime::jwt::Claims, ApiError> {
-    let token = token.ok_or_else(|| ApiError::unauthenticated("missing bearer token"))?;
+    use realchat_runtime::bearer::Token;
+    let token = match token {
+        Token::Present(token) => token,
+        Token::Missing => return Err(ApiError::unauthenticated("missing bearer token")),
+        Token::Malformed => {
+            return Err(ApiError::unauthenticated(
+                "authorization must be `Bearer <access_token>`",
+            ));
+        }
+    };
     state
         .verifier
         .verify(token)
@@ -568,14 +557,11 @@ async fn authenticate(
 async fn websocket(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let query_token = query
-        .as_ref()
-        .ok()
-        .and_then(|Query(q)| q.access_token.as_deref());
-    let claims = match authenticate(&state, bearer(&headers, query_token)).await {
+    let token = realchat_runtime::bearer::from_headers_or_query(&headers, uri.query());
+    let claims = match authenticate(&state, token).await {
         Ok(claims) => claims,
         Err(error) => return error.into_response(),
     };
@@ -621,7 +607,7 @@ async fn presence(
     headers: HeaderMap,
     query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, bearer(&headers, None)).await?;
+    authenticate(&state, realchat_runtime::bearer::from_headers(&headers)).await?;
     let Ok(Query(query)) = query else {
         return Err(ApiError::invalid_argument(
             "user_ids must be a comma-separated list of user ids",

@@ -4,11 +4,10 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use realchat_runtime::jwt::VerifyError;
+use realchat_runtime::{bearer::Token, jwt::VerifyError};
 
 use crate::{
     AppState,
@@ -53,26 +52,19 @@ pub(crate) async fn verify_and_limit(
 }
 
 fn bearer_token(request: &Request) -> Result<&str, ApiError> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| {
+    match realchat_runtime::bearer::from_headers(request.headers()) {
+        Token::Present(token) => Ok(token),
+        Token::Missing => {
             ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "missing").increment(1);
-            ApiError::unauthenticated("missing bearer token")
-        })?;
-    header
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
+            Err(ApiError::unauthenticated("missing bearer token"))
+        }
+        Token::Malformed => {
             ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "invalid").increment(1);
-            ApiError::unauthenticated("authorization must be `Bearer <access_token>`")
-        })
+            Err(ApiError::unauthenticated(
+                "authorization must be `Bearer <access_token>`",
+            ))
+        }
+    }
 }
 
 /// Maps a verification failure to the API's 401s (or 503 when auth's keys cannot be fetched).

@@ -5,6 +5,8 @@
 //!   and W3C trace-context propagation across gRPC calls.
 //! - [`shutdown`]: named tasks owned by one [`Shutdown`], signal handling, a bounded drain.
 //! - [`admin`]: the per-service admin server (`/metrics`, `/healthz`, `/readyz`).
+//! - [`api_error`]: API.md's error answer, and how internal statuses become one.
+//! - [`bearer`]: where a request carries its access token.
 //! - [`http`]: an HTTP server loop with header-read timeouts, optional TLS and graceful drain.
 //! - [`net`]: binding listeners with errors that name the setting.
 //! - [`jwt`]: access-token claims and a verifier that caches public keys by `kid`.
@@ -17,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_error;
+pub mod bearer;
 pub mod clients;
 pub mod config;
 #[cfg(feature = "postgres")]

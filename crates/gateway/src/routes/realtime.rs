@@ -19,12 +19,13 @@ use std::{
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use realchat_runtime::bearer::Token;
 use serde::Serialize;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
@@ -130,25 +131,6 @@ impl Delivery {
     }
 }
 
-/// The token of a WebSocket request: `Authorization: Bearer` or the `access_token` parameter.
-fn socket_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        return value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_owned());
-    }
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "access_token")
-        .map(|(_, value)| value.to_owned())
-}
-
 /// The WebSocket of API.md: live messages, resume, typing, read receipts and presence.
 ///
 /// Checks the token (401 before any upgrade), then proxies the socket to a delivery replica.
@@ -165,9 +147,18 @@ fn socket_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         (status = 503, body = ErrorBody, description = "no delivery replica is reachable"),
     ))]
 pub(crate) async fn websocket(State(state): State<AppState>, mut request: Request) -> Response {
-    let Some(token) = socket_token(request.headers(), request.uri()).filter(|t| !t.is_empty())
-    else {
-        return ApiError::unauthenticated("missing bearer token").into_response();
+    let token = match realchat_runtime::bearer::from_headers_or_query(
+        request.headers(),
+        request.uri().query(),
+    ) {
+        Token::Present(token) => token.to_owned(),
+        Token::Missing => {
+            return ApiError::unauthenticated("missing bearer token").into_response();
+        }
+        Token::Malformed => {
+            return ApiError::unauthenticated("authorization must be `Bearer <access_token>`")
+                .into_response();
+        }
     };
     if let Err(error) = verify_and_limit(&state, &token).await {
         return error.into_response();
