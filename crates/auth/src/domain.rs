@@ -10,16 +10,7 @@ impl Username {
     /// Lower-cases `raw` and checks it.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let name = raw.to_ascii_lowercase();
-        let len = name.chars().count();
-        if !(3..=32).contains(&len) {
-            return Err("username must be 3..=32 characters".into());
-        }
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err("username may contain only a-z, 0-9 and _".into());
-        }
+        realchat_runtime::rules::username::check(&name)?;
         Ok(Self(name))
     }
 

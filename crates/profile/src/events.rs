@@ -32,12 +32,7 @@ impl Handler for Registrations {
                     user.user_id
                 ))
             })?;
-            let valid_username = (3..=32).contains(&user.username.len())
-                && user
-                    .username
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !valid_username {
+            if realchat_runtime::rules::username::check(&user.username).is_err() {
                 return Err(HandlerError::Reject(anyhow::anyhow!(
                     "user.registered with a bad username {:?}",
                     user.username

@@ -13,6 +13,7 @@
 //! - `db` (feature `postgres`): pools, creating a service's database, migrations.
 //! - [`grpc`]: how an API error code travels inside a gRPC status.
 //! - [`format`]: how API.md writes timestamps.
+//! - [`rules`]: API.md's rules that several services apply (usernames).
 //! - [`clients`]: lazily connecting gRPC clients of the services, and auth's keys for a verifier.
 //! - [`settings`]: the environment variables a binary reads, printed by `<binary> settings`.
 
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod http;
 pub mod jwt;
 pub mod net;
+pub mod rules;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
