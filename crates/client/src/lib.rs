@@ -13,11 +13,18 @@
 
 #![forbid(unsafe_code)]
 
-mod api;
+mod client;
+mod error;
+mod models;
+mod paths;
 mod socket;
+mod tls;
+mod token_store;
 
-pub use api::{
-    Client, Conversation, ConversationSummary, Error, Message, Presence, Profile, ProfileEdit,
-    TokenStore, Tokens, User,
+pub use client::Client;
+pub use error::Error;
+pub use models::{
+    Conversation, ConversationSummary, Message, Presence, Profile, ProfileEdit, Tokens, User,
 };
 pub use socket::{Event, Socket};
+pub use token_store::TokenStore;

@@ -206,7 +206,7 @@ async fn open(client: &Client, url: &str, token: &str) -> Result<Stream, Error> 
             Err(Error::from_answer(
                 response.status().as_u16(),
                 body,
-                crate::api::retry_after(response.headers()),
+                crate::error::retry_after(response.headers()),
             ))
         }
         Err(error) => Err(Error::Transport(error.to_string())),

@@ -1,4 +1,4 @@
-//! The HTTP half of the client.
+//! [`Client`]: the HTTP API, one method per endpoint, with the login it keeps.
 
 use std::{
     sync::{Arc, Mutex},
@@ -6,152 +6,16 @@ use std::{
 };
 
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-/// What went wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The server answered with an API error.
-    #[error("{status} {code}: {message}")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-        /// How long the server asked to wait before trying again (`Retry-After`, on 429 and 503).
-        retry_after: Option<Duration>,
-    },
-    /// The server could not be reached, or the connection broke.
-    #[error("transport: {0}")]
-    Transport(String),
-    /// The server answered something this client does not understand.
-    #[error("unexpected answer: {0}")]
-    Protocol(String),
-    /// The request needs a login first.
-    #[error("not logged in")]
-    NotLoggedIn,
-    /// The caller passed something the API cannot take (checked before anything is sent).
-    #[error("invalid argument: {0}")]
-    Invalid(String),
-}
-
-impl Error {
-    /// The API error code, if the server gave one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Error::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// Whether trying again later can help: the connection broke, the server was overloaded or
-    /// failed (5xx), or it asked the client to slow down (429).
-    pub(crate) fn is_transient(&self) -> bool {
-        matches!(self, Error::Transport(_))
-            || matches!(self, Error::Api { status, .. } if *status >= 500 || *status == 429)
-    }
-
-    /// What the server asked to wait before trying again, if it said.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Api { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// An API error from a status and the body that came with it (`{"error": {"code",
-    /// "message"}}`; anything else is code `unknown`).
-    pub(crate) fn from_answer(status: u16, body: &[u8], retry_after: Option<Duration>) -> Self {
-        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        Error::Api {
-            status,
-            code: error["error"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: error["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            retry_after,
-        }
-    }
-}
-
-/// The tokens of a login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub user_id: String,
-}
-
-/// An account.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct User {
-    pub user_id: String,
-    pub username: String,
-}
-
-/// A profile.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Profile {
-    pub user_id: String,
-    pub username: String,
-    pub display_name: String,
-    pub bio: Option<String>,
-    pub avatar_url: Option<String>,
-    pub updated_at: String,
-}
-
-/// Changes to one's profile: `None` leaves a field, `Some(None)` clears it (a display name can
-/// only be changed, not cleared).
-#[derive(Debug, Clone, Default)]
-pub struct ProfileEdit {
-    pub display_name: Option<String>,
-    pub bio: Option<Option<String>>,
-    pub avatar_url: Option<Option<String>>,
-}
-
-/// A conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Conversation {
-    pub id: String,
-    pub kind: String,
-    pub title: Option<String>,
-    pub member_ids: Vec<String>,
-    pub created_at: String,
-    pub last_seq: i64,
-}
-
-/// A conversation in one's list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ConversationSummary {
-    #[serde(flatten)]
-    pub conversation: Conversation,
-    pub unread_count: i64,
-    pub last_message: Option<Message>,
-}
-
-/// A message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub id: String,
-    pub conversation_id: String,
-    pub seq: i64,
-    pub sender_id: String,
-    pub client_msg_id: String,
-    pub body: String,
-    pub created_at: String,
-}
-
-/// Someone's presence.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Presence {
-    pub user_id: String,
-    pub status: String,
-    pub last_seen: Option<String>,
-}
+use crate::{
+    Conversation, ConversationSummary, Error, Message, Presence, Profile, ProfileEdit, TokenStore,
+    Tokens, User,
+    error::retry_after,
+    paths::{encode, segment},
+    tls::tls_config,
+};
 
 /// Attempts [`Client::send`] makes before giving up on a transient failure.
 const SEND_ATTEMPTS: u32 = 4;
@@ -162,26 +26,6 @@ const SEND_BACKOFF: realchat_backoff::Backoff =
 
 /// The longest a send waits on a server's `Retry-After` before trying again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// Where a login is kept besides the client's memory: a file, a keychain, a database row.
-///
-/// A refresh token works once, and presenting a spent one again ends the whole login. So whoever
-/// keeps tokens must keep each new pair the moment it exists ([`TokenStore::save`]), and a client
-/// whose login another process may renew (two terminals on one saved session) must look there
-/// before it renews itself ([`TokenStore::load`]).
-pub trait TokenStore: Send + Sync {
-    /// The newest pair kept, if any: what another process may have renewed meanwhile.
-    fn load(&self) -> Option<Tokens>;
-    /// Keeps the pair a login or a refresh just got.
-    fn save(&self, tokens: &Tokens);
-    /// Excludes the other processes sharing the store while the returned guard lives: a renewal
-    /// reads the store, refreshes and saves under it, so two processes whose tokens expired
-    /// together do not both present the same refresh token. May block (it runs on a blocking
-    /// thread). The default excludes nothing, for a store no other process shares.
-    fn exclusive(&self) -> Box<dyn Send> {
-        Box::new(())
-    }
-}
 
 /// The login every clone of a [`Client`] shares.
 #[derive(Default)]
@@ -693,44 +537,4 @@ impl Client {
         };
         format!("{base}/v1/ws")
     }
-}
-
-/// TLS for `wss://` sockets on the ring provider (the one the whole workspace uses).
-fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-/// `value` as one path segment: percent-encoded, so an id with `/` or `?` in it cannot reach
-/// another endpoint. An empty one is refused here (the server would read a different path).
-fn segment(what: &str, value: &str) -> Result<String, Error> {
-    if value.is_empty() {
-        return Err(Error::Invalid(format!("an empty {what}")));
-    }
-    Ok(encode(value))
-}
-
-/// The wait a `Retry-After` header asks for, in seconds (the form API.md uses).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
