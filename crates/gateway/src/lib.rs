@@ -14,6 +14,8 @@ mod middleware;
 mod openapi;
 pub mod rate_limit;
 mod routes;
+mod upstream;
+mod ws_proxy;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -207,7 +209,7 @@ pub(crate) struct AppState {
     pub(crate) auth: AuthClient,
     pub(crate) messaging: MessagingClient,
     pub(crate) profile: ProfileClient,
-    pub(crate) delivery: Arc<routes::realtime::Delivery>,
+    pub(crate) delivery: Arc<upstream::Delivery>,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: RateLimiter,
     pub(crate) limits: Limits,
@@ -215,7 +217,7 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) readiness: Readiness,
-    pub(crate) proxies: routes::realtime::Proxies,
+    pub(crate) proxies: ws_proxy::Proxies,
 }
 
 /// A built gateway: listeners bound, upstream clients created (they connect lazily, so the
@@ -272,7 +274,7 @@ impl Service {
                 clients::messaging_answers(&messaging, wait).await
             }
         });
-        let delivery = routes::realtime::Delivery::new(&options.delivery_endpoints)
+        let delivery = upstream::Delivery::new(&options.delivery_endpoints)
             .map_err(|e| anyhow::anyhow!("REALCHAT_DELIVERY_ENDPOINTS: {e}"))?;
         let state = AppState {
             auth,
@@ -295,7 +297,7 @@ impl Service {
             request_timeout: Duration::from_secs(options.request_timeout_secs),
             in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight as usize)),
             readiness,
-            proxies: routes::realtime::Proxies::default(),
+            proxies: ws_proxy::Proxies::default(),
         };
         let public = realchat_runtime::net::bind("REALCHAT_GATEWAY_ADDR", options.addr).await?;
         let admin =
