@@ -220,79 +220,20 @@ pub(crate) async fn run(
         .collect();
 
     // The open-loop sender.
-    let total = ((load.warmup + load.duration) * load.rate).round() as u64;
-    let measured_from = (load.warmup * load.rate).round() as u64;
-    let acked: Arc<Mutex<HashMap<(usize, i64), Ack>>> = Arc::default();
-    let send_latency: Arc<Mutex<Latency>> = Arc::default();
-    let errors = Arc::new(AtomicU64::new(0));
-    // Acknowledgements, and those that gave a seq already acknowledged for another message.
-    let answered = Arc::new(AtomicU64::new(0));
-    let collisions = Arc::new(AtomicU64::new(0));
     let started = Instant::now() + Duration::from_millis(200);
-    let conversations = load.conversations.len();
     let outage = load
         .outage
         .clone()
         .map(|outage| tokio::spawn(outage.cause(started + Duration::from_secs_f64(load.warmup))));
-    let mut sends = Vec::with_capacity(total as usize);
-    for k in 0..total {
-        let due = started + Duration::from_secs_f64(k as f64 / load.rate);
-        tokio::time::sleep_until(due.into()).await;
-        let c = (k as usize) % conversations;
-        let conversation = &load.conversations[c];
-        let sender =
-            conversation.senders[(k as usize / conversations) % conversation.senders.len()];
-        let (client, id) = (clients[sender].clone(), conversation.id.clone());
-        let (acked, send_latency, errors, answered, collisions) = (
-            Arc::clone(&acked),
-            Arc::clone(&send_latency),
-            Arc::clone(&errors),
-            Arc::clone(&answered),
-            Arc::clone(&collisions),
-        );
-        let measured = k >= measured_from;
-        sends.push(tokio::spawn(async move {
-            match client.send(&id, "benchmark message").await {
-                Ok(message) => {
-                    if measured {
-                        lock(&send_latency).record(due.elapsed());
-                    }
-                    answered.fetch_add(1, Ordering::Relaxed);
-                    let ack = Ack {
-                        due,
-                        measured,
-                        id: id_key(&message.id),
-                    };
-                    if let Some(earlier) = lock(&acked).insert((c, message.seq), ack)
-                        && earlier.id != ack.id
-                    {
-                        collisions.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(error) => {
-                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("send failed: {error}");
-                    }
-                }
-            }
-        }));
-    }
-    let sent = sends.len() as u64;
-    for send in sends {
-        let _ = send.await;
-    }
+    let log = send_open_loop(clients, load, started).await;
     let sending_done = Instant::now();
     let broker_back = match outage {
         Some(outage) => Some(outage.await.context("the outage task panicked")??),
         None => None,
     };
-
     // Drain: until every socket of every member has every acknowledged message, or time is up.
     let sockets_of = |c: usize| load.conversations[c].members.len() * load.sockets_per_user;
-    let expected: u64 = lock(&acked)
-        .keys()
-        .map(|(c, _)| sockets_of(*c) as u64)
-        .sum();
+    let expected: u64 = log.acked.keys().map(|(c, _)| sockets_of(*c) as u64).sum();
     let drain_until = Instant::now() + Duration::from_secs_f64(load.drain);
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -308,7 +249,6 @@ pub(crate) async fn run(
     }
 
     // The checker.
-    let acked = lock(&acked).clone();
     let window = (
         started + Duration::from_secs_f64(load.warmup),
         started + Duration::from_secs_f64(load.warmup + load.duration),
@@ -318,108 +258,177 @@ pub(crate) async fn run(
         .iter()
         .map(|c| c.members.as_slice())
         .collect();
-    let checked = check(&acked, &members, &tracks, &urls, window, broker_back);
-    let Checked {
-        lost,
-        duplicates,
-        reordered,
-        gaps,
-        raw_duplicates,
-        mismatched,
-        delivered_total,
-        in_window,
-        disconnects,
-        ref e2e,
-        backlog_delivered,
-        ref described,
-    } = checked;
-    let answered = answered.load(Ordering::Relaxed);
-    let collisions = collisions.load(Ordering::Relaxed);
-    let send_latency = lock(&send_latency).clone();
-    let errors = errors.load(Ordering::Relaxed);
+    let checked = check(&log.acked, &members, &tracks, &urls, window, broker_back);
+    report_run(
+        report,
+        load,
+        &log,
+        &checked,
+        (tracks.len(), connect_rate),
+        drained_in,
+    );
+    Ok(Outcome {
+        broker_back,
+        backlog_delivered: checked.backlog_delivered,
+    })
+}
 
+/// The figures of a run, and its verdict, into `report`. `sockets` is how many connected and at
+/// what rate.
+fn report_run(
+    report: &mut Report,
+    load: &Load,
+    log: &SendLog,
+    checked: &Checked,
+    sockets: (usize, f64),
+    drained_in: Duration,
+) {
+    let SendLog {
+        acked,
+        latency,
+        sent,
+        answered,
+        errors,
+        collisions,
+    } = log;
     report.set("offered_rate", load.rate);
     report.set("duration_s", load.duration);
     report.set("warmup_s", load.warmup);
     report.set("conversations", load.conversations.len());
-    report.set("sent", sent);
-    report.set("acked", answered);
-    report.set("send_errors", errors);
+    report.set("sent", *sent);
+    report.set("acked", *answered);
+    report.set("send_errors", *errors);
     report.set(
         "acked_per_s",
         acked.values().filter(|a| a.measured).count() as f64 / load.duration,
     );
-    report.set("delivered", delivered_total);
+    report.set("delivered", checked.delivered_total);
     report.set(
         "delivered_per_s",
-        (in_window as f64 / load.duration).round(),
+        (checked.in_window as f64 / load.duration).round(),
     );
-    send_latency.write("send", report);
-    e2e.write("e2e", report);
-    report.set("lost", lost);
-    report.set("duplicates", duplicates);
-    report.set("duplicates_raw", raw_duplicates);
-    report.set("reordered", reordered);
-    report.set("mismatched", mismatched);
-    report.set("seq_collisions", collisions);
-    report.set("gaps", gaps);
-    report.set("disconnects", disconnects);
+    latency.write("send", report);
+    checked.e2e.write("e2e", report);
+    report.set("lost", checked.lost);
+    report.set("duplicates", checked.duplicates);
+    report.set("duplicates_raw", checked.raw_duplicates);
+    report.set("reordered", checked.reordered);
+    report.set("mismatched", checked.mismatched);
+    report.set("seq_collisions", *collisions);
+    report.set("gaps", checked.gaps);
+    report.set("disconnects", checked.disconnects);
     report.set(
         "drain_s",
         (drained_in.as_secs_f64() * 1000.0).round() / 1000.0,
     );
     report.say(format!(
         "offered     {} msg/s over {} conversations for {} s (+{} s warm-up); {} sockets connected at {:.0}/s",
-        load.rate, load.conversations.len(), load.duration, load.warmup,
-        tracks.len(), connect_rate
+        load.rate,
+        load.conversations.len(),
+        load.duration,
+        load.warmup,
+        sockets.0,
+        sockets.1
     ));
     report.say(format!(
         "sends       {sent} sent, {answered} acknowledged, {errors} failed;  {}",
-        send_latency.line()
+        latency.line()
     ));
     report.say(format!(
         "end to end  {}  ({} deliveries, {:.0}/s in the measured window)",
-        e2e.line(),
-        delivered_total,
-        in_window as f64 / load.duration
+        checked.e2e.line(),
+        checked.delivered_total,
+        checked.in_window as f64 / load.duration
     ));
-    report.say(format!(
-        "checked     lost {lost}  duplicates {duplicates} (server sent {raw_duplicates} again, dropped by the client)  reordered {reordered}  gaps {gaps}  mismatched {mismatched}  reconnects {disconnects}"
-    ));
-    if errors > 0 {
+    report.say(checked.line());
+    if *errors > 0 {
         report.fail(format!("{errors} sends failed"));
     }
-    if lost > 0 {
-        report.fail(format!("{lost} acknowledged deliveries never arrived"));
-    }
-    if duplicates > 0 {
-        report.fail(format!("{duplicates} messages were handed out twice"));
-    }
-    if reordered > 0 || gaps > 0 {
-        report.fail(format!("{reordered} messages out of order, {gaps} gaps"));
-    }
-    if mismatched > 0 {
-        report.fail(format!(
-            "{mismatched} deliveries carried another message than the one acknowledged under their seq"
-        ));
-    }
-    if collisions > 0 {
+    if *collisions > 0 {
         report.fail(format!(
             "{collisions} acknowledgements gave a seq already given to another message"
         ));
     }
-    if answered + errors != sent {
+    if answered + errors != *sent {
         report.fail(format!(
             "{sent} sends issued, but {answered} acknowledged and {errors} failed"
         ));
     }
-    for line in described {
-        report.say(format!("violation   {line}"));
+    checked.judge(report);
+}
+
+/// What the open-loop sender saw.
+#[derive(Debug, Default)]
+struct SendLog {
+    /// Acknowledged, by (conversation index, seq).
+    acked: HashMap<(usize, i64), Ack>,
+    /// From each measured send's due time to its acknowledgement.
+    latency: Latency,
+    sent: u64,
+    answered: u64,
+    errors: u64,
+    /// Acknowledgements that gave a seq already acknowledged for another message.
+    collisions: u64,
+}
+
+/// Sends on a fixed schedule from `started`, whatever earlier sends are doing (a stall shows up
+/// as latency, not as a lower rate): round robin over the conversations, each from its senders
+/// in turn. Returns once every send was answered.
+async fn send_open_loop(clients: &[Client], load: &Load, started: Instant) -> SendLog {
+    let total = ((load.warmup + load.duration) * load.rate).round() as u64;
+    let measured_from = (load.warmup * load.rate).round() as u64;
+    let conversations = load.conversations.len();
+    let log: Arc<Mutex<SendLog>> = Arc::default();
+    let mut sends = Vec::with_capacity(total as usize);
+    for k in 0..total {
+        let due = started + Duration::from_secs_f64(k as f64 / load.rate);
+        tokio::time::sleep_until(due.into()).await;
+        let c = (k as usize) % conversations;
+        let conversation = &load.conversations[c];
+        let sender =
+            conversation.senders[(k as usize / conversations) % conversation.senders.len()];
+        let (client, id, log) = (
+            clients[sender].clone(),
+            conversation.id.clone(),
+            Arc::clone(&log),
+        );
+        let measured = k >= measured_from;
+        sends.push(tokio::spawn(async move {
+            let result = client.send(&id, "benchmark message").await;
+            let mut log = lock(&log);
+            match result {
+                Ok(message) => {
+                    if measured {
+                        log.latency.record(due.elapsed());
+                    }
+                    log.answered += 1;
+                    let ack = Ack {
+                        due,
+                        measured,
+                        id: id_key(&message.id),
+                    };
+                    if let Some(earlier) = log.acked.insert((c, message.seq), ack)
+                        && earlier.id != ack.id
+                    {
+                        log.collisions += 1;
+                    }
+                }
+                Err(error) => {
+                    log.errors += 1;
+                    if log.errors <= 5 {
+                        eprintln!("send failed: {error}");
+                    }
+                }
+            }
+        }));
     }
-    Ok(Outcome {
-        broker_back,
-        backlog_delivered,
-    })
+    let sent = sends.len() as u64;
+    for send in sends {
+        let _ = send.await;
+    }
+    let mut log = std::mem::take(&mut *lock(&log));
+    log.sent = sent;
+    log
 }
 
 /// What the checker found.
@@ -447,6 +456,54 @@ pub(crate) struct Checked {
     pub(crate) backlog_delivered: Option<Instant>,
     /// A few violations, described.
     pub(crate) described: Vec<String>,
+}
+
+impl Checked {
+    /// The checker's line for people.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "checked     lost {}  duplicates {} (server sent {} again, dropped by the client)  reordered {}  gaps {}  mismatched {}  reconnects {}",
+            self.lost,
+            self.duplicates,
+            self.raw_duplicates,
+            self.reordered,
+            self.gaps,
+            self.mismatched,
+            self.disconnects
+        )
+    }
+
+    /// Fails `report` for every broken promise (lost, twice, out of order, gaps, mismatched),
+    /// and names the first few.
+    pub(crate) fn judge(&self, report: &mut Report) {
+        if self.lost > 0 {
+            report.fail(format!(
+                "{} acknowledged deliveries never arrived",
+                self.lost
+            ));
+        }
+        if self.duplicates > 0 {
+            report.fail(format!(
+                "{} messages were handed out twice",
+                self.duplicates
+            ));
+        }
+        if self.reordered > 0 || self.gaps > 0 {
+            report.fail(format!(
+                "{} messages out of order, {} gaps",
+                self.reordered, self.gaps
+            ));
+        }
+        if self.mismatched > 0 {
+            report.fail(format!(
+                "{} deliveries carried another message than the one acknowledged under their seq",
+                self.mismatched
+            ));
+        }
+        for line in &self.described {
+            report.say(format!("violation   {line}"));
+        }
+    }
 }
 
 /// Compares what was acknowledged (per conversation index and seq) with what every socket was

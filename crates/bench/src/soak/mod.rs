@@ -798,32 +798,12 @@ fn write_report(report: &mut Report, found: &Found<'_>, soak: &Soak) {
         c.lost, c.duplicates, c.raw_duplicates, c.reordered, c.gaps, c.mismatched,
         found.missing_from_history, c.disconnects
     ));
-    if c.lost > 0 {
-        report.fail(format!("{} acknowledged deliveries never arrived", c.lost));
-    }
-    if c.duplicates > 0 {
-        report.fail(format!("{} messages were handed out twice", c.duplicates));
-    }
-    if c.reordered > 0 || c.gaps > 0 {
-        report.fail(format!(
-            "{} messages out of order, {} gaps",
-            c.reordered, c.gaps
-        ));
-    }
-    if c.mismatched > 0 {
-        report.fail(format!(
-            "{} deliveries carried another message than the one acknowledged",
-            c.mismatched
-        ));
-    }
+    c.judge(report);
     if found.missing_from_history > 0 {
         report.fail(format!(
             "{} acknowledged messages are missing from history",
             found.missing_from_history
         ));
-    }
-    for line in &c.described {
-        report.say(format!("violation   {line}"));
     }
 
     let mut operations = serde_json::Map::new();
