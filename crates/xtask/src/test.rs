@@ -100,7 +100,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
 
 /// How the soak runs xtask's `stop`, `start`, `pause`, `resume`: a copy of this very binary
 /// (`cargo test` may have rebuilt the one in the target directory since it started), told where
-/// the workspace is, as `cargo xtask` would tell it.
+/// the workspace and the built services are, as `cargo xtask` would tell it.
 fn xtask_command(settings: &Settings, data: &std::path::Path) -> Result<String> {
     let copy = data.join("xtask");
     // The running executable, even if its file has been replaced since (Linux).
@@ -108,9 +108,11 @@ fn xtask_command(settings: &Settings, data: &std::path::Path) -> Result<String> 
         .or_else(|_| std::fs::copy(std::env::current_exe()?, &copy))
         .with_context(|| format!("copying the xtask binary to {}", copy.display()))?;
     let manifest = settings.root.join("crates/xtask");
+    // Where the services' binaries are: `cargo` would tell the binary, run directly it must be told.
     Ok(format!(
-        "CARGO_MANIFEST_DIR='{}' '{}'",
+        "CARGO_MANIFEST_DIR='{}' CARGO_TARGET_DIR='{}' '{}'",
         manifest.display(),
+        settings.target_dir.display(),
         copy.display()
     ))
 }
