@@ -87,9 +87,9 @@ FROM runtime AS auth
 LABEL org.opencontainers.image.title="realchat-auth" \
       org.opencontainers.image.description="The RealChat auth service"
 COPY --from=build /out/auth /usr/local/bin/auth
-ENV REALCHAT_AUTH_GRPC_ADDR=0.0.0.0:50051 \
+ENV REALCHAT_AUTH_GRPC_ADDR=0.0.0.0:7051 \
     REALCHAT_AUTH_ADMIN_ADDR=0.0.0.0:9181
-EXPOSE 50051 9181
+EXPOSE 7051 9181
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/auth", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/auth"]
@@ -98,9 +98,9 @@ FROM runtime AS messaging
 LABEL org.opencontainers.image.title="realchat-messaging" \
       org.opencontainers.image.description="The RealChat messaging service"
 COPY --from=build /out/messaging /usr/local/bin/messaging
-ENV REALCHAT_MESSAGING_GRPC_ADDR=0.0.0.0:50052 \
+ENV REALCHAT_MESSAGING_GRPC_ADDR=0.0.0.0:7052 \
     REALCHAT_MESSAGING_ADMIN_ADDR=0.0.0.0:9182
-EXPOSE 50052 9182
+EXPOSE 7052 9182
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/messaging", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/messaging"]
@@ -109,9 +109,9 @@ FROM runtime AS profile
 LABEL org.opencontainers.image.title="realchat-profile" \
       org.opencontainers.image.description="The RealChat profile service"
 COPY --from=build /out/profile /usr/local/bin/profile
-ENV REALCHAT_PROFILE_GRPC_ADDR=0.0.0.0:50053 \
+ENV REALCHAT_PROFILE_GRPC_ADDR=0.0.0.0:7053 \
     REALCHAT_PROFILE_ADMIN_ADDR=0.0.0.0:9183
-EXPOSE 50053 9183
+EXPOSE 7053 9183
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/profile", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/profile"]

@@ -44,7 +44,7 @@ let
       description = "RealChat auth service (users, passwords, tokens, signing keys)";
       prefix = "AUTH";
       listenVar = "REALCHAT_AUTH_GRPC_ADDR";
-      listen = "127.0.0.1:50051";
+      listen = "127.0.0.1:7051";
       admin = "127.0.0.1:9181";
       database = true;
       kafka = true;
@@ -56,14 +56,14 @@ let
       description = "RealChat messaging service (conversations, messages, the outbox relay)";
       prefix = "MESSAGING";
       listenVar = "REALCHAT_MESSAGING_GRPC_ADDR";
-      listen = "127.0.0.1:50052";
+      listen = "127.0.0.1:7052";
       admin = "127.0.0.1:9182";
       database = true;
       kafka = true;
       redis = false;
       upstreams = {
         # Who a user id belongs to, for events that arrive before user.registered.
-        auth = "http://127.0.0.1:50051";
+        auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
     };
@@ -71,14 +71,14 @@ let
       description = "RealChat profile service (profiles and the username directory)";
       prefix = "PROFILE";
       listenVar = "REALCHAT_PROFILE_GRPC_ADDR";
-      listen = "127.0.0.1:50053";
+      listen = "127.0.0.1:7053";
       admin = "127.0.0.1:9183";
       database = true;
       kafka = true;
       redis = false;
       upstreams = {
         # Who a user id belongs to, for events that arrive before user.registered.
-        auth = "http://127.0.0.1:50051";
+        auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
     };
@@ -92,8 +92,8 @@ let
       kafka = true;
       redis = true;
       upstreams = {
-        auth = "http://127.0.0.1:50051";
-        messaging = "http://127.0.0.1:50052";
+        auth = "http://127.0.0.1:7051";
+        messaging = "http://127.0.0.1:7052";
       };
       deliveryEndpoints = false;
     };
@@ -107,9 +107,9 @@ let
       kafka = false;
       redis = true;
       upstreams = {
-        auth = "http://127.0.0.1:50051";
-        messaging = "http://127.0.0.1:50052";
-        profile = "http://127.0.0.1:50053";
+        auth = "http://127.0.0.1:7051";
+        messaging = "http://127.0.0.1:7052";
+        profile = "http://127.0.0.1:7053";
       };
       deliveryEndpoints = true;
     };

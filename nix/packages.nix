@@ -98,9 +98,9 @@ let
 
   # Main and admin ports, as in the NixOS module and the binaries' defaults.
   servicePorts = {
-    auth = { listen = "REALCHAT_AUTH_GRPC_ADDR"; port = 50051; admin = "REALCHAT_AUTH_ADMIN_ADDR"; adminPort = 9181; };
-    messaging = { listen = "REALCHAT_MESSAGING_GRPC_ADDR"; port = 50052; admin = "REALCHAT_MESSAGING_ADMIN_ADDR"; adminPort = 9182; };
-    profile = { listen = "REALCHAT_PROFILE_GRPC_ADDR"; port = 50053; admin = "REALCHAT_PROFILE_ADMIN_ADDR"; adminPort = 9183; };
+    auth = { listen = "REALCHAT_AUTH_GRPC_ADDR"; port = 7051; admin = "REALCHAT_AUTH_ADMIN_ADDR"; adminPort = 9181; };
+    messaging = { listen = "REALCHAT_MESSAGING_GRPC_ADDR"; port = 7052; admin = "REALCHAT_MESSAGING_ADMIN_ADDR"; adminPort = 9182; };
+    profile = { listen = "REALCHAT_PROFILE_GRPC_ADDR"; port = 7053; admin = "REALCHAT_PROFILE_ADMIN_ADDR"; adminPort = 9183; };
     delivery = { listen = "REALCHAT_DELIVERY_ADDR"; port = 8081; admin = "REALCHAT_DELIVERY_ADMIN_ADDR"; adminPort = 9184; };
     gateway = { listen = "REALCHAT_GATEWAY_ADDR"; port = 8080; admin = "REALCHAT_GATEWAY_ADMIN_ADDR"; adminPort = 9180; };
   };

@@ -120,7 +120,7 @@ def main() -> None:
 
     print("values, ports and the firewall")
     auth = local["realchat-auth"]["environment"]
-    check(auth["REALCHAT_AUTH_GRPC_ADDR"] == "0.0.0.0:50051", "local: auth listens where told")
+    check(auth["REALCHAT_AUTH_GRPC_ADDR"] == "0.0.0.0:7051", "local: auth listens where told")
     check(auth["REALCHAT_KAFKA_BROKERS"] == "127.0.0.1:9092,10.0.0.2:9092", "local: brokers are comma-separated")
     check(auth["REALCHAT_AUTH_MIGRATE"] == "false", "local: boolean settings render as false/true")
     check(auth["REALCHAT_AUTH_ACCESS_TOKEN_TTL_SECS"] == "600", "local: integer settings render as decimals")
@@ -137,7 +137,7 @@ def main() -> None:
     gateway = local["realchat-gateway"]["environment"]
     check(gateway["REALCHAT_DELIVERY_ENDPOINTS"] == "ws://10.0.0.11:8081,ws://10.0.0.12:8081", "local: delivery endpoints are comma-separated")
     check(local["realchat-delivery"]["environment"]["REALCHAT_DELIVERY_ADDR"] == "[::]:8081", "local: IPv6 listen address")
-    check(sorted(cases["local"]["firewall"]) == [443, 8081, 50051], f"local: openFirewall opens exactly the main ports: {cases['local']['firewall']}")
+    check(sorted(cases["local"]["firewall"]) == [443, 8081, 7051], f"local: openFirewall opens exactly the main ports: {cases['local']['firewall']}")
 
     print("ordering after local PostgreSQL, Kafka and Redis, which never stop a service")
     for service in SERVICES:

@@ -56,7 +56,7 @@ in
     services.realchat = {
       auth = {
         enable = true;
-        listenAddress = "0.0.0.0:50051";
+        listenAddress = "0.0.0.0:7051";
         openFirewall = true;
         createLocalDatabase = true;
         inherit kafkaBrokers;
@@ -64,7 +64,7 @@ in
       };
       profile = {
         enable = true;
-        listenAddress = "0.0.0.0:50053";
+        listenAddress = "0.0.0.0:7053";
         openFirewall = true;
         createLocalDatabase = true;
         inherit kafkaBrokers;
@@ -72,7 +72,7 @@ in
       };
       messaging = {
         enable = true;
-        listenAddress = "0.0.0.0:50052";
+        listenAddress = "0.0.0.0:7052";
         openFirewall = true;
         createLocalDatabase = true;
         inherit kafkaBrokers;
@@ -105,8 +105,8 @@ in
       inherit kafkaBrokers;
       redisUrl = "redis://backend:6379";
       endpoints = {
-        auth = "http://backend:50051";
-        messaging = "http://backend:50052";
+        auth = "http://backend:7051";
+        messaging = "http://backend:7052";
       };
       logFormat = "json";
       settings.REALCHAT_DELIVERY_NODE_ID = config.networking.hostName;

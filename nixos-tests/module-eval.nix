@@ -147,7 +147,7 @@ in
       services.realchat = {
         auth = {
           enable = true;
-          listenAddress = "0.0.0.0:50051";
+          listenAddress = "0.0.0.0:7051";
           adminAddress = "127.0.0.1:9181";
           createLocalDatabase = true;
           kafkaBrokers = [ "127.0.0.1:9092" "10.0.0.2:9092" ];
@@ -163,11 +163,11 @@ in
         };
         messaging = {
           enable = true;
-          listenAddress = "0.0.0.0:50052";
+          listenAddress = "0.0.0.0:7052";
           createLocalDatabase = true;
           databaseName = "chat_messages";
           kafkaBrokers = [ "127.0.0.1:9092" ];
-          endpoints.auth = "http://10.0.0.1:50051";
+          endpoints.auth = "http://10.0.0.1:7051";
           otlpEndpoint = "http://127.0.0.1:4317";
           settings.REALCHAT_MESSAGING_SEND_WRITERS = 8;
         };
@@ -175,7 +175,7 @@ in
           enable = true;
           databaseUrl = "postgres://profile@db.internal:5432/profile";
           kafkaBrokers = [ "127.0.0.1:9092" ];
-          endpoints.auth = "http://10.0.0.1:50051";
+          endpoints.auth = "http://10.0.0.1:7051";
           otlpEndpoint = "http://127.0.0.1:4317";
         };
         delivery = {
@@ -184,7 +184,7 @@ in
           openFirewall = true;
           otlpEndpoint = "https://otel.internal:4317";
           redisUrl = "redis://127.0.0.1:6379";
-          endpoints = { auth = "http://10.0.0.1:50051"; messaging = "http://10.0.0.1:50052"; };
+          endpoints = { auth = "http://10.0.0.1:7051"; messaging = "http://10.0.0.1:7052"; };
           settings = { REALCHAT_DELIVERY_NODE_ID = "delivery-a"; REALCHAT_KAFKA_RECORD_HEADERS = true; };
         };
         gateway = {
@@ -193,9 +193,9 @@ in
           openFirewall = true;
           redisUrl = "redis://127.0.0.1:6379";
           endpoints = {
-            auth = "http://10.0.0.1:50051";
-            messaging = "http://10.0.0.1:50052";
-            profile = "http://10.0.0.1:50053";
+            auth = "http://10.0.0.1:7051";
+            messaging = "http://10.0.0.1:7052";
+            profile = "http://10.0.0.1:7053";
           };
           deliveryEndpoints = [ "ws://10.0.0.11:8081" "ws://10.0.0.12:8081" ];
           otlpEndpoint = "http://127.0.0.1:4317";
@@ -223,14 +223,14 @@ in
   # Each of these must fail to evaluate: the option's type refuses the value.
   refused = {
     addressWithoutPort = refused { services.realchat.auth = { enable = true; listenAddress = "0.0.0.0"; }; };
-    addressWithName = refused { services.realchat.auth = { enable = true; listenAddress = "localhost:50051"; }; };
+    addressWithName = refused { services.realchat.auth = { enable = true; listenAddress = "localhost:7051"; }; };
     logFormatUnknown = refused { services.realchat.messaging = { enable = true; logFormat = "xml"; }; };
     brokersNotAList = refused { services.realchat.messaging = { enable = true; kafkaBrokers = "127.0.0.1:9092"; }; };
     brokersEmpty = refused { services.realchat.delivery = { enable = true; kafkaBrokers = [ ]; }; };
     redisUrlNotRedis = refused { services.realchat.gateway = { enable = true; redisUrl = "http://127.0.0.1:6379"; }; };
     databaseUrlNotPostgres = refused { services.realchat.profile = { enable = true; databaseUrl = "mysql://db/profile"; }; };
     deliveryEndpointNotWs = refused { services.realchat.gateway = { enable = true; deliveryEndpoints = [ "http://10.0.0.11:8081" ]; }; };
-    endpointNotHttp = refused { services.realchat.delivery = { enable = true; endpoints.auth = "10.0.0.1:50051"; }; };
+    endpointNotHttp = refused { services.realchat.delivery = { enable = true; endpoints.auth = "10.0.0.1:7051"; }; };
     otlpNotUrl = refused { services.realchat.auth = { enable = true; otlpEndpoint = "collector:4317"; }; };
     settingFloat = refused { services.realchat.auth = { enable = true; settings.REALCHAT_AUTH_HASH_CONCURRENCY = 1.5; }; };
     openFirewallNotBool = refused { services.realchat.gateway = { enable = true; openFirewall = "yes"; }; };
@@ -241,7 +241,7 @@ in
 
   # A well-typed value next to each refused one, so a check that refuses everything is noticed.
   accepted = {
-    ipv6Address = !(refused { services.realchat.auth = { enable = true; listenAddress = "[::1]:50051"; }; });
+    ipv6Address = !(refused { services.realchat.auth = { enable = true; listenAddress = "[::1]:7051"; }; });
     brokerByName = !(refused { services.realchat.messaging = { enable = true; kafkaBrokers = [ "kafka-1.internal:9092" ]; }; });
     rediss = !(refused { services.realchat.gateway = { enable = true; redisUrl = "rediss://cache.internal:6380"; }; });
   };

@@ -41,7 +41,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_AUTH_GRPC_ADDR",
-        default_value = "127.0.0.1:50051"
+        default_value = "127.0.0.1:7051"
     )]
     pub grpc_addr: SocketAddr,
 

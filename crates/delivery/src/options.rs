@@ -28,7 +28,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_AUTH_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:7051"
     )]
     pub auth_endpoint: String,
 
@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_MESSAGING_ENDPOINT",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "http://127.0.0.1:7052"
     )]
     pub messaging_endpoint: String,
 

@@ -63,7 +63,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_AUTH_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:7051"
     )]
     pub auth_endpoint: String,
 
@@ -71,7 +71,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_MESSAGING_ENDPOINT",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "http://127.0.0.1:7052"
     )]
     pub messaging_endpoint: String,
 
@@ -79,7 +79,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_PROFILE_ENDPOINT",
-        default_value = "http://127.0.0.1:50053"
+        default_value = "http://127.0.0.1:7053"
     )]
     pub profile_endpoint: String,
 
@@ -176,7 +176,7 @@ impl Options {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
-            profile_endpoint: "http://127.0.0.1:50053".into(),
+            profile_endpoint: "http://127.0.0.1:7053".into(),
             delivery_endpoints: vec!["ws://127.0.0.1:8081".into()],
             redis_url: redis_url.into(),
             redis_prefix: "realchat:".into(),

@@ -44,7 +44,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_MESSAGING_GRPC_ADDR",
-        default_value = "127.0.0.1:50052"
+        default_value = "127.0.0.1:7052"
     )]
     pub grpc_addr: SocketAddr,
 
@@ -91,7 +91,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_AUTH_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:7051"
     )]
     pub auth_endpoint: String,
 
@@ -118,7 +118,7 @@ impl Options {
             send_writers: 4,
             migrate: true,
             relay: true,
-            auth_endpoint: "http://127.0.0.1:50051".into(),
+            auth_endpoint: "http://127.0.0.1:7051".into(),
             consumer_group: "messaging".into(),
             kafka,
         }

@@ -38,7 +38,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_PROFILE_GRPC_ADDR",
-        default_value = "127.0.0.1:50053"
+        default_value = "127.0.0.1:7053"
     )]
     pub grpc_addr: SocketAddr,
 
@@ -76,7 +76,7 @@ pub struct Options {
     #[arg(
         long,
         env = "REALCHAT_AUTH_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:7051"
     )]
     pub auth_endpoint: String,
 
@@ -101,7 +101,7 @@ impl Options {
             database_url: Secret::new(database_url.into()),
             database_max_connections: 16,
             migrate: true,
-            auth_endpoint: "http://127.0.0.1:50051".into(),
+            auth_endpoint: "http://127.0.0.1:7051".into(),
             consumer_group: "profile".into(),
             kafka,
         }

@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
         delivery_replicas: u16,
 
-        /// Number of messaging replicas, messaging-1..N (ports 50052, 50152, … and admin 9182,
+        /// Number of messaging replicas, messaging-1..N (ports 7052, 7152, … and admin 9182,
         /// 9282, …); the gateway and delivery call messaging-1, every replica runs a relay.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         messaging_replicas: u16,

@@ -143,7 +143,7 @@ fn live_dashboards_check(settings: &Settings) -> Result<ExitStatus> {
 }
 
 /// The soak's topology runs this many ports above the default one.
-const SOAK_PORT_OFFSET: u16 = 1000;
+pub(crate) const SOAK_PORT_OFFSET: u16 = 1000;
 
 /// The soak restarts PostgreSQL with Debian's `pg_ctlcluster` (the bench's default); where
 /// there is none, that fault is left out (said so) rather than failing the run.

@@ -65,13 +65,17 @@ impl Replicas {
 }
 
 /// All services, in start order: every service comes after the ones it calls.
+///
+/// Every port, with every replica and the soak's offset, stays below Linux's ephemeral range
+/// (32768-60999): a port in it can be taken as the source port of an outgoing connection while
+/// its service restarts, which then cannot bind it again until that connection closes.
 pub(crate) const SERVICES: &[ServiceSpec] = &[
     ServiceSpec {
         name: "auth",
         env: "AUTH",
         listen_var: "REALCHAT_AUTH_GRPC_ADDR",
         scheme: "http",
-        port: 50051,
+        port: 7051,
         admin_port: 9181,
         database: true,
         redis: false,
@@ -83,7 +87,7 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         env: "PROFILE",
         listen_var: "REALCHAT_PROFILE_GRPC_ADDR",
         scheme: "http",
-        port: 50053,
+        port: 7053,
         admin_port: 9183,
         database: true,
         redis: false,
@@ -95,12 +99,12 @@ pub(crate) const SERVICES: &[ServiceSpec] = &[
         env: "MESSAGING",
         listen_var: "REALCHAT_MESSAGING_GRPC_ADDR",
         scheme: "http",
-        port: 50052,
+        port: 7052,
         admin_port: 9182,
         database: true,
         redis: false,
         upstreams: &["auth"],
-        // messaging-1 is 127.0.0.1:50052 with admin 9182, messaging-2 50152/9282, …: callers
+        // messaging-1 is 127.0.0.1:7052 with admin 9182, messaging-2 7152/9282, …: callers
         // (gateway, delivery) use messaging-1; the others publish outboxes and consume events.
         replicas: Replicas::Many {
             first: 0,
@@ -532,6 +536,35 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_distinct_and_below_the_ephemeral_range_with_every_replica() -> Result<()> {
+        let most = ReplicaCounts {
+            delivery: 16,
+            messaging: 8,
+        };
+        let mut seen = std::collections::HashMap::new();
+        for offset in [0, crate::test::SOAK_PORT_OFFSET] {
+            let mut settings = settings()?;
+            settings.port_offset = offset;
+            let topology = Topology::new(&settings, most);
+            for component in topology.services() {
+                let addresses = [
+                    Some(component.address(&settings)),
+                    component.admin_address(&settings),
+                ];
+                for address in addresses.into_iter().flatten() {
+                    let port: u16 = address.rsplit(':').next().unwrap_or_default().parse()?;
+                    assert!(port < 32768, "{component} listens on {address}");
+                    if let Some(other) = seen.insert(port, component.to_string()) {
+                        panic!("{component} and {other} both use port {port}");
+                    }
+                }
+            }
+        }
+        assert!(seen.len() > 2 * (16 + 8), "{seen:?}");
+        Ok(())
+    }
+
+    #[test]
     fn replicas_get_consecutive_ports() -> Result<()> {
         let delivery = |i| Component::parse(&format!("delivery-{i}"));
         let settings = settings()?;
@@ -559,7 +592,7 @@ mod tests {
             },
         );
         let second = topology.find("messaging-2")?;
-        assert_eq!(second.address(&settings), "127.0.0.1:50152");
+        assert_eq!(second.address(&settings), "127.0.0.1:7152");
         assert_eq!(
             second.admin_address(&settings).as_deref(),
             Some("127.0.0.1:9282")
@@ -570,7 +603,7 @@ mod tests {
             .collect();
         assert_eq!(
             env.get("REALCHAT_MESSAGING_GRPC_ADDR").map(String::as_str),
-            Some("127.0.0.1:50152")
+            Some("127.0.0.1:7152")
         );
         assert_eq!(env.get("REALCHAT_MESSAGING_NODE_ID"), None);
         for caller in ["gateway", "delivery-1"] {
@@ -581,7 +614,7 @@ mod tests {
                 .collect();
             assert_eq!(
                 env.get("REALCHAT_MESSAGING_ENDPOINT").map(String::as_str),
-                Some("http://127.0.0.1:50052")
+                Some("http://127.0.0.1:7052")
             );
         }
         Ok(())
@@ -599,17 +632,14 @@ mod tests {
         let get = |key: &str| env.get(key).map(String::as_str);
         assert_eq!(get("REALCHAT_GATEWAY_ADDR"), Some("127.0.0.1:8080"));
         assert_eq!(get("REALCHAT_GATEWAY_ADMIN_ADDR"), Some("127.0.0.1:9180"));
-        assert_eq!(
-            get("REALCHAT_AUTH_ENDPOINT"),
-            Some("http://127.0.0.1:50051")
-        );
+        assert_eq!(get("REALCHAT_AUTH_ENDPOINT"), Some("http://127.0.0.1:7051"));
         assert_eq!(
             get("REALCHAT_MESSAGING_ENDPOINT"),
-            Some("http://127.0.0.1:50052")
+            Some("http://127.0.0.1:7052")
         );
         assert_eq!(
             get("REALCHAT_PROFILE_ENDPOINT"),
-            Some("http://127.0.0.1:50053")
+            Some("http://127.0.0.1:7053")
         );
         assert_eq!(
             get("REALCHAT_DELIVERY_ENDPOINTS"),
@@ -650,12 +680,9 @@ mod tests {
         assert_eq!(get("REALCHAT_DELIVERY_ADMIN_ADDR"), Some("127.0.0.1:9185"));
         assert_eq!(
             get("REALCHAT_MESSAGING_ENDPOINT"),
-            Some("http://127.0.0.1:50052")
+            Some("http://127.0.0.1:7052")
         );
-        assert_eq!(
-            get("REALCHAT_AUTH_ENDPOINT"),
-            Some("http://127.0.0.1:50051")
-        );
+        assert_eq!(get("REALCHAT_AUTH_ENDPOINT"), Some("http://127.0.0.1:7051"));
         Ok(())
     }
 }

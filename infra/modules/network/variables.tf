@@ -68,11 +68,11 @@ variable "ports" {
     gateway_admin   = 9180
     delivery        = 8081
     delivery_admin  = 9184
-    auth            = 50051
+    auth            = 7051
     auth_admin      = 9181
-    messaging       = 50052
+    messaging       = 7052
     messaging_admin = 9182
-    profile         = 50053
+    profile         = 7053
     profile_admin   = 9183
     postgres        = 5432
     kafka           = 9096
