@@ -26,12 +26,14 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # `./configure` (bash, already in the image) and `make libs`, which needs a C and a C++ compiler
 # (src-cpp is part of it) and python3 (the version string, the linker script). zlib1g-dev lets
 # configure's zlib probe pass; the zlib actually linked is libz-sys's own static build
-# (LIBZ_SYS_STATIC=1), so the runtime image needs no libz.
+# (LIBZ_SYS_STATIC=1), so the runtime image needs no libz. librdkafka's TLS and SASL/SCRAM use the
+# system OpenSSL (libssl-dev, found with pkg-config); the runtime image carries the same
+# Debian release's libssl3.
 # DL3008: the Debian release in the base image's tag is the pin; exact package versions leave the
 # mirror at each point release and would break the build.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends g++ gcc make python3 zlib1g-dev \
+    && apt-get install -y --no-install-recommends g++ gcc libssl-dev make pkg-config python3 zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 ARG CARGO_CHEF_VERSION=0.1.78
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}" \

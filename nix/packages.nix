@@ -51,9 +51,10 @@ let
     pname = "realchat";
     strictDeps = true;
     # mklove (librdkafka's configure) needs bash, make and a C/C++ compiler, all in stdenv;
-    # pkg-config lets libz-sys and librdkafka find zlib instead of building their own.
+    # pkg-config lets libz-sys and librdkafka find zlib instead of building their own, and
+    # librdkafka find OpenSSL (TLS and SASL/SCRAM to managed brokers).
     nativeBuildInputs = [ pkgs.pkg-config ];
-    buildInputs = [ pkgs.zlib ];
+    buildInputs = [ pkgs.openssl pkgs.zlib ];
   };
 
   # Every dependency of every workspace member, test and dev dependencies included, so the

@@ -17,7 +17,7 @@ pub mod password;
 pub mod store;
 pub mod tokens;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use realchat_outbox::{
@@ -62,6 +62,11 @@ pub struct Options {
     )]
     pub database_url: Secret<String>,
 
+    /// File holding the PostgreSQL URL (wins over REALCHAT_AUTH_DATABASE_URL), as container
+    /// platforms mount secrets.
+    #[arg(long, env = "REALCHAT_AUTH_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Largest number of database connections.
     #[arg(
         long,
@@ -104,6 +109,7 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database_url: Secret::new(database_url.into()),
+            database_url_file: None,
             database_max_connections: 16,
             migrate: true,
             access_token_ttl_secs: 900,
@@ -112,6 +118,18 @@ impl Options {
             hash_concurrency: 0,
             kafka: KafkaOptions::new("127.0.0.1:9092", ""),
         }
+    }
+}
+
+impl Options {
+    /// The database URL, from REALCHAT_AUTH_DATABASE_URL_FILE when that is set.
+    pub fn database_url(&self) -> anyhow::Result<Secret<String>> {
+        Ok(realchat_runtime::config::secret_or_file(
+            "REALCHAT_AUTH_DATABASE_URL",
+            Some(&self.database_url),
+            self.database_url_file.as_deref(),
+        )?
+        .unwrap_or_else(|| self.database_url.clone()))
     }
 }
 
@@ -134,9 +152,14 @@ pub struct Service {
 
 impl Service {
     /// Binds the listeners (port 0 picks a free one), prepares the database and the keys.
-    pub async fn build(options: Options) -> anyhow::Result<Self> {
+    pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let url = options.database_url.expose();
+        options.kafka = options.kafka.resolve()?;
+        let database_url = options.database_url()?;
+        let url = database_url.expose();
+        realchat_runtime::db::check_tls(url)
+            .await
+            .context("REALCHAT_AUTH_DATABASE_URL")?;
         if options.migrate {
             migrate(url).await?;
         }

@@ -139,12 +139,11 @@ impl Cluster {
     /// A view on the Redis at `url` for the replica `replica`, whose claims last `ttl`.
     /// Connects lazily: Redis may be down at startup.
     pub(crate) fn new(
-        url: &str,
+        client: redis::Client,
         prefix: &str,
         replica: &str,
         ttl: Duration,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(CALL_TIMEOUT))

@@ -65,8 +65,9 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the clients.
-    pub async fn build(options: Options) -> anyhow::Result<Self> {
+    pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
+        options.kafka = options.kafka.resolve()?;
         let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let messaging =
             clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
@@ -81,12 +82,12 @@ impl Service {
         );
         let heartbeat = Duration::from_secs(options.heartbeat_secs);
         let cluster = Cluster::new(
-            &options.redis_url,
+            options.redis.client()?,
             &options.redis_prefix,
             &replica,
             heartbeat * 3,
         )
-        .with_context(|| format!("REALCHAT_REDIS_URL={:?}", options.redis_url))?;
+        .context("REALCHAT_REDIS_URL")?;
         if options.kafka.create_topics
             && let Err(error) = options.kafka.ensure_topics().await
         {

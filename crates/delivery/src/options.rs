@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use realchat_outbox::KafkaOptions;
+use realchat_runtime::redis_client::RedisOptions;
 
 /// Configuration of a delivery replica. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,12 +42,8 @@ pub struct Options {
     pub messaging_endpoint: String,
 
     /// Redis for session routes, presence and forwarding between replicas.
-    #[arg(
-        long,
-        env = "REALCHAT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6390"
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisOptions,
 
     /// Prefix of every Redis key and channel delivery uses.
     #[arg(
@@ -133,7 +130,7 @@ impl Options {
             node_id: "delivery".into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
-            redis_url: redis_url.into(),
+            redis: RedisOptions::new(redis_url),
             redis_prefix: "realchat:".into(),
             consumer_group: "delivery".into(),
             allowed_origins: Vec::new(),

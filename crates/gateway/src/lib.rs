@@ -34,6 +34,7 @@ use realchat_runtime::{
     clients,
     http::ServeOptions,
     jwt::Verifier,
+    redis_client::RedisOptions,
 };
 use tokio::net::TcpListener;
 
@@ -94,12 +95,8 @@ pub struct Options {
     pub delivery_endpoints: Vec<String>,
 
     /// Redis for rate limits. When it is unreachable, requests pass (and are counted).
-    #[arg(
-        long,
-        env = "REALCHAT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6390"
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisOptions,
 
     /// Prefix of every Redis key the gateway writes.
     #[arg(
@@ -178,7 +175,7 @@ impl Options {
             messaging_endpoint: messaging_endpoint.into(),
             profile_endpoint: "http://127.0.0.1:7053".into(),
             delivery_endpoints: vec!["ws://127.0.0.1:8081".into()],
-            redis_url: redis_url.into(),
+            redis: RedisOptions::new(redis_url),
             redis_prefix: "realchat:".into(),
             rate_limits: true,
             auth_ip_rate: 5.0,
@@ -250,8 +247,7 @@ impl Service {
             Duration::from_secs(options.token_leeway_secs),
         ));
         let limiter = if options.rate_limits {
-            RateLimiter::new(&options.redis_url, &options.redis_prefix)
-                .with_context(|| format!("REALCHAT_REDIS_URL={:?}", options.redis_url))?
+            RateLimiter::new(options.redis.client()?, &options.redis_prefix)?
         } else {
             RateLimiter::disabled()
         };

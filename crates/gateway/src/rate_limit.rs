@@ -97,9 +97,8 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter on the Redis at `url`. Connects lazily: Redis may be down at startup.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    /// A limiter on the Redis `client` reaches. Connects lazily: Redis may be down at startup.
+    pub fn new(client: redis::Client, prefix: &str) -> Result<Self, redis::RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(250)))
             .set_response_timeout(Some(CHECK_TIMEOUT))

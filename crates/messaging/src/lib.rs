@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod sends;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use realchat_outbox::{
@@ -64,6 +64,11 @@ pub struct Options {
         hide_env_values = true
     )]
     pub database_url: Secret<String>,
+
+    /// File holding the PostgreSQL URL (wins over REALCHAT_MESSAGING_DATABASE_URL), as container
+    /// platforms mount secrets.
+    #[arg(long, env = "REALCHAT_MESSAGING_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
 
     /// Largest number of database connections.
     #[arg(
@@ -114,6 +119,7 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database_url: Secret::new(database_url.into()),
+            database_url_file: None,
             database_max_connections: 32,
             send_writers: 4,
             migrate: true,
@@ -122,6 +128,18 @@ impl Options {
             consumer_group: "messaging".into(),
             kafka,
         }
+    }
+}
+
+impl Options {
+    /// The database URL, from REALCHAT_MESSAGING_DATABASE_URL_FILE when that is set.
+    pub fn database_url(&self) -> anyhow::Result<Secret<String>> {
+        Ok(realchat_runtime::config::secret_or_file(
+            "REALCHAT_MESSAGING_DATABASE_URL",
+            Some(&self.database_url),
+            self.database_url_file.as_deref(),
+        )?
+        .unwrap_or_else(|| self.database_url.clone()))
     }
 }
 
@@ -143,9 +161,14 @@ pub struct Service {
 
 impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the database.
-    pub async fn build(options: Options) -> anyhow::Result<Self> {
+    pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let url = options.database_url.expose();
+        options.kafka = options.kafka.resolve()?;
+        let database_url = options.database_url()?;
+        let url = database_url.expose();
+        realchat_runtime::db::check_tls(url)
+            .await
+            .context("REALCHAT_MESSAGING_DATABASE_URL")?;
         if options.migrate {
             migrate(url).await?;
         }

@@ -1,10 +1,13 @@
 //! Kafka client configuration shared by producers, consumers and topic setup.
 
+use std::path::PathBuf;
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 use std::time::Duration;
+
+use realchat_runtime::config::{Secret, secret_or_file};
 
 use rdkafka::{
     ClientConfig, ClientContext,
@@ -66,6 +69,173 @@ pub struct KafkaOptions {
     /// consumer-group and broker trouble; empty for none.
     #[arg(long = "kafka-debug", env = "REALCHAT_KAFKA_DEBUG", default_value = "")]
     pub debug: String,
+
+    /// How the connections to the brokers are secured.
+    #[command(flatten)]
+    pub security: KafkaSecurity,
+}
+
+/// How clients reach the brokers: in the clear (the local broker), over TLS, or over TLS with a
+/// SASL login (a managed cluster such as MSK with SASL/SCRAM). The same for every producer,
+/// consumer and admin client.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl` (TLS) or `sasl_ssl` (TLS and a SASL login).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "REALCHAT_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value_t = SecurityProtocol::Plaintext
+    )]
+    pub protocol: SecurityProtocol,
+
+    /// SASL mechanism, with `sasl_ssl`.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "REALCHAT_KAFKA_SASL_MECHANISM",
+        value_enum,
+        default_value_t = SaslMechanism::ScramSha512
+    )]
+    pub sasl_mechanism: SaslMechanism,
+
+    /// SASL user name, with `sasl_ssl`.
+    #[arg(long = "kafka-sasl-username", env = "REALCHAT_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+
+    /// SASL password, with `sasl_ssl`.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "REALCHAT_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<Secret<String>>,
+
+    /// File holding the SASL password (wins over REALCHAT_KAFKA_SASL_PASSWORD).
+    #[arg(
+        long = "kafka-sasl-password-file",
+        env = "REALCHAT_KAFKA_SASL_PASSWORD_FILE"
+    )]
+    pub sasl_password_file: Option<PathBuf>,
+
+    /// PEM file of the CA certificates the brokers' certificates must chain to; unset, the
+    /// system's trust store.
+    #[arg(long = "kafka-ssl-ca-file", env = "REALCHAT_KAFKA_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<PathBuf>,
+}
+
+/// librdkafka's `security.protocol`, the ones RealChat supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS, no login.
+    #[default]
+    Plaintext,
+    /// TLS, the brokers' certificates checked against the CA file or the system's store.
+    Ssl,
+    /// TLS and a SASL login.
+    SaslSsl,
+}
+
+/// The SASL mechanisms RealChat supports (librdkafka's `sasl.mechanisms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanism {
+    /// SCRAM with SHA-512 (MSK's).
+    #[default]
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+    /// SCRAM with SHA-256.
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// A plain user name and password, only ever over TLS here.
+    #[value(name = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+impl KafkaSecurity {
+    /// Checks the combination and reads the password file: call at startup, so a missing
+    /// password or an unreadable file stops the process with a clear error instead of a client
+    /// that never connects.
+    pub fn resolve(&self) -> anyhow::Result<Self> {
+        let password = secret_or_file(
+            "REALCHAT_KAFKA_SASL_PASSWORD",
+            self.sasl_password.as_ref(),
+            self.sasl_password_file.as_deref(),
+        )?;
+        if self.protocol == SecurityProtocol::SaslSsl {
+            if self.sasl_username.as_deref().is_none_or(str::is_empty) {
+                anyhow::bail!(
+                    "REALCHAT_KAFKA_SECURITY_PROTOCOL=sasl_ssl needs REALCHAT_KAFKA_SASL_USERNAME"
+                );
+            }
+            if password.is_none() {
+                anyhow::bail!(
+                    "REALCHAT_KAFKA_SECURITY_PROTOCOL=sasl_ssl needs REALCHAT_KAFKA_SASL_PASSWORD or REALCHAT_KAFKA_SASL_PASSWORD_FILE"
+                );
+            }
+        }
+        if let Some(ca) = &self.ssl_ca_file {
+            if self.protocol == SecurityProtocol::Plaintext {
+                anyhow::bail!(
+                    "REALCHAT_KAFKA_SSL_CA_FILE is set but REALCHAT_KAFKA_SECURITY_PROTOCOL is plaintext"
+                );
+            }
+            std::fs::metadata(ca).map_err(|error| {
+                anyhow::anyhow!(
+                    "REALCHAT_KAFKA_SSL_CA_FILE: cannot read {}: {error}",
+                    ca.display()
+                )
+            })?;
+        }
+        Ok(Self {
+            sasl_password: password,
+            sasl_password_file: None,
+            ..self.clone()
+        })
+    }
+
+    /// Sets the security properties on `config`.
+    fn apply(&self, config: &mut ClientConfig) {
+        match self.protocol {
+            SecurityProtocol::Plaintext => {
+                config.set("security.protocol", "plaintext");
+            }
+            SecurityProtocol::Ssl => {
+                config.set("security.protocol", "ssl");
+            }
+            SecurityProtocol::SaslSsl => {
+                config
+                    .set("security.protocol", "sasl_ssl")
+                    .set("sasl.mechanisms", self.sasl_mechanism.name())
+                    .set(
+                        "sasl.username",
+                        self.sasl_username.as_deref().unwrap_or_default(),
+                    )
+                    .set(
+                        "sasl.password",
+                        self.sasl_password
+                            .as_ref()
+                            .map_or("", |password| password.expose().as_str()),
+                    );
+            }
+        }
+        if self.protocol != SecurityProtocol::Plaintext {
+            // Brokers are checked against their host names, as a browser would.
+            config.set("ssl.endpoint.identification.algorithm", "https");
+            if let Some(ca) = &self.ssl_ca_file {
+                config.set("ssl.ca.location", ca.display().to_string());
+            }
+        }
+    }
 }
 
 impl KafkaOptions {
@@ -78,7 +248,29 @@ impl KafkaOptions {
             fetch_wait_ms: 20,
             record_headers: true,
             debug: String::new(),
+            security: KafkaSecurity::default(),
         }
+    }
+
+    /// These options with the security settings checked and the password file read (see
+    /// [`KafkaSecurity::resolve`]).
+    pub fn resolve(&self) -> anyhow::Result<Self> {
+        Ok(Self {
+            security: self.security.resolve()?,
+            ..self.clone()
+        })
+    }
+
+    /// What every client shares: where the brokers are, how to reach them securely, and the
+    /// debug contexts.
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut config);
+        if !self.debug.is_empty() {
+            config.set("debug", &self.debug);
+        }
+        config
     }
 
     /// The topic names in force.
@@ -89,9 +281,8 @@ impl KafkaOptions {
     /// A producer that keeps per-partition order through retries and waits for every in-sync
     /// replica: idempotence on, `acks=all`.
     pub fn producer_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.client_config();
         config
-            .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // The relay already hands over a whole round at once; lingering only delays it (at
@@ -103,22 +294,14 @@ impl KafkaOptions {
             .set("message.timeout.ms", "0")
             .set("reconnect.backoff.max.ms", "1000")
             .set("socket.keepalive.enable", "true");
-        self.with_debug(config)
-    }
-
-    fn with_debug(&self, mut config: ClientConfig) -> ClientConfig {
-        if !self.debug.is_empty() {
-            config.set("debug", &self.debug);
-        }
         config
     }
 
     /// A consumer-group member that stores offsets only when told to (after the handler
     /// succeeded) and commits the stored ones in the background.
     pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.client_config();
         config
-            .set("bootstrap.servers", &self.brokers)
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -132,7 +315,7 @@ impl KafkaOptions {
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string());
-        self.with_debug(config)
+        config
     }
 
     /// Creates every topic and its DLQ if missing, with local partition counts. Gives up after a
@@ -144,9 +327,7 @@ impl KafkaOptions {
     }
 
     async fn create_missing_topics(&self) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .create()?;
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let topics = self.topics();
         let names: Vec<(String, i32)> = Topic::ALL
             .into_iter()

@@ -14,7 +14,7 @@ mod grpc;
 pub mod metrics;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use realchat_outbox::{
@@ -59,6 +59,11 @@ pub struct Options {
     )]
     pub database_url: Secret<String>,
 
+    /// File holding the PostgreSQL URL (wins over REALCHAT_PROFILE_DATABASE_URL), as container
+    /// platforms mount secrets.
+    #[arg(long, env = "REALCHAT_PROFILE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Largest number of database connections.
     #[arg(
         long,
@@ -99,12 +104,25 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database_url: Secret::new(database_url.into()),
+            database_url_file: None,
             database_max_connections: 16,
             migrate: true,
             auth_endpoint: "http://127.0.0.1:7051".into(),
             consumer_group: "profile".into(),
             kafka,
         }
+    }
+}
+
+impl Options {
+    /// The database URL, from REALCHAT_PROFILE_DATABASE_URL_FILE when that is set.
+    pub fn database_url(&self) -> anyhow::Result<Secret<String>> {
+        Ok(realchat_runtime::config::secret_or_file(
+            "REALCHAT_PROFILE_DATABASE_URL",
+            Some(&self.database_url),
+            self.database_url_file.as_deref(),
+        )?
+        .unwrap_or_else(|| self.database_url.clone()))
     }
 }
 
@@ -126,9 +144,14 @@ pub struct Service {
 
 impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the database.
-    pub async fn build(options: Options) -> anyhow::Result<Self> {
+    pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let url = options.database_url.expose();
+        options.kafka = options.kafka.resolve()?;
+        let database_url = options.database_url()?;
+        let url = database_url.expose();
+        realchat_runtime::db::check_tls(url)
+            .await
+            .context("REALCHAT_PROFILE_DATABASE_URL")?;
         if options.migrate {
             migrate(url).await?;
         }

@@ -4,7 +4,9 @@
 //! `--help` lists every variable with its default, and a wrong value stops the process before it
 //! binds anything, naming the variable.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context as _;
 
 /// Logging and lifecycle options shared by every service.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,6 +75,26 @@ impl<T: FromStr> FromStr for Secret<T> {
     }
 }
 
+/// A secret given in its variable or, as container platforms mount secrets, in a file named by
+/// `<variable>_FILE`, which wins when both are set. The file's content is the value, without its
+/// trailing line break. Errors name the variable and the file, never the value.
+pub fn secret_or_file(
+    name: &str,
+    value: Option<&Secret<String>>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<Secret<String>>> {
+    let Some(file) = file else {
+        return Ok(value.cloned());
+    };
+    let content = std::fs::read_to_string(file)
+        .with_context(|| format!("{name}_FILE: cannot read {}", file.display()))?;
+    let content = content.trim_end_matches(['\n', '\r']);
+    if content.is_empty() {
+        anyhow::bail!("{name}_FILE: {} is empty", file.display());
+    }
+    Ok(Some(Secret::new(content.to_owned())))
+}
+
 /// Parses a duration given in whole seconds, for `clap` value parsers.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -96,6 +118,36 @@ mod tests {
         let secret = Secret::new("postgres://user:hunter2@db/auth".to_string());
         assert_eq!(format!("{secret:?}"), "Secret(***)");
         assert!(secret.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_secret_file_wins_and_loses_its_line_break_and_errors_keep_the_value_out()
+    -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("realchat-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n")?;
+        let given = Secret::new("from-the-variable".to_owned());
+
+        let from_file = secret_or_file("REALCHAT_X", Some(&given), Some(&file))?;
+        assert_eq!(
+            from_file.as_ref().map(|s| s.expose().as_str()),
+            Some("s3cret")
+        );
+        let from_variable = secret_or_file("REALCHAT_X", Some(&given), None)?;
+        assert_eq!(from_variable, Some(given));
+        assert_eq!(secret_or_file("REALCHAT_X", None, None)?, None);
+
+        std::fs::write(&file, "\n")?;
+        let empty = secret_or_file("REALCHAT_X", None, Some(&file));
+        assert!(
+            empty.is_err_and(|e| format!("{e:#}").contains("REALCHAT_X_FILE")),
+            "an empty file is refused, naming the variable"
+        );
+        let missing = secret_or_file("REALCHAT_X", None, Some(&dir.join("absent")));
+        assert!(missing.is_err_and(|e| format!("{e:#}").contains("absent")));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sqlx::{
-    PgPool,
+    Connection as _, PgConnection, PgPool,
     migrate::{MigrateDatabase as _, Migrator},
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
 
 /// A pool that connects lazily and gives up on a connection after `acquire_timeout`, so a request
@@ -22,6 +23,74 @@ pub fn pool(
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
         .connect_lazy_with(options))
+}
+
+/// Fails when TLS to the server cannot be set up as the URL asks (`sslmode=verify-full` with a
+/// CA that did not sign the server's certificate, a host name the certificate does not name,
+/// `sslmode=require` against a server without TLS): configuration that no retry fixes, so it
+/// should stop the process at startup with a clear error. A server that is down or refuses for
+/// another reason is left to the pool, which connects once it is back.
+///
+/// The URL's `sslmode` and `sslrootcert` work as in libpq; without them, TLS is used when the
+/// server offers it, unverified (`prefer`).
+pub async fn check_tls(url: &str) -> anyhow::Result<()> {
+    // Not `url` in the context: it may hold a password.
+    let options: PgConnectOptions = url.parse().context("the PostgreSQL URL does not parse")?;
+    let mode = options.get_ssl_mode();
+    if matches!(mode, PgSslMode::Disable | PgSslMode::Allow) {
+        return Ok(());
+    }
+    let attempt =
+        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await;
+    match attempt {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => match tls_failure(&error) {
+            Some(reason) => anyhow::bail!(
+                "TLS to PostgreSQL at {}:{} failed (sslmode={}): {reason}",
+                options.get_host(),
+                options.get_port(),
+                ssl_mode_name(mode)
+            ),
+            None => {
+                tracing::warn!(
+                    error = %error,
+                    "PostgreSQL is not reachable yet; connecting when it is"
+                );
+                Ok(())
+            }
+        },
+        Err(_) => {
+            tracing::warn!("PostgreSQL did not answer within 5 s; connecting when it does");
+            Ok(())
+        }
+    }
+}
+
+/// Why `error` is a failure to set up TLS, if it is one: sqlx reports some as `Tls`, and a
+/// certificate the handshake refused as an I/O error carrying rustls's.
+fn tls_failure(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Tls(error) => Some(error.to_string()),
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    }
+}
+
+fn ssl_mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
 }
 
 /// Creates the database named in `url` if it does not exist yet.

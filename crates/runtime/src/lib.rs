@@ -31,6 +31,8 @@ pub mod grpc;
 pub mod http;
 pub mod jwt;
 pub mod net;
+#[cfg(feature = "redis")]
+pub mod redis_client;
 pub mod rules;
 pub mod settings;
 pub mod shutdown;

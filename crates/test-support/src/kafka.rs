@@ -19,7 +19,12 @@ pub async fn fresh_topics() -> KafkaOptions {
 
 /// Kafka options with a fresh topic prefix on `brokers`, the topics created.
 pub async fn fresh_topics_on(brokers: &str) -> KafkaOptions {
-    let options = KafkaOptions::new(brokers, crate::unique("t") + ".");
+    fresh_topics_with(KafkaOptions::new(brokers, "")).await
+}
+
+/// `options` (a broker behind TLS, say) with a fresh topic prefix, the topics created.
+pub async fn fresh_topics_with(mut options: KafkaOptions) -> KafkaOptions {
+    options.topic_prefix = crate::unique("t") + ".";
     options.ensure_topics().await.unwrap();
     options
 }

@@ -13,6 +13,8 @@ pub struct KafkaServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The TLS terminator clients go through, when there is one.
+    tls: Option<crate::tls::Stunnel>,
 }
 
 /// Where the `tansu` binary is: `REALCHAT_TEST_TANSU`, else `$CARGO_HOME/bin/tansu`, else the PATH.
@@ -36,12 +38,27 @@ fn tansu() -> PathBuf {
 impl KafkaServer {
     /// Starts one and waits until it accepts connections.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts one that clients reach only over TLS, through a terminator with `server`'s
+    /// certificate (for `localhost`), as they would reach a managed cluster: the broker
+    /// advertises the terminator's address, so every connection after the bootstrap one goes
+    /// through it too.
+    pub async fn start_behind_tls(server: &crate::tls::ServerCert) -> Self {
+        Self::start_with(Some(server)).await
+    }
+
+    async fn start_with(tls: Option<&crate::tls::ServerCert>) -> Self {
         let dir = std::env::temp_dir().join(crate::unique("realchat-kafka-"));
         std::fs::create_dir_all(&dir).unwrap();
+        let port = crate::free_port();
+        let tls = tls.map(|cert| crate::tls::Stunnel::start(crate::free_port(), port, cert));
         let mut server = Self {
-            port: crate::free_port(),
+            port,
             dir,
             child: None,
+            tls,
         };
         server.resume().await;
         // The index Tansu 0.6 lacks (see xtask's broker module), best effort. Only on a new
@@ -58,9 +75,13 @@ impl KafkaServer {
         server
     }
 
-    /// `host:port`, for `bootstrap.servers`.
+    /// `host:port`, for `bootstrap.servers`: the TLS terminator's (named `localhost`, as its
+    /// certificate is) when there is one.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.tls {
+            Some(tls) => format!("localhost:{}", tls.port()),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     /// Its process id while it runs.
@@ -80,6 +101,7 @@ impl KafkaServer {
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.brokers());
         let child = Command::new(tansu())
             .current_dir(&self.dir)
             .args([
@@ -87,7 +109,7 @@ impl KafkaServer {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdin(Stdio::null())

@@ -22,6 +22,7 @@ mod db;
 pub mod kafka;
 mod kafka_server;
 mod redis_server;
+pub mod tls;
 pub mod ws;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod faults;
 mod frames;
 mod order;
 mod presence;
+mod tls;
 
 use std::time::Duration;
 

@@ -73,10 +73,10 @@ async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stopped_requests_pass_and_are_counted_and_limits_return_with_it() {
     let mut redis = RedisServer::start().await;
-    let url = redis.url();
+    let options = redis.options();
     let app = TestApp::builder()
         .gateway(move |o| {
-            o.redis_url = url;
+            o.redis = options;
             o.user_rate = 0.1;
             o.user_burst = 2;
         })
