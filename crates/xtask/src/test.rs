@@ -42,7 +42,7 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     }
 
     step!(
-        "[3/6] Packaging: README, Nix, compose and dashboards, checked against what the binaries read"
+        "[3/6] Packaging: README, Nix, compose, Terraform and dashboards, checked against what the binaries read"
     );
     let status = packaging_checks(&settings)?;
     if !status.success() {
@@ -236,7 +236,8 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
 }
 
 /// The checks of what packages and watches the services: the Nix files, docker-compose and its
-/// Dockerfile (against the settings each binary prints), and the dashboards and alert rules
+/// Dockerfile, the Terraform modules (against the settings each binary prints), and the
+/// dashboards and alert rules
 /// (offline; the soak checks them against its running topology). They install their tools into
 /// a cache on first use.
 fn packaging_checks(settings: &Settings) -> Result<ExitStatus> {
@@ -248,6 +249,7 @@ fn packaging_checks(settings: &Settings) -> Result<ExitStatus> {
     for script in [
         "nixos-tests/check.sh",
         "compose/check.sh",
+        "infra/check.sh",
         "dashboards/check.sh",
     ] {
         status = Command::new("bash")
