@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use realchat_outbox::Topic;
+use realchat_events::Topic;
 use realchat_proto::auth::v1::{
     GetJwksRequest, GetUserRequest, GetUsersRequest, GetUsersResponse, Jwk, Jwks, LoginRequest,
     LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, TokenPair, User,

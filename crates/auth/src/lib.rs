@@ -20,10 +20,8 @@ pub mod tokens;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use realchat_outbox::{
-    KafkaOptions,
-    relay::{Relay, RelayOptions},
-};
+use realchat_events::KafkaOptions;
+use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::auth::v1::auth_server::AuthServer;
 use realchat_runtime::{Shutdown, admin, config::Secret};
 use sqlx::PgPool;
@@ -119,17 +117,16 @@ impl Options {
             kafka: KafkaOptions::new("127.0.0.1:9092", ""),
         }
     }
-}
 
-impl Options {
-    /// The database URL, from REALCHAT_AUTH_DATABASE_URL_FILE when that is set.
-    pub fn database_url(&self) -> anyhow::Result<Secret<String>> {
-        Ok(realchat_runtime::config::secret_or_file(
-            "REALCHAT_AUTH_DATABASE_URL",
-            Some(&self.database_url),
-            self.database_url_file.as_deref(),
-        )?
-        .unwrap_or_else(|| self.database_url.clone()))
+    /// The database these options name.
+    pub fn database(&self) -> realchat_runtime::db::Database<'_> {
+        realchat_runtime::db::Database {
+            variable: "REALCHAT_AUTH_DATABASE_URL",
+            url: &self.database_url,
+            url_file: self.database_url_file.as_deref(),
+            max_connections: self.database_max_connections,
+            migrate: self.migrate,
+        }
     }
 }
 
@@ -154,21 +151,8 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one), prepares the database and the keys.
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        options.kafka = options.kafka.resolve()?;
-        let database_url = options.database_url()?;
-        let url = database_url.expose();
-        realchat_runtime::db::check_tls(url)
-            .await
-            .context("REALCHAT_AUTH_DATABASE_URL")?;
-        if options.migrate {
-            migrate(url).await?;
-        }
-        let pool = realchat_runtime::db::pool(
-            url,
-            options.database_max_connections,
-            Duration::from_secs(3),
-        )
-        .context("REALCHAT_AUTH_DATABASE_URL")?;
+        options.kafka = options.kafka.prepare().await?;
+        let pool = options.database().open(&MIGRATOR).await?;
         let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
         let keys = keys::KeyRing::load(
             pool.clone(),
@@ -192,14 +176,6 @@ impl Service {
             realchat_runtime::net::bind("REALCHAT_AUTH_GRPC_ADDR", options.grpc_addr).await?;
         let admin =
             realchat_runtime::net::bind("REALCHAT_AUTH_ADMIN_ADDR", options.admin_addr).await?;
-        if options.kafka.create_topics
-            && let Err(error) = options.kafka.ensure_topics().await
-        {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not create the Kafka topics; continuing"
-            );
-        }
         Ok(Self {
             grpc,
             admin,

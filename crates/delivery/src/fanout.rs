@@ -24,7 +24,7 @@ use std::{
 
 use futures::{FutureExt as _, StreamExt as _};
 use prost::Message as _;
-use realchat_outbox::consumer::{Event, Handler, HandlerError};
+use realchat_events::consumer::{Event, Handler, HandlerError};
 use realchat_proto::{
     delivery::v1::{Forward, forward::Item},
     events::v1::{Envelope, envelope::Payload},

@@ -21,7 +21,7 @@ use crate::{
 /// after the sweep made a killed replica's conversations wait about 30 s.
 fn rejoin_delay(ttl: Duration, heartbeat: Duration) -> Duration {
     let silent = ttl.saturating_sub(heartbeat);
-    (realchat_outbox::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2))
+    (realchat_events::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2))
         .saturating_sub(silent)
 }
 

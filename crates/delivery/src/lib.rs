@@ -29,7 +29,7 @@ pub use routes::MAX_PRESENCE_USERS;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use realchat_outbox::{
+use realchat_events::{
     Topic,
     consumer::{self, ConsumerOptions},
 };
@@ -67,7 +67,7 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the clients.
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        options.kafka = options.kafka.resolve()?;
+        options.kafka = options.kafka.prepare().await?;
         let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let messaging =
             clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
@@ -88,14 +88,6 @@ impl Service {
             heartbeat * 3,
         )
         .context("REALCHAT_REDIS_URL")?;
-        if options.kafka.create_topics
-            && let Err(error) = options.kafka.ensure_topics().await
-        {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not create the Kafka topics; continuing"
-            );
-        }
         let shared = Arc::new(Shared {
             hub: Arc::new(Hub::new(options.send_queue as usize)),
             cluster,

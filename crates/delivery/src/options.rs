@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use realchat_outbox::KafkaOptions;
+use realchat_events::KafkaOptions;
 use realchat_runtime::redis_client::RedisOptions;
 
 /// Configuration of a delivery replica. Every field has a default that works with `cargo xtask up`.

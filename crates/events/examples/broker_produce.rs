@@ -2,7 +2,7 @@
 //! relay's, with all of them in flight: the ceiling of the relay on that broker.
 //!
 //! ```sh
-//! cargo run --release -p realchat-outbox --example broker_produce -- 127.0.0.1:9092 20000 3
+//! cargo run --release -p realchat-events --example broker_produce -- 127.0.0.1:9092 20000 3
 //! ```
 //! Arguments: brokers, records, headers per record (0 to 3), and optionally an offered rate in
 //! records per second: then the records are handed over one at a time at that rate, as the relay
@@ -14,7 +14,7 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
-use realchat_outbox::KafkaOptions;
+use realchat_events::KafkaOptions;
 
 /// Distinct keys, spread over the topic's partitions.
 const KEYS: usize = 500;
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("produce-rate-{}.", std::process::id());
     let kafka = KafkaOptions::new(brokers, prefix);
     kafka.ensure_topics().await?;
-    let topic = kafka.topics().name(realchat_outbox::Topic::Messages);
+    let topic = kafka.topics().name(realchat_events::Topic::Messages);
     let producer: FutureProducer = kafka.producer_config().create()?;
     let payload = vec![7u8; 300];
     // Connecting, the producer id and the topic's metadata come with the first records: not part

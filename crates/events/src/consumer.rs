@@ -38,7 +38,7 @@ use crate::{
     KafkaOptions, Topic,
     kafka::close_on_own_thread,
     metrics,
-    relay::{backoff, sleep_or_cancel},
+    retry::{backoff, sleep_or_cancel},
     stall::{self, StallWatch},
 };
 

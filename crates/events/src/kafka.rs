@@ -318,6 +318,22 @@ impl KafkaOptions {
         config
     }
 
+    /// What a service does with these options before it serves: check the security settings
+    /// and read the password file ([`Self::resolve`]), then, when asked to, create missing topics
+    /// (best effort: a broker that is down is said in a warning, and the service starts anyway).
+    pub async fn prepare(&self) -> anyhow::Result<Self> {
+        let resolved = self.resolve()?;
+        if resolved.create_topics
+            && let Err(error) = resolved.ensure_topics().await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not create the Kafka topics; continuing"
+            );
+        }
+        Ok(resolved)
+    }
+
     /// Creates every topic and its DLQ if missing, with local partition counts. Gives up after a
     /// few seconds: a service must start (and take sends) while the broker is down.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {

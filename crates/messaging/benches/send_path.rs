@@ -114,7 +114,7 @@ async fn main() {
     consumer
         .subscribe(&[kafka
             .topics()
-            .name(realchat_outbox::Topic::Messages)
+            .name(realchat_events::Topic::Messages)
             .as_str()])
         .unwrap();
     let watcher = {

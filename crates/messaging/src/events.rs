@@ -2,7 +2,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use realchat_outbox::consumer::{Event, Handler, HandlerError};
+use realchat_events::consumer::{Event, Handler, HandlerError};
 use realchat_proto::events::v1::envelope::Payload;
 use sqlx::PgPool;
 use time::OffsetDateTime;

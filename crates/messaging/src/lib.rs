@@ -18,14 +18,14 @@ pub mod metrics;
 pub mod sends;
 pub mod store;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use realchat_outbox::{
+use realchat_events::{
     KafkaOptions, Topic,
     consumer::{self, ConsumerOptions},
-    relay::{Relay, RelayOptions},
 };
+use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::messaging::v1::messaging_server::MessagingServer;
 use realchat_runtime::{Shutdown, admin, config::Secret};
 use sqlx::PgPool;
@@ -129,17 +129,16 @@ impl Options {
             kafka,
         }
     }
-}
 
-impl Options {
-    /// The database URL, from REALCHAT_MESSAGING_DATABASE_URL_FILE when that is set.
-    pub fn database_url(&self) -> anyhow::Result<Secret<String>> {
-        Ok(realchat_runtime::config::secret_or_file(
-            "REALCHAT_MESSAGING_DATABASE_URL",
-            Some(&self.database_url),
-            self.database_url_file.as_deref(),
-        )?
-        .unwrap_or_else(|| self.database_url.clone()))
+    /// The database these options name.
+    pub fn database(&self) -> realchat_runtime::db::Database<'_> {
+        realchat_runtime::db::Database {
+            variable: "REALCHAT_MESSAGING_DATABASE_URL",
+            url: &self.database_url,
+            url_file: self.database_url_file.as_deref(),
+            max_connections: self.database_max_connections,
+            migrate: self.migrate,
+        }
     }
 }
 
@@ -163,29 +162,8 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the database.
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        options.kafka = options.kafka.resolve()?;
-        let database_url = options.database_url()?;
-        let url = database_url.expose();
-        realchat_runtime::db::check_tls(url)
-            .await
-            .context("REALCHAT_MESSAGING_DATABASE_URL")?;
-        if options.migrate {
-            migrate(url).await?;
-        }
-        let pool = realchat_runtime::db::pool(
-            url,
-            options.database_max_connections,
-            Duration::from_secs(3),
-        )
-        .context("REALCHAT_MESSAGING_DATABASE_URL")?;
-        if options.kafka.create_topics
-            && let Err(error) = options.kafka.ensure_topics().await
-        {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not create the Kafka topics; continuing"
-            );
-        }
+        options.kafka = options.kafka.prepare().await?;
+        let pool = options.database().open(&MIGRATOR).await?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
         realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::Topic;
+use realchat_events::Topic;
 
 /// The channel the relay listens on; [`enqueue`] notifies it, and PostgreSQL delivers the
 /// notification when (and only if) the transaction commits.

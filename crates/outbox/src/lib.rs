@@ -1,4 +1,4 @@
-//! Events out of PostgreSQL and into Kafka, and back out of Kafka into handlers.
+//! Events out of PostgreSQL and into Kafka: the transactional outbox.
 //!
 //! - [`enqueue`] writes an event into the `outbox` table inside the caller's transaction, so the
 //!   event exists if and only if the business change committed; [`enqueue_all`] writes several in
@@ -6,9 +6,9 @@
 //! - [`relay::Relay`] moves outbox rows to Kafka and deletes them only after the broker acknowledged
 //!   them. One relay per database publishes at a time (a PostgreSQL advisory lock elects it), which
 //!   is what keeps per-key order with many replicas; the others stand by and take over when it dies.
-//! - [`consumer`] is the loop every Kafka consumer in RealChat uses: hand each event to a handler,
-//!   store its offset only after the handler succeeded, retry a bounded number of times, then park
-//!   the event in `<topic>.dlq` and move on.
+//!
+//! Topics, the Kafka clients' configuration and the consumer loop are `realchat-events`, which
+//! services that own no database (delivery) use without this crate.
 //!
 //! The outbox table every service with events declares in its own migrations:
 //!
@@ -30,16 +30,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod consumer;
 mod enqueue;
-pub mod kafka;
 pub mod metrics;
 pub mod relay;
-mod stall;
-mod topics;
-
-pub use stall::{GroupProgress, group_progress};
 
 pub use enqueue::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_all};
-pub use kafka::KafkaOptions;
-pub use topics::{Topic, Topics};

@@ -1,4 +1,4 @@
-//! Metric names of the outbox relay and the consumer loop, described once.
+//! Metric names of the outbox relay, described once.
 
 /// Rows waiting in the outbox (sampled).
 pub const OUTBOX_BACKLOG: &str = "outbox_backlog_rows";
@@ -14,17 +14,6 @@ pub const OUTBOX_REFUSED: &str = "outbox_refused_total";
 pub const OUTBOX_DELAY: &str = "outbox_publish_delay_seconds";
 /// 1 while this process is the publishing relay, else 0.
 pub const OUTBOX_LEADER: &str = "outbox_relay_leader";
-
-/// Events a consumer handled, by `topic` and `outcome` (`ok`, `retried`, `dead_lettered`).
-pub const CONSUMED: &str = "consumer_events_total";
-/// Seconds a handler took per event, by `topic`.
-pub const HANDLE_SECONDS: &str = "consumer_handle_seconds";
-
-/// Partitions assigned to this consumer-group member, by `group` (sampled every 5 s).
-pub const ASSIGNED_PARTITIONS: &str = "consumer_assigned_partitions";
-/// Consumer-group members replaced by a new one, by `group` and `reason` (`brokers_lost`,
-/// `unassigned`: stuck without partitions while events waited, `rejoin_requested`).
-pub const REBUILDS: &str = "consumer_rebuilds_total";
 
 /// Registers the descriptions with the recorder.
 pub fn describe() {
@@ -51,19 +40,5 @@ pub fn describe() {
     metrics::describe_gauge!(
         OUTBOX_LEADER,
         "Whether this process is the publishing relay"
-    );
-    metrics::describe_counter!(CONSUMED, "Consumed events by outcome");
-    metrics::describe_gauge!(
-        ASSIGNED_PARTITIONS,
-        "Partitions assigned to this consumer-group member"
-    );
-    metrics::describe_counter!(
-        REBUILDS,
-        "Consumer-group members replaced by a new client, by reason"
-    );
-    metrics::describe_histogram!(
-        HANDLE_SECONDS,
-        metrics::Unit::Seconds,
-        "Handler time per event"
     );
 }

@@ -56,11 +56,13 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{
-    KafkaOptions, NOTIFY_CHANNEL, Topic, Topics,
+use realchat_events::{
+    KafkaOptions, Topic, Topics,
     kafka::{BrokerWatch, WatchedProducer},
-    metrics,
+    retry::{backoff, sleep_or_cancel},
 };
+
+use crate::{NOTIFY_CHANNEL, metrics};
 
 /// How a relay behaves.
 #[derive(Debug, Clone)]
@@ -545,19 +547,4 @@ async fn sample_backlog(pool: PgPool, shutdown: CancellationToken) {
             return;
         }
     }
-}
-
-/// Sleeps unless shutdown comes first; returns whether it slept the whole time.
-pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(duration) => true,
-    }
-}
-
-/// The wait before attempt `attempt`: from about 100 ms, doubling, capped at `max`, jittered
-/// (`realchat_backoff`), so the relays and consumers of every service do not all retry a broker
-/// that just came back in the same instant.
-pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
-    realchat_backoff::Backoff::new(Duration::from_millis(100), max).delay(attempt)
 }

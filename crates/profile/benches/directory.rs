@@ -74,7 +74,7 @@ async fn main() {
         println!("    {line}");
     }
 
-    let kafka = realchat_outbox::KafkaOptions::new(
+    let kafka = realchat_events::KafkaOptions::new(
         test_support::kafka_brokers(),
         test_support::unique("bench") + ".",
     );

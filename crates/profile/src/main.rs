@@ -36,7 +36,11 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("profile", &cli.common)?;
     match cli.command {
         Some(Command::Migrate) => {
-            return realchat_profile::migrate(cli.options.database_url()?.expose()).await;
+            return cli
+                .options
+                .database()
+                .migrate(&realchat_profile::MIGRATOR)
+                .await;
         }
         // Answered before telemetry starts (`Healthcheck`) or before parsing (`Settings`).
         Some(Command::Healthcheck | Command::Settings) | None => {}

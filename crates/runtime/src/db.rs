@@ -1,6 +1,6 @@
 //! PostgreSQL helpers shared by the services that own a database.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use sqlx::{
@@ -8,6 +8,59 @@ use sqlx::{
     migrate::{MigrateDatabase as _, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
+
+use crate::config::{Secret, secret_or_file};
+
+/// A service's database as its options give it: the variable that names it (for errors), the URL
+/// or a file holding it, the pool size, and whether to migrate at startup. Each service declares
+/// the options under its own names (`REALCHAT_<SERVICE>_DATABASE_URL`, ...); what is done with
+/// them is here, once.
+#[derive(Debug, Clone, Copy)]
+pub struct Database<'a> {
+    /// `REALCHAT_<SERVICE>_DATABASE_URL`; `<variable>_FILE` names the file.
+    pub variable: &'static str,
+    /// The URL given in the variable (or its default).
+    pub url: &'a Secret<String>,
+    /// The file holding the URL, which wins when set.
+    pub url_file: Option<&'a Path>,
+    /// Largest number of connections in the pool.
+    pub max_connections: u32,
+    /// Apply pending migrations at startup.
+    pub migrate: bool,
+}
+
+impl Database<'_> {
+    /// The URL in force: the file's when one is given.
+    pub fn url(&self) -> anyhow::Result<Secret<String>> {
+        Ok(
+            secret_or_file(self.variable, Some(self.url), self.url_file)?
+                .unwrap_or_else(|| self.url.clone()),
+        )
+    }
+
+    /// What a service does with its database before it serves: refuse TLS that cannot be set up
+    /// ([`check_tls`]), apply `migrator` when asked, and make the pool (which connects lazily, so
+    /// a database that is down does not stop the service from starting).
+    pub async fn open(&self, migrator: &Migrator) -> anyhow::Result<PgPool> {
+        let url = self.url()?;
+        check_tls(url.expose()).await.context(self.variable)?;
+        if self.migrate {
+            self.migrate_with(&url, migrator).await?;
+        }
+        pool(url.expose(), self.max_connections, Duration::from_secs(3)).context(self.variable)
+    }
+
+    /// Creates the database if missing and applies `migrator` (`<binary> migrate`).
+    pub async fn migrate(&self, migrator: &Migrator) -> anyhow::Result<()> {
+        self.migrate_with(&self.url()?, migrator).await
+    }
+
+    async fn migrate_with(&self, url: &Secret<String>, migrator: &Migrator) -> anyhow::Result<()> {
+        migrate(url.expose(), migrator)
+            .await
+            .with_context(|| format!("migrating the database of {}", self.variable))
+    }
+}
 
 /// A pool that connects lazily and gives up on a connection after `acquire_timeout`, so a request
 /// that needs a database which is down fails fast (and maps to 503) instead of hanging.

@@ -19,7 +19,7 @@ const TEST_POOL: u32 = 8;
 
 /// Configures a [`TestApp`] before it starts.
 pub struct TestAppBuilder {
-    kafka: Option<realchat_outbox::KafkaOptions>,
+    kafka: Option<realchat_events::KafkaOptions>,
     profile: bool,
     delivery_replicas: usize,
     delivery_redis: Option<String>,
@@ -37,7 +37,7 @@ impl std::fmt::Debug for TestAppBuilder {
 
 impl TestAppBuilder {
     /// Uses these Kafka options (a private broker, say) instead of fresh topics on the shared one.
-    pub fn kafka(mut self, kafka: realchat_outbox::KafkaOptions) -> Self {
+    pub fn kafka(mut self, kafka: realchat_events::KafkaOptions) -> Self {
         self.kafka = Some(kafka);
         self
     }
@@ -326,7 +326,7 @@ pub struct TestApp {
     /// The messaging service's database.
     pub messaging_db: TestDatabase,
     /// The broker and this app's own topics.
-    pub kafka: realchat_outbox::KafkaOptions,
+    pub kafka: realchat_events::KafkaOptions,
     /// The auth service's gRPC address.
     pub auth_addr: SocketAddr,
     /// The messaging service's gRPC address.

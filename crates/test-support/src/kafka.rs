@@ -9,7 +9,7 @@ use rdkafka::{
     message::{Headers as _, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
 };
-use realchat_outbox::{KafkaOptions, Topic};
+use realchat_events::{KafkaOptions, Topic};
 use realchat_proto::events::v1::Envelope;
 
 /// Kafka options with a fresh topic prefix on the shared test broker, the topics created.

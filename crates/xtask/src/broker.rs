@@ -23,32 +23,34 @@ use crate::{
 pub(crate) const TANSU_VERSION: &str = "0.6.0";
 
 /// A Kafka topic and its partition count.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Topic {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) partitions: u32,
 }
 
-/// Every topic RealChat uses. Partition counts bound consumer parallelism, and
-/// each dead-letter topic mirrors its source so a record keeps its partition.
-pub(crate) const TOPICS: &[Topic] = &[
-    Topic {
-        name: "realchat.messages.v1",
-        partitions: 12,
-    },
-    Topic {
-        name: "realchat.users.v1",
-        partitions: 6,
-    },
-    Topic {
-        name: "realchat.messages.v1.dlq",
-        partitions: 12,
-    },
-    Topic {
-        name: "realchat.users.v1.dlq",
-        partitions: 6,
-    },
-];
+/// Every topic RealChat uses, from the services' own table (`realchat_events::Topic`): each
+/// source topic, then its dead-letter twin with as many partitions, so a record keeps its
+/// partition. Partition counts bound consumer parallelism.
+pub(crate) fn topics() -> Vec<Topic> {
+    let names = realchat_events::Topics::with_prefix("");
+    realchat_events::Topic::ALL
+        .into_iter()
+        .flat_map(|topic| {
+            let partitions = u32::try_from(topic.default_partitions()).unwrap_or(1);
+            [
+                Topic {
+                    name: names.name(topic),
+                    partitions,
+                },
+                Topic {
+                    name: names.dlq(topic),
+                    partitions,
+                },
+            ]
+        })
+        .collect()
+}
 
 /// SQLite database of the broker, relative to its working directory (the data dir).
 const STORAGE_URL: &str = "sqlite://kafka/tansu.db";
@@ -275,20 +277,21 @@ pub(crate) fn launch(settings: &Settings, tansu: &Path) -> Result<Launch> {
         .env("NO_COLOR", "1"))
 }
 
-/// Creates the topics of [`TOPICS`] that do not exist yet.
+/// Creates the topics of [`topics`] that do not exist yet.
 ///
 /// Existing topics are listed first rather than re-created, because every
 /// rejected create is logged by the broker as an error, which would litter its log.
 pub(crate) fn ensure_topics(settings: &Settings, tansu: &Path) -> Result<()> {
-    step!("kafka: ensuring {} topics", TOPICS.len());
+    let topics = topics();
+    step!("kafka: ensuring {} topics", topics.len());
     let cli = TopicCli {
         tansu,
         broker: format!("tcp://{}", settings.kafka_addr()),
         cwd: &settings.data_dir,
     };
     let existing = cli.list()?;
-    for topic in TOPICS {
-        let outcome = match existing.get(topic.name) {
+    for topic in &topics {
+        let outcome = match existing.get(&topic.name) {
             Some(&partitions) if partitions == topic.partitions as usize => "exists",
             Some(&partitions) => {
                 // Not fixed automatically: `tansu topic delete` (0.6.0, SQLite)
@@ -343,7 +346,7 @@ impl TopicCli<'_> {
     fn create(&self, topic: &Topic) -> Result<&'static str> {
         let partitions = topic.partitions.to_string();
         let (ok, stdout, stderr) =
-            self.run(&["create", topic.name, "--partitions", &partitions])?;
+            self.run(&["create", &topic.name, "--partitions", &partitions])?;
         if ok {
             return Ok("created");
         }
@@ -421,12 +424,21 @@ mod tests {
     }
 
     #[test]
-    fn topic_table_is_consistent() {
-        for topic in TOPICS {
+    fn every_topic_has_a_dead_letter_twin_with_as_many_partitions() {
+        let topics = topics();
+        assert!(topics.iter().any(|t| t.name == "realchat.messages.v1"));
+        for topic in &topics {
             assert!(topic.partitions > 0, "{}", topic.name);
             if let Some(source) = topic.name.strip_suffix(".dlq") {
-                let source = TOPICS.iter().find(|t| t.name == source);
+                let source = topics.iter().find(|t| t.name == source);
                 assert_eq!(source.map(|t| t.partitions), Some(topic.partitions));
+            } else {
+                let dlq = format!("{}.dlq", topic.name);
+                assert!(
+                    topics.iter().any(|t| t.name == dlq),
+                    "{} has no DLQ",
+                    topic.name
+                );
             }
         }
     }

@@ -27,7 +27,7 @@ async fn a_poison_event_goes_to_the_dlq_without_blocking_its_partition() {
     // Same key, so the same partition as the conversation's messages, right before them.
     produce_raw(
         &app.kafka,
-        realchat_outbox::Topic::Messages,
+        realchat_events::Topic::Messages,
         &conversation,
         b"\xffnot protobuf",
     )
@@ -49,7 +49,7 @@ async fn a_poison_event_goes_to_the_dlq_without_blocking_its_partition() {
     use prost::Message as _;
     produce_raw(
         &app.kafka,
-        realchat_outbox::Topic::Messages,
+        realchat_events::Topic::Messages,
         &conversation,
         &bad_event.encode_to_vec(),
     )
@@ -57,7 +57,7 @@ async fn a_poison_event_goes_to_the_dlq_without_blocking_its_partition() {
     app.send(&alice, &conversation, "after the poison").await;
 
     assert_eq!(bob_socket.seqs_until(&conversation, 1, SOON).await, [1]);
-    let dead = read_dlq(&app.kafka, realchat_outbox::Topic::Messages, 2, SOON).await;
+    let dead = read_dlq(&app.kafka, realchat_events::Topic::Messages, 2, SOON).await;
     assert_eq!(dead.len(), 2, "both poison events are parked");
     assert!(
         dead.iter()

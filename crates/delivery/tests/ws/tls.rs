@@ -2,7 +2,7 @@
 //! in-transit encryption), and a broker reached only through TLS (MSK's TLS listener), with the
 //! certificates of a CA the test made.
 
-use realchat_outbox::kafka::SecurityProtocol;
+use realchat_events::kafka::SecurityProtocol;
 use redis::AsyncCommands as _;
 use test_support::{KafkaServer, RedisServer, TestApp, tls::TestCa};
 
@@ -87,7 +87,7 @@ async fn relays_and_consumers_work_through_a_broker_reached_over_tls() {
     let dir = std::env::temp_dir().join(test_support::unique("realchat-kafka-tls-"));
     let ca = TestCa::new(&dir, "kafka");
     let broker = KafkaServer::start_behind_tls(&ca.issue("broker")).await;
-    let mut options = realchat_outbox::KafkaOptions::new(broker.brokers(), "");
+    let mut options = realchat_events::KafkaOptions::new(broker.brokers(), "");
     options.security.protocol = SecurityProtocol::Ssl;
     options.security.ssl_ca_file = Some(ca.cert.clone());
     let kafka = test_support::kafka::fresh_topics_with(options.clone()).await;

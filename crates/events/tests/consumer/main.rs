@@ -13,7 +13,7 @@ use std::{
 };
 
 use prost::Message as _;
-use realchat_outbox::{
+use realchat_events::{
     Topic,
     consumer::{self, ConsumerOptions, Event, Handler, HandlerError},
 };
@@ -75,7 +75,7 @@ fn registered(username: &str) -> Vec<u8> {
 /// Runs a consumer with `handler` until the handler has seen `username`'s event, then stops it
 /// (which commits what it stored).
 async fn consume_until_seen(
-    kafka: &realchat_outbox::KafkaOptions,
+    kafka: &realchat_events::KafkaOptions,
     consumer_options: ConsumerOptions,
     handler: &Arc<Recorder>,
     username: &str,
@@ -93,7 +93,7 @@ async fn consume_until_seen(
 
 /// Runs a consumer with `handler` until `done`, then stops it (which commits what it stored).
 async fn consume_until<H: Handler>(
-    kafka: &realchat_outbox::KafkaOptions,
+    kafka: &realchat_events::KafkaOptions,
     consumer_options: ConsumerOptions,
     handler: &Arc<H>,
     username: &str,
@@ -288,12 +288,12 @@ async fn the_broker_tells_how_many_events_wait_for_a_group_and_how_far_it_commit
         kafka::produce_raw(&options, Topic::Users, name, &registered(name)).await;
     }
     let group = test_support::unique("group-");
-    let before = realchat_outbox::group_progress(&options, &group, &[Topic::Users])
+    let before = realchat_events::group_progress(&options, &group, &[Topic::Users])
         .await
         .unwrap();
     assert_eq!(
         before,
-        realchat_outbox::GroupProgress {
+        realchat_events::GroupProgress {
             waiting: 3,
             committed: 0
         }
@@ -304,12 +304,12 @@ async fn the_broker_tells_how_many_events_wait_for_a_group_and_how_far_it_commit
     let all_three = || handler.seen.lock().unwrap().len() >= 3;
     consume_until(&options, consumer_options, &handler, "p3", all_three).await;
 
-    let after = realchat_outbox::group_progress(&options, &group, &[Topic::Users])
+    let after = realchat_events::group_progress(&options, &group, &[Topic::Users])
         .await
         .unwrap();
     assert_eq!(
         after,
-        realchat_outbox::GroupProgress {
+        realchat_events::GroupProgress {
             waiting: 0,
             committed: 3
         }

@@ -1,7 +1,8 @@
 //! Conversations and their members: creating them, looking them up, changing members, and a
 //! user's list.
 
-use realchat_outbox::{Topic, enqueue};
+use realchat_events::Topic;
+use realchat_outbox::enqueue;
 use realchat_proto::events::v1::{MemberAdded, MemberRemoved, envelope::Payload};
 use sqlx::PgPool;
 use uuid::Uuid;

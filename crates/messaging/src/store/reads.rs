@@ -1,6 +1,7 @@
 //! Read positions, which only move forward, and their `read.updated` events.
 
-use realchat_outbox::{Topic, enqueue};
+use realchat_events::Topic;
+use realchat_outbox::enqueue;
 use realchat_proto::events::v1::{ReadUpdated, envelope::Payload};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -1,7 +1,8 @@
 //! Storing sends: one message or a batch of them, each with its conversation's next seq and
 //! its `message.created` event, in one transaction (group commit, see `crate::sends`).
 
-use realchat_outbox::{NewEvent, Topic, enqueue_all};
+use realchat_events::Topic;
+use realchat_outbox::{NewEvent, enqueue_all};
 use realchat_proto::events::v1::{MessageCreated, envelope::Payload};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;

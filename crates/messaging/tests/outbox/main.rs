@@ -9,10 +9,8 @@ use std::{
     time::Duration,
 };
 
-use realchat_outbox::{
-    Topic,
-    relay::{Relay, RelayOptions},
-};
+use realchat_events::Topic;
+use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
 use test_support::{
@@ -560,7 +558,7 @@ async fn sigterm_answers_every_accepted_send_flushes_the_outbox_and_exits_0() {
 async fn a_relay_without_record_headers_publishes_bare_records_with_the_whole_envelope() {
     let (app, conversation) = without_relay_after_sends(5, "h", "no headers").await;
     let pool = sqlx::PgPool::connect(app.messaging_db.url()).await.unwrap();
-    let kafka = realchat_outbox::KafkaOptions {
+    let kafka = realchat_events::KafkaOptions {
         record_headers: false,
         ..app.kafka.clone()
     };

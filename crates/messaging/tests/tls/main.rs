@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use realchat_events::KafkaOptions;
 use realchat_messaging::{Options, Service};
-use realchat_outbox::KafkaOptions;
 use test_support::tls::{TestCa, TlsPostgres};
 
 fn kafka() -> KafkaOptions {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use prost::Message as _;
-use realchat_outbox::Topic;
+use realchat_events::Topic;
 use realchat_proto::events::v1::{Envelope, UserRegistered, envelope::Payload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
