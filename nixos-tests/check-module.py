@@ -137,7 +137,7 @@ def main() -> None:
     gateway = local["realchat-gateway"]["environment"]
     check(gateway["REALCHAT_DELIVERY_ENDPOINTS"] == "ws://10.0.0.11:8081,ws://10.0.0.12:8081", "local: delivery endpoints are comma-separated")
     check(local["realchat-delivery"]["environment"]["REALCHAT_DELIVERY_ADDR"] == "[::]:8081", "local: IPv6 listen address")
-    check(sorted(cases["local"]["firewall"]) == [443, 8081, 7051], f"local: openFirewall opens exactly the main ports: {cases['local']['firewall']}")
+    check(sorted(cases["local"]["firewall"]) == [443, 7051, 8081], f"local: openFirewall opens exactly the main ports: {cases['local']['firewall']}")
 
     print("ordering after local PostgreSQL, Kafka and Redis, which never stop a service")
     for service in SERVICES:
