@@ -22,7 +22,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt as _;
 use realchat_proto::{
     delivery::v1::{Presence, Typing, forward::Item},
-    messaging::v1::{GetConversationRequest, HistoryRequest, ListConversationsRequest},
+    messaging::v1::{
+        ConversationSummary, GetConversationRequest, HistoryRequest, ListConversationsRequest,
+    },
 };
 use realchat_runtime::clients::MessagingClient;
 use tokio_util::sync::CancellationToken;
@@ -443,19 +445,19 @@ impl Session {
     /// socket is owed what comes next). On a resync, whatever is newer than a cursor is pushed
     /// from history, and a conversation created since the socket opened is pushed whole.
     async fn load_conversations(&mut self, first: bool) -> Result<(), Closing> {
-        let mut messaging = self.shared.messaging.clone();
-        let listed = messaging
-            .list_conversations(ListConversationsRequest {
-                caller_id: self.user_text.clone(),
-            })
-            .await;
-        let conversations = match listed {
-            Ok(response) => response.into_inner().conversations,
+        let conversations = match self.list_conversations().await {
+            Ok(conversations) => conversations,
             Err(status) if first => {
-                // Without the list a new socket still works: live messages set their own
-                // cursors, and the client resumes what it tracks.
+                // Without the list this socket cannot know where each conversation stands: the
+                // first live message of a conversation would start its view, ahead of what the
+                // client is owed, and the client's `resume` would then replay the rest after it,
+                // out of order. Refused, the client reconnects and resumes.
                 tracing::warn!(user.id = %self.user, error = %status.message(), "cannot list the user's conversations");
-                return Ok(());
+                return Err(Closing::with(
+                    close::INTERNAL,
+                    "conversations unavailable: reconnect and resume",
+                    "error",
+                ));
             }
             Err(status) => {
                 // A resync repairs what this socket missed live; dropping it would leave those
@@ -499,6 +501,25 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The user's conversations, retried briefly as a page of history is.
+    async fn list_conversations(&mut self) -> Result<Vec<ConversationSummary>, tonic::Status> {
+        let request = ListConversationsRequest {
+            caller_id: self.user_text.clone(),
+        };
+        let mut attempt = 0u32;
+        loop {
+            let mut messaging = self.shared.messaging.clone();
+            match messaging.list_conversations(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().conversations),
+                Err(status) if attempt < 2 && status.code() != tonic::Code::InvalidArgument => {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(status) => return Err(status),
+            }
+        }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Closing> {

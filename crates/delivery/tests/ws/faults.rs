@@ -702,3 +702,29 @@ async fn a_resync_that_cannot_list_the_conversations_asks_the_client_to_resume()
     app.messaging_db.allow_connections(true).await;
     assert_eq!(code, 1011, "closed so that the client resumes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_socket_that_cannot_list_the_conversations_is_refused_not_handed_messages_ahead() {
+    let app = TestApp::builder().delivery_replicas(1).spawn().await;
+    let alice = app.member().await;
+    let url = format!("ws://{}/v1/ws", app.delivery[0].addr);
+
+    // Without the list the socket does not know where each conversation stands: the next live
+    // message would start its view ahead of what the client is owed, and the client's resume
+    // would replay the rest after it. It must be closed, so the client reconnects and resumes.
+    app.messaging_db.allow_connections(false).await;
+    let mut socket = test_support::ws::Socket::try_connect(&url, Some(&alice.access_token))
+        .await
+        .unwrap();
+    let code = socket.closed(Duration::from_secs(30)).await;
+    app.messaging_db.allow_connections(true).await;
+    assert_eq!(
+        code, 1011,
+        "closed so that the client reconnects and resumes"
+    );
+
+    // Once messaging answers again, sockets open as before.
+    let mut socket = app.socket_to(0, &alice).await;
+    socket.send(&serde_json::json!({"type": "ping"})).await;
+    socket.expect("pong", SOON).await;
+}
