@@ -15,6 +15,8 @@ pub struct KafkaServer {
     child: Option<Child>,
     /// The TLS terminator clients go through, when there is one.
     tls: Option<crate::tls::Stunnel>,
+    /// Whether clients must log in (SASL) before any other request.
+    authentication: bool,
 }
 
 /// Where the `tansu` binary is: `REALCHAT_TEST_TANSU`, else `$CARGO_HOME/bin/tansu`, else the PATH.
@@ -49,6 +51,37 @@ impl KafkaServer {
         Self::start_with(Some(server)).await
     }
 
+    /// Starts one behind TLS, as [`Self::start_behind_tls`], that also refuses every request
+    /// until the client has logged in with SCRAM-SHA-512 as `user` (MSK's `sasl_ssl` listener).
+    ///
+    /// The broker keeps its users in its storage and, once it requires a login, refuses the
+    /// request that creates one from a client that has none; so the user is created first, on
+    /// the same storage, with the login not yet required.
+    pub async fn start_with_scram_behind_tls(
+        server: &crate::tls::ServerCert,
+        user: &str,
+        password: &str,
+    ) -> Self {
+        let mut broker = Self::start_with(Some(server)).await;
+        let created = Command::new(tansu())
+            .current_dir(&broker.dir)
+            .args(["user", "create", "--mechanism", "scram512", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .args([user, password])
+            .stdin(Stdio::null())
+            .output()
+            .expect("the tansu binary runs");
+        assert!(
+            created.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        broker.stop();
+        broker.authentication = true;
+        broker.resume().await;
+        broker
+    }
+
     async fn start_with(tls: Option<&crate::tls::ServerCert>) -> Self {
         let dir = std::env::temp_dir().join(crate::unique("realchat-kafka-"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -59,6 +92,7 @@ impl KafkaServer {
             dir,
             child: None,
             tls,
+            authentication: false,
         };
         server.resume().await;
         // The index Tansu 0.6 lacks (see xtask's broker module), best effort. Only on a new
@@ -102,7 +136,8 @@ impl KafkaServer {
         assert!(self.child.is_none(), "already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://{}", self.brokers());
-        let child = Command::new(tansu())
+        let mut command = Command::new(tansu());
+        command
             .current_dir(&self.dir)
             .args([
                 "broker",
@@ -111,7 +146,11 @@ impl KafkaServer {
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
