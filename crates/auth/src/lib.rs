@@ -29,8 +29,13 @@ use tokio::net::TcpListener;
 
 pub use grpc::AuthApi;
 
-/// The migrations of the `auth` database.
+/// The `auth` database's own migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything the `auth` database is migrated with, in order: its own, then the outbox table's.
+pub fn migrators() -> [&'static sqlx::migrate::Migrator; 2] {
+    [&MIGRATOR, &*realchat_outbox::MIGRATOR]
+}
 
 /// Configuration of the auth service. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,7 +137,7 @@ impl Options {
 
 /// Creates the database if missing and applies the migrations.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+    realchat_runtime::db::migrate(database_url, &migrators())
         .await
         .context("migrating the auth database")
 }
@@ -152,7 +157,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&MIGRATOR).await?;
+        let pool = options.database().open(&migrators()).await?;
         let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
         let keys = keys::KeyRing::load(
             pool.clone(),

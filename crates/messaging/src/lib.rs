@@ -34,8 +34,13 @@ use tokio::net::TcpListener;
 pub use grpc::MessagingApi;
 use sends::Sends;
 
-/// The migrations of the `messaging` database.
+/// The `messaging` database's own migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything the `messaging` database is migrated with, in order: its own, then the outbox table's.
+pub fn migrators() -> [&'static sqlx::migrate::Migrator; 2] {
+    [&MIGRATOR, &*realchat_outbox::MIGRATOR]
+}
 
 /// Configuration of the messaging service. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -144,7 +149,7 @@ impl Options {
 
 /// Creates the database if missing and applies the migrations.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+    realchat_runtime::db::migrate(database_url, &migrators())
         .await
         .context("migrating the messaging database")
 }
@@ -163,7 +168,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&MIGRATOR).await?;
+        let pool = options.database().open(&migrators()).await?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
         realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             return cli
                 .options
                 .database()
-                .migrate(&realchat_messaging::MIGRATOR)
+                .migrate(&realchat_messaging::migrators())
                 .await;
         }
         // Answered before telemetry starts (`Healthcheck`) or before parsing (`Settings`).

@@ -10,23 +10,9 @@
 //! Topics, the Kafka clients' configuration and the consumer loop are `realchat-events`, which
 //! services that own no database (delivery) use without this crate.
 //!
-//! The outbox table every service with events declares in its own migrations:
-//!
-//! ```sql
-//! CREATE TABLE outbox (
-//!     id          bigserial PRIMARY KEY,
-//!     topic       text NOT NULL,            -- a `Topic`'s logical name, e.g. `messages`
-//!     key         text NOT NULL,            -- the Kafka key: conversation or user id
-//!     event_id    uuid NOT NULL,
-//!     event_type  text NOT NULL,
-//!     traceparent text NOT NULL DEFAULT '',
-//!     payload     bytea NOT NULL,           -- an encoded `realchat.events.v1.Envelope`
-//!     created_at  timestamptz NOT NULL DEFAULT now()
-//! );
-//! -- Where events can exceed 2 KB (messaging's carry the member ids): rows live only until the
-//! -- relay deletes them, so compressing them is CPU for nothing.
-//! ALTER TABLE outbox ALTER COLUMN payload SET STORAGE EXTERNAL;
-//! ```
+//! The outbox table is this crate's: [`MIGRATOR`] creates it (`migrations/`), and each service
+//! that publishes applies it after its own migrations, keeping its history in a table of its own
+//! (`_realchat_outbox_migrations`) so its versions never mix with the service's.
 
 #![forbid(unsafe_code)]
 
@@ -35,3 +21,15 @@ pub mod metrics;
 pub mod relay;
 
 pub use enqueue::{NOTIFY_CHANNEL, NewEvent, enqueue, enqueue_all};
+
+use std::sync::LazyLock;
+
+use sqlx::migrate::Migrator;
+
+/// The outbox table's migrations, for [`realchat_runtime::db::Database::open`] after the
+/// service's own.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("_realchat_outbox_migrations");
+    migrator
+});

@@ -28,8 +28,13 @@ use tokio::net::TcpListener;
 
 pub use grpc::ProfilesApi;
 
-/// The migrations of the `profile` database.
+/// The `profile` database's own migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything the `profile` database is migrated with (it has no outbox).
+pub fn migrators() -> [&'static sqlx::migrate::Migrator; 1] {
+    [&MIGRATOR]
+}
 
 /// Configuration of the profile service. Every field has a default that works with `cargo xtask up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,7 +132,7 @@ impl Options {
 
 /// Creates the database if missing and applies the migrations.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    realchat_runtime::db::migrate(database_url, &MIGRATOR)
+    realchat_runtime::db::migrate(database_url, &migrators())
         .await
         .context("migrating the profile database")
 }
@@ -146,7 +151,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&MIGRATOR).await?;
+        let pool = options.database().open(&migrators()).await?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
         realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =

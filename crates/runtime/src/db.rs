@@ -39,24 +39,28 @@ impl Database<'_> {
     }
 
     /// What a service does with its database before it serves: refuse TLS that cannot be set up
-    /// ([`check_tls`]), apply `migrator` when asked, and make the pool (which connects lazily, so
-    /// a database that is down does not stop the service from starting).
-    pub async fn open(&self, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    /// ([`check_tls`]), apply `migrators` when asked, and make the pool (which connects lazily,
+    /// so a database that is down does not stop the service from starting).
+    pub async fn open(&self, migrators: &[&Migrator]) -> anyhow::Result<PgPool> {
         let url = self.url()?;
         check_tls(url.expose()).await.context(self.variable)?;
         if self.migrate {
-            self.migrate_with(&url, migrator).await?;
+            self.migrate_with(&url, migrators).await?;
         }
         pool(url.expose(), self.max_connections, Duration::from_secs(3)).context(self.variable)
     }
 
-    /// Creates the database if missing and applies `migrator` (`<binary> migrate`).
-    pub async fn migrate(&self, migrator: &Migrator) -> anyhow::Result<()> {
-        self.migrate_with(&self.url()?, migrator).await
+    /// Creates the database if missing and applies `migrators` (`<binary> migrate`).
+    pub async fn migrate(&self, migrators: &[&Migrator]) -> anyhow::Result<()> {
+        self.migrate_with(&self.url()?, migrators).await
     }
 
-    async fn migrate_with(&self, url: &Secret<String>, migrator: &Migrator) -> anyhow::Result<()> {
-        migrate(url.expose(), migrator)
+    async fn migrate_with(
+        &self,
+        url: &Secret<String>,
+        migrators: &[&Migrator],
+    ) -> anyhow::Result<()> {
+        migrate(url.expose(), migrators)
             .await
             .with_context(|| format!("migrating the database of {}", self.variable))
     }
@@ -159,14 +163,21 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Creates the database if needed and applies `migrator`. Safe to run from several replicas at
-/// once: sqlx takes an advisory lock around the migrations.
-pub async fn migrate(url: &str, migrator: &Migrator) -> Result<(), sqlx::Error> {
+/// Creates the database if needed and applies `migrators` in order: a service's own first, then
+/// those of the shared parts it uses (the outbox's), each keeping its history in its own table.
+/// Safe to run from several replicas at once: sqlx takes an advisory lock around each.
+pub async fn migrate(url: &str, migrators: &[&Migrator]) -> Result<(), sqlx::Error> {
     ensure_database(url).await?;
     let pool = pool(url, 2, Duration::from_secs(10))?;
-    migrator.run(&pool).await?;
+    let mut applied = Ok(());
+    for migrator in migrators {
+        applied = migrator.run(&pool).await.map_err(sqlx::Error::from);
+        if applied.is_err() {
+            break;
+        }
+    }
     pool.close().await;
-    Ok(())
+    applied
 }
 
 /// Whether `error` means the database is unreachable or refusing work for now (worth a 503 and a

@@ -638,3 +638,49 @@ async fn a_row_the_producer_refuses_holds_back_only_its_own_key_and_keeps_its_or
     stop.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// The outbox table's shape in a database: each column with its type, and how `payload` is
+/// stored (`e`: out of line, uncompressed).
+async fn outbox_shape(db: &test_support::TestDatabase) -> (Vec<(String, String)>, String) {
+    let mut conn = db.connect().await;
+    let columns = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_name = 'outbox' ORDER BY ordinal_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let storage: i8 = sqlx::query_scalar(
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'payload'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    (columns, char::from(storage as u8).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_database_that_publishes_has_the_outbox_crates_table() {
+    let messaging = test_support::TestDatabase::new("messaging");
+    realchat_messaging::migrate(messaging.url()).await.unwrap();
+    let (columns, storage) = outbox_shape(&messaging).await;
+    assert_eq!(columns.len(), 8, "{columns:?}");
+    assert_eq!(storage, "e");
+
+    // Auth's database, new: the same table.
+    let auth = test_support::TestDatabase::new("auth");
+    realchat_auth::migrate(auth.url()).await.unwrap();
+    assert_eq!(outbox_shape(&auth).await, (columns.clone(), "e".into()));
+
+    // Auth's database as it was before the outbox crate owned the table (auth's own migrations
+    // only, payload compressed): migrating brings it to the same shape, and again is a no-op.
+    let older = test_support::TestDatabase::new("auth");
+    realchat_runtime::db::migrate(older.url(), &[&realchat_auth::MIGRATOR])
+        .await
+        .unwrap();
+    assert_eq!(outbox_shape(&older).await.1, "x");
+    for _ in 0..2 {
+        realchat_auth::migrate(older.url()).await.unwrap();
+        assert_eq!(outbox_shape(&older).await, (columns.clone(), "e".into()));
+    }
+}
