@@ -216,17 +216,20 @@ impl Service {
             kafka,
         } = self;
 
+        // One readiness check behind `/readyz` and the gRPC health service.
+        let readiness = realchat_runtime::db::readiness(pool.clone());
         shutdown.spawn(
             "grpc-server",
-            realchat_runtime::grpc::serve(grpc, AuthServer::new(api.clone()), token.clone()),
+            realchat_runtime::grpc::serve(
+                grpc,
+                AuthServer::new(api.clone()),
+                readiness.clone(),
+                token.clone(),
+            ),
         );
         shutdown.spawn(
             "admin-server",
-            admin::serve(
-                admin,
-                realchat_runtime::db::readiness(pool.clone()),
-                token.clone(),
-            ),
+            admin::serve(admin, readiness, token.clone()),
         );
 
         let relay = Relay::new(pool.clone(), &kafka, RelayOptions::default())?;

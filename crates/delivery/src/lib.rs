@@ -51,6 +51,8 @@ pub struct Service {
     public: TcpListener,
     admin: TcpListener,
     state: AppState,
+    /// Messaging's channel, for the readiness check.
+    messaging: tonic::transport::Channel,
     options: Options,
 }
 
@@ -69,8 +71,9 @@ impl Service {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
         let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
-        let messaging =
-            clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        let messaging_channel =
+            clients::channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        let messaging = clients::messaging(messaging_channel.clone());
         let verifier = Arc::new(Verifier::new(
             Arc::new(clients::AuthKeySource::new(auth)),
             Duration::from_secs(options.token_leeway_secs),
@@ -91,7 +94,7 @@ impl Service {
         let shared = Arc::new(Shared {
             hub: Arc::new(Hub::new(options.send_queue as usize)),
             cluster,
-            messaging,
+            messaging: messaging.clone(),
             options: SessionOptions {
                 idle_timeout: Duration::from_secs(options.idle_timeout_secs),
                 ping_interval: Duration::from_secs(options.ping_interval_secs),
@@ -120,6 +123,7 @@ impl Service {
             public,
             admin,
             state,
+            messaging: messaging_channel,
             options,
         })
     }
@@ -147,13 +151,13 @@ impl Service {
             public,
             admin,
             mut state,
+            messaging,
             options,
         } = self;
         state.token = token.clone();
         let shared = Arc::clone(&state.shared);
         let sessions = state.sessions.clone();
 
-        let messaging = shared.messaging.clone();
         // Ready once forwards can reach this replica: its channel was subscribed (or, if Redis
         // is down at startup, after a grace period: sockets work without Redis, and the
         // forwarding task keeps trying and resyncs every session when it succeeds).
@@ -168,7 +172,7 @@ impl Service {
                 if !channel_up {
                     return Err("forwarding channel: not subscribed yet".to_owned());
                 }
-                clients::messaging_answers(&messaging, Duration::from_secs(1)).await
+                clients::serving("messaging", messaging, Duration::from_secs(1)).await
             }
         });
         let serve_options = ServeOptions {

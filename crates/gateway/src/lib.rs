@@ -239,8 +239,9 @@ impl Service {
     pub async fn build(options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
-        let messaging =
-            clients::messaging("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        let messaging_channel =
+            clients::channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        let messaging = clients::messaging(messaging_channel.clone());
         let profile = clients::profile("REALCHAT_PROFILE_ENDPOINT", &options.profile_endpoint)?;
         let verifier = Arc::new(Verifier::new(
             Arc::new(clients::AuthKeySource::new(auth.clone())),
@@ -258,16 +259,17 @@ impl Service {
             ),
             _ => None,
         };
-        let (ready_auth, ready_messaging) = (auth.clone(), messaging.clone());
+        // Ready while auth answers (its keys are what verifies tokens) and messaging can work.
+        let ready_auth = auth.clone();
         let readiness = admin::readiness(move || {
-            let (mut auth, messaging) = (ready_auth.clone(), ready_messaging.clone());
+            let (mut auth, messaging) = (ready_auth.clone(), messaging_channel.clone());
             async move {
                 let wait = Duration::from_secs(1);
                 tokio::time::timeout(wait, auth.get_jwks(GetJwksRequest {}))
                     .await
                     .map_err(|_| "auth: timed out".to_owned())?
                     .map_err(|status| format!("auth: {}", status.message()))?;
-                clients::messaging_answers(&messaging, wait).await
+                clients::serving("messaging", messaging, wait).await
             }
         });
         let delivery = upstream::Delivery::new(&options.delivery_endpoints)

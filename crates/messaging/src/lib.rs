@@ -232,17 +232,20 @@ impl Service {
                 &options.auth_endpoint,
             )?,
         };
+        // One readiness check behind `/readyz` and the gRPC health service.
+        let readiness = realchat_runtime::db::readiness(pool.clone());
         shutdown.spawn(
             "grpc-server",
-            realchat_runtime::grpc::serve(grpc, MessagingServer::new(api), token.clone()),
+            realchat_runtime::grpc::serve(
+                grpc,
+                MessagingServer::new(api),
+                readiness.clone(),
+                token.clone(),
+            ),
         );
         shutdown.spawn(
             "admin-server",
-            admin::serve(
-                admin,
-                realchat_runtime::db::readiness(pool.clone()),
-                token.clone(),
-            ),
+            admin::serve(admin, readiness, token.clone()),
         );
 
         if options.relay {

@@ -9,10 +9,13 @@ use std::{future::Future, pin::Pin, time::Duration};
 use anyhow::Context as _;
 use realchat_proto::{
     auth::v1::{GetJwksRequest, GetUsersRequest, auth_client},
-    messaging::v1::{GetConversationRequest, messaging_client},
+    messaging::v1::messaging_client,
     profile::v1::profiles_client,
 };
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::{
     jwt::{KeySource, PublicKey},
@@ -53,29 +56,28 @@ pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
 /// 4 MiB, which would turn a big list into an error.
 pub const MAX_MESSAGING_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
-/// A messaging client on `endpoint` (the value of `variable`).
-pub fn messaging(variable: &str, endpoint: &str) -> anyhow::Result<MessagingClient> {
-    Ok(messaging_client::MessagingClient::with_interceptor(
-        channel(variable, endpoint)?,
-        GrpcClientPropagation,
-    )
-    .max_decoding_message_size(MAX_MESSAGING_ANSWER_BYTES))
+/// A messaging client on `channel` (which [`serving`] can ask about too).
+pub fn messaging(channel: Channel) -> MessagingClient {
+    messaging_client::MessagingClient::with_interceptor(channel, GrpcClientPropagation)
+        .max_decoding_message_size(MAX_MESSAGING_ANSWER_BYTES)
 }
 
-/// Whether messaging and its database answer, within `wait`: for readiness checks. Any answer
-/// but `unavailable` (a probe for a conversation that does not exist is a `not_found`) will do.
-pub async fn messaging_answers(messaging: &MessagingClient, wait: Duration) -> Result<(), String> {
-    let probe = GetConversationRequest {
-        caller_id: uuid::Uuid::nil().to_string(),
-        conversation_id: uuid::Uuid::nil().to_string(),
+/// Whether the service behind `channel` can work, within `wait`: its health service
+/// (`grpc.health.v1`, which every RealChat gRPC server offers, see [`crate::grpc::serve`]) says
+/// `SERVING`. For readiness checks of the services that call it; `name` goes in the error.
+pub async fn serving(name: &str, channel: Channel, wait: Duration) -> Result<(), String> {
+    let mut health = HealthClient::with_interceptor(channel, GrpcClientPropagation);
+    let request = HealthCheckRequest {
+        service: String::new(),
     };
-    let mut messaging = messaging.clone();
-    match tokio::time::timeout(wait, messaging.get_conversation(probe)).await {
-        Err(_) => Err("messaging: timed out".to_owned()),
-        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-            Err(format!("messaging: {}", status.message()))
-        }
-        Ok(_) => Ok(()),
+    match tokio::time::timeout(wait, health.check(request)).await {
+        Err(_) => Err(format!("{name}: timed out")),
+        Ok(Err(status)) => Err(format!("{name}: {}", status.message())),
+        Ok(Ok(answer)) if answer.get_ref().status() == ServingStatus::Serving => Ok(()),
+        Ok(Ok(answer)) => Err(format!(
+            "{name}: {}",
+            answer.get_ref().status().as_str_name()
+        )),
     }
 }
 

@@ -1,4 +1,8 @@
-//! How a stable API error code travels inside a gRPC status.
+//! Serving gRPC, and how a stable API error code travels inside a gRPC status.
+//!
+//! Every service's gRPC server also answers the standard health service (`grpc.health.v1`) from
+//! the same readiness check as its `/readyz`, so a caller (the gateway, delivery) or a probe asks
+//! any service whether it can work the same way, knowing nothing of what it does.
 //!
 //! Services answer errors as `tonic::Status` with the code in the [`ERROR_CODE_METADATA`]
 //! metadata entry (`x-realchat-code`); the gateway
@@ -10,14 +14,21 @@ use std::convert::Infallible;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse,
+    health_check_response::ServingStatus,
+    health_server::{Health, HealthServer},
+};
 
-use crate::telemetry::propagation;
+use crate::{admin::Readiness, telemetry::propagation};
 
-/// Serves one gRPC service on `listener` until `shutdown`, then finishes in-flight calls.
-/// Every call gets a span that continues the caller's trace.
+/// Serves one gRPC service on `listener` until `shutdown`, then finishes in-flight calls, with
+/// the health service beside it answering from `readiness`. Every call gets a span that
+/// continues the caller's trace.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -30,15 +41,73 @@ where
     S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
+    let health = Readied {
+        service: S::NAME,
+        readiness,
+        shutdown: shutdown.clone(),
+    };
     tonic::transport::Server::builder()
         .trace_fn(propagation::grpc_server_span)
         .add_service(service)
+        .add_service(HealthServer::new(health))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled_owned(),
         )
         .await
         .context("gRPC server")
+}
+
+/// The health service of a server whose one service is `service`: `SERVING` while its readiness
+/// check passes and it is not shutting down, `NOT_SERVING` otherwise. The check runs for each
+/// call, so the answer is never older than the question.
+struct Readied {
+    service: &'static str,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Health for Readied {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        // The empty name asks about the server as a whole; here it is the same thing.
+        let asked = request.into_inner().service;
+        if !asked.is_empty() && asked != self.service {
+            return Err(tonic::Status::not_found(format!(
+                "no service {asked:?} here"
+            )));
+        }
+        let status = if self.shutdown.is_cancelled() {
+            ServingStatus::NotServing
+        } else {
+            match (self.readiness)().await {
+                Ok(()) => ServingStatus::Serving,
+                Err(why) => {
+                    tracing::debug!(%why, "health check: not serving");
+                    ServingStatus::NotServing
+                }
+            }
+        };
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: status.into(),
+        }))
+    }
+
+    type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+
+    /// Not offered: callers ask when they need to know. The protocol tells clients not to retry
+    /// an `UNIMPLEMENTED` watch.
+    async fn watch(
+        &self,
+        _request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "watch is not offered; call Check",
+        ))
+    }
 }
 
 /// Metadata key carrying the API error code.

@@ -124,6 +124,38 @@ async fn probes_and_the_openapi_document_are_served() {
     }
 }
 
+/// Messaging's gRPC health service answers from its readiness check, and the gateway's
+/// readiness asks it: with messaging's database gone both say so, and both recover with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_messagings_health_service_through_a_database_outage() {
+    use realchat_runtime::clients;
+
+    let app = TestApp::spawn().await;
+    let channel = clients::channel("messaging", &format!("http://{}", app.messaging_addr)).unwrap();
+    let wait = Duration::from_secs(5);
+    assert_eq!(
+        clients::serving("messaging", channel.clone(), wait).await,
+        Ok(())
+    );
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+
+    app.messaging_db.allow_connections(false).await;
+    let answer = clients::serving("messaging", channel.clone(), wait).await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert_eq!(
+        app.get("/readyz", None).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    app.messaging_db.allow_connections(true).await;
+    test_support::eventually("messaging to serve again", Duration::from_secs(20), || {
+        let channel = channel.clone();
+        async move { clients::serving("messaging", channel, wait).await.ok() }
+    })
+    .await;
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_never_produce_a_500() {
     let app = TestApp::spawn().await;
