@@ -6,7 +6,10 @@ use tonic::Code;
 /// Everything that can go wrong in the auth service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request is malformed; the message says which field and why.
+    /// A value in the request breaks one of the API's rules.
+    #[error(transparent)]
+    Invalid(#[from] crate::domain::Invalid),
+    /// The request is malformed otherwise; the message says which field and why.
     #[error("{0}")]
     InvalidArgument(String),
     /// The username exists already (in any letter case).
@@ -42,6 +45,11 @@ impl From<sqlx::Error> for Error {
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         match error {
+            Error::Invalid(invalid) => status(
+                Code::InvalidArgument,
+                "invalid_argument",
+                invalid.to_string(),
+            ),
             Error::InvalidArgument(message) => {
                 status(Code::InvalidArgument, "invalid_argument", message)
             }

@@ -54,8 +54,8 @@ pub struct AuthApi {
 
 impl AuthApi {
     async fn register(&self, request: RegisterRequest) -> Result<User, Error> {
-        let username = Username::parse(&request.username).map_err(Error::InvalidArgument)?;
-        let password = Password::parse(&request.password).map_err(Error::InvalidArgument)?;
+        let username = Username::parse(&request.username)?;
+        let password = Password::parse(&request.password)?;
         // Cheap check first: a taken name should not cost 19 MiB of hashing. The insert below
         // still decides races.
         if store::username_exists(&self.pool, &username).await? {

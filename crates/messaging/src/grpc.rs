@@ -116,17 +116,15 @@ impl MessagingApi {
         request: CreateConversationRequest,
     ) -> Result<CreateConversationResponse, Error> {
         let caller = caller(&request.caller_id)?;
-        let kind = Kind::parse(&request.kind).map_err(Error::InvalidArgument)?;
+        let kind = Kind::parse(&request.kind)?;
         let others = request
             .member_ids
             .iter()
             .map(|id| domain::parse_user_id(id, "member_ids"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Error::InvalidArgument)?;
-        let members = domain::members_of(kind, caller, &others).map_err(Error::InvalidArgument)?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let members = domain::members_of(kind, caller, &others)?;
         let title = match kind {
-            Kind::Group => domain::parse_title(request.has_title.then_some(request.title))
-                .map_err(Error::InvalidArgument)?,
+            Kind::Group => domain::parse_title(request.has_title.then_some(request.title))?,
             Kind::Direct => None,
         };
         self.check_registered(&members).await?;
@@ -145,8 +143,7 @@ impl MessagingApi {
     async fn add_member(&self, request: AddMemberRequest) -> Result<pb::Conversation, Error> {
         let caller = caller(&request.caller_id)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        let user =
-            domain::parse_user_id(&request.user_id, "user_id").map_err(Error::InvalidArgument)?;
+        let user = domain::parse_user_id(&request.user_id, "user_id")?;
         self.check_registered(&[user]).await?;
         let conversation =
             store::add_member(&self.pool, caller, conversation, user, MAX_GROUP_MEMBERS).await?;
@@ -156,9 +153,8 @@ impl MessagingApi {
     async fn send(&self, request: SendRequest) -> Result<SendResponse, Error> {
         let caller = caller(&request.caller_id)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        let client_msg_id =
-            ClientMsgId::parse(request.client_msg_id).map_err(Error::InvalidArgument)?;
-        let body = Body::parse(request.body).map_err(Error::InvalidArgument)?;
+        let client_msg_id = ClientMsgId::parse(request.client_msg_id)?;
+        let body = Body::parse(request.body)?;
         let started = Instant::now();
         let (message, created) = self
             .sends
@@ -182,9 +178,8 @@ impl MessagingApi {
     async fn history(&self, request: HistoryRequest) -> Result<HistoryResponse, Error> {
         let caller = caller(&request.caller_id)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        let page =
-            Page::parse(request.after_seq, request.before_seq).map_err(Error::InvalidArgument)?;
-        let limit = domain::page_limit(request.limit).map_err(Error::InvalidArgument)?;
+        let page = Page::parse(request.after_seq, request.before_seq)?;
+        let limit = domain::page_limit(request.limit)?;
         let messages = store::history(&self.pool, caller, conversation, page, limit).await?;
         Ok(HistoryResponse {
             messages: messages.into_iter().map(to_pb_message).collect(),

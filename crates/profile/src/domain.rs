@@ -13,21 +13,43 @@ pub const DEFAULT_SEARCH_LIMIT: u32 = 20;
 /// Longest search prefix: a username is at most 32 characters.
 pub const MAX_PREFIX: usize = 32;
 
+/// Why a value in a request is not acceptable; the messages are the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("display_name must be 1 to {} characters", MAX_DISPLAY_NAME)]
+    DisplayNameLength,
+    #[error("display_name must not contain control characters")]
+    DisplayNameControl,
+    #[error("bio must be at most {} characters", MAX_BIO)]
+    BioLength,
+    #[error("bio must not contain control characters")]
+    BioControl,
+    #[error(
+        "avatar_url must be an https URL of at most {} characters",
+        MAX_AVATAR_URL
+    )]
+    AvatarUrl,
+    #[error("prefix must be at most {} characters", MAX_PREFIX)]
+    PrefixLength,
+    #[error("prefix must not contain control characters")]
+    PrefixControl,
+    #[error("limit must be 1 to {}", MAX_SEARCH_LIMIT)]
+    Limit,
+}
+
 /// A display name: 1 to 64 characters, not only whitespace, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
 impl DisplayName {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
         let length = trimmed.chars().count();
         if length == 0 || length > MAX_DISPLAY_NAME {
-            return Err(format!(
-                "display_name must be 1 to {MAX_DISPLAY_NAME} characters"
-            ));
+            return Err(Invalid::DisplayNameLength);
         }
         if trimmed.chars().any(char::is_control) {
-            return Err("display_name must not contain control characters".into());
+            return Err(Invalid::DisplayNameControl);
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -42,15 +64,15 @@ impl DisplayName {
 pub struct Bio(String);
 
 impl Bio {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if raw.chars().count() > MAX_BIO {
-            return Err(format!("bio must be at most {MAX_BIO} characters"));
+            return Err(Invalid::BioLength);
         }
         if raw
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t')
         {
-            return Err("bio must not contain control characters".into());
+            return Err(Invalid::BioControl);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -65,15 +87,14 @@ impl Bio {
 pub struct AvatarUrl(String);
 
 impl AvatarUrl {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        const RULE: &str = "avatar_url must be an https URL of at most 2048 characters";
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if raw.len() > MAX_AVATAR_URL || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(RULE.into());
+            return Err(Invalid::AvatarUrl);
         }
-        let uri: http::Uri = raw.parse().map_err(|_| RULE.to_owned())?;
+        let uri: http::Uri = raw.parse().map_err(|_| Invalid::AvatarUrl)?;
         let has_host = uri.host().is_some_and(|h| !h.is_empty());
         if uri.scheme_str() != Some("https") || !has_host {
-            return Err(RULE.into());
+            return Err(Invalid::AvatarUrl);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -88,13 +109,13 @@ impl AvatarUrl {
 pub struct Prefix(String);
 
 impl Prefix {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let lower = raw.trim().to_lowercase();
         if lower.chars().count() > MAX_PREFIX {
-            return Err(format!("prefix must be at most {MAX_PREFIX} characters"));
+            return Err(Invalid::PrefixLength);
         }
         if lower.chars().any(char::is_control) {
-            return Err("prefix must not contain control characters".into());
+            return Err(Invalid::PrefixControl);
         }
         Ok(Self(lower))
     }
@@ -117,11 +138,11 @@ impl Prefix {
 }
 
 /// A search limit: 1 to 100, 20 when absent.
-pub fn search_limit(raw: Option<u32>) -> Result<u32, String> {
+pub fn search_limit(raw: Option<u32>) -> Result<u32, Invalid> {
     match raw {
         None => Ok(DEFAULT_SEARCH_LIMIT),
         Some(limit) if (1..=MAX_SEARCH_LIMIT).contains(&limit) => Ok(limit),
-        Some(_) => Err(format!("limit must be 1 to {MAX_SEARCH_LIMIT}")),
+        Some(_) => Err(Invalid::Limit),
     }
 }
 
@@ -134,9 +155,13 @@ mod tests {
     fn display_names_are_one_to_64_characters() {
         assert!(DisplayName::parse("Alice").is_ok());
         assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
-        assert!(DisplayName::parse(&"é".repeat(65)).is_err());
-        assert!(DisplayName::parse("   ").is_err());
-        assert!(DisplayName::parse("a\u{0}b").is_err());
+        let length = Err(Invalid::DisplayNameLength);
+        assert_eq!(DisplayName::parse(&"é".repeat(65)), length);
+        assert_eq!(DisplayName::parse("   "), length);
+        assert_eq!(
+            DisplayName::parse("a\u{0}b"),
+            Err(Invalid::DisplayNameControl)
+        );
         assert_eq!(DisplayName::parse("  Al  ").unwrap().into_inner(), "Al");
     }
 
@@ -144,7 +169,8 @@ mod tests {
     fn bios_are_at_most_500_characters() {
         assert!(Bio::parse("").is_ok());
         assert!(Bio::parse(&"x".repeat(500)).is_ok());
-        assert!(Bio::parse(&"x".repeat(501)).is_err());
+        assert_eq!(Bio::parse(&"x".repeat(501)), Err(Invalid::BioLength));
+        assert_eq!(Bio::parse("a\u{7}b"), Err(Invalid::BioControl));
         assert!(Bio::parse("two\nlines").is_ok());
     }
 
@@ -159,10 +185,14 @@ mod tests {
             "https://exa mple.com/",
             "",
         ] {
-            assert!(AvatarUrl::parse(bad).is_err(), "{bad}");
+            assert_eq!(AvatarUrl::parse(bad), Err(Invalid::AvatarUrl), "{bad}");
         }
         let long = format!("https://img.example/{}", "a".repeat(2048));
-        assert!(AvatarUrl::parse(&long).is_err());
+        assert_eq!(AvatarUrl::parse(&long), Err(Invalid::AvatarUrl));
+        assert_eq!(
+            Invalid::AvatarUrl.to_string(),
+            "avatar_url must be an https URL of at most 2048 characters"
+        );
     }
 
     #[test]
@@ -171,8 +201,10 @@ mod tests {
         assert_eq!((from.as_str(), to.as_deref()), ("al", Some("am")));
         let (from, to) = Prefix::parse("").unwrap().range();
         assert_eq!((from.as_str(), to), ("", None));
-        assert!(Prefix::parse("a\u{0}").is_err());
+        assert_eq!(Prefix::parse("a\u{0}"), Err(Invalid::PrefixControl));
+        assert_eq!(Prefix::parse(&"a".repeat(33)), Err(Invalid::PrefixLength));
         assert_eq!(search_limit(None), Ok(20));
-        assert!(search_limit(Some(0)).is_err() && search_limit(Some(101)).is_err());
+        assert_eq!(search_limit(Some(0)), Err(Invalid::Limit));
+        assert_eq!(search_limit(Some(101)), Err(Invalid::Limit));
     }
 }

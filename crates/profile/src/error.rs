@@ -9,6 +9,9 @@ pub enum Error {
     /// The request is malformed; the message says which field and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A value in the request breaks one of the API's rules.
+    #[error(transparent)]
+    Invalid(#[from] crate::domain::Invalid),
     /// No such profile (yet).
     #[error("profile not found")]
     NotFound,
@@ -39,6 +42,11 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(message) => {
                 status(Code::InvalidArgument, "invalid_argument", message)
             }
+            Error::Invalid(invalid) => status(
+                Code::InvalidArgument,
+                "invalid_argument",
+                invalid.to_string(),
+            ),
             Error::NotFound => status(Code::NotFound, "not_found", "profile not found"),
             Error::Unavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),
             Error::AuthUnavailable(ref cause) => realchat_runtime::grpc::unavailable(cause),

@@ -32,9 +32,9 @@ impl Handler for Registrations {
                     user.user_id
                 ))
             })?;
-            if realchat_runtime::rules::username::check(&user.username).is_err() {
+            if let Err(why) = realchat_runtime::rules::username::check(&user.username) {
                 return Err(HandlerError::Reject(anyhow::anyhow!(
-                    "user.registered with a bad username {:?}",
+                    "user.registered with a bad username {:?}: {why}",
                     user.username
                 )));
             }

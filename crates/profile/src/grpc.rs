@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{AvatarUrl, Bio, DisplayName, Prefix, search_limit},
+    domain::{AvatarUrl, Bio, DisplayName, Invalid, Prefix, search_limit},
     error::Error,
     metrics,
     store::{self, Change, Edit, ProfileRow, unix_ms},
@@ -47,14 +47,12 @@ fn user_id(raw: &str) -> Result<Uuid, Error> {
 
 fn change(
     field: Option<NullableString>,
-    parse: impl Fn(&str) -> Result<String, String>,
+    parse: impl Fn(&str) -> Result<String, Invalid>,
 ) -> Result<Change, Error> {
     Ok(match field {
         None => Change::Keep,
         Some(NullableString { value: None }) => Change::Clear,
-        Some(NullableString { value: Some(v) }) => {
-            Change::Set(parse(&v).map_err(Error::InvalidArgument)?)
-        }
+        Some(NullableString { value: Some(v) }) => Change::Set(parse(&v)?),
     })
 }
 
@@ -126,8 +124,8 @@ impl ProfilesApi {
         &self,
         request: SearchProfilesRequest,
     ) -> Result<SearchProfilesResponse, Error> {
-        let prefix = Prefix::parse(&request.prefix).map_err(Error::InvalidArgument)?;
-        let limit = search_limit(request.limit).map_err(Error::InvalidArgument)?;
+        let prefix = Prefix::parse(&request.prefix)?;
+        let limit = search_limit(request.limit)?;
         let (from, to) = prefix.range();
         let started = Instant::now();
         let rows = store::search(&self.pool, &from, to.as_deref(), limit).await?;

@@ -3,13 +3,22 @@
 /// Usernames: 3 to 32 characters of `[a-z0-9_]`, stored lower-cased. Auth applies it at
 /// registration; profile to the names that registration events carry.
 pub mod username {
-    /// Why `name` (already lower-cased) is not a username, in the API's words; `Ok` when it is.
-    pub fn check(name: &str) -> Result<(), &'static str> {
+    /// Why a name is not a username; the message is the API's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum Invalid {
+        #[error("username must be 3..=32 characters")]
+        Length,
+        #[error("username may contain only a-z, 0-9 and _")]
+        Characters,
+    }
+
+    /// Whether `name` (already lower-cased) is a username.
+    pub fn check(name: &str) -> Result<(), Invalid> {
         if !(3..=32).contains(&name.chars().count()) {
-            return Err("username must be 3..=32 characters");
+            return Err(Invalid::Length);
         }
         if !name.chars().all(allowed) {
-            return Err("username may contain only a-z, 0-9 and _");
+            return Err(Invalid::Characters);
         }
         Ok(())
     }
@@ -28,15 +37,15 @@ pub mod username {
             for ok in ["abc", "a_1", &"x".repeat(32)] {
                 assert_eq!(check(ok), Ok(()), "{ok}");
             }
-            assert!(check("ab").is_err());
-            assert!(check(&"x".repeat(33)).is_err());
+            assert_eq!(check("ab"), Err(Invalid::Length));
+            assert_eq!(check(&"x".repeat(33)), Err(Invalid::Length));
             for bad in ["Abc", "a-b", "a b", "émile"] {
-                assert_eq!(
-                    check(bad),
-                    Err("username may contain only a-z, 0-9 and _"),
-                    "{bad}"
-                );
+                assert_eq!(check(bad), Err(Invalid::Characters), "{bad}");
             }
+            assert_eq!(
+                Invalid::Characters.to_string(),
+                "username may contain only a-z, 0-9 and _"
+            );
         }
     }
 }
