@@ -104,7 +104,7 @@ impl Client {
             roots.add(cert).map_err(|e| bad(&e))?;
         }
         Ok(Self {
-            http: http.build().map_err(|e| Error::Transport(e.to_string()))?,
+            http: http.build().map_err(|e| Error::Transport(e.into()))?,
             base: base.trim_end_matches('/').to_owned(),
             auth: Arc::default(),
             tls: Arc::new(tls_config(roots)),
@@ -175,13 +175,13 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| Error::Transport(e.to_string()))?;
+            .map_err(|e| Error::Transport(e.into()))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| Error::Transport(e.to_string()))?;
+            .map_err(|e| Error::Transport(e.into()))?;
         if status.is_success() {
             if status == StatusCode::NO_CONTENT || bytes.is_empty() {
                 return Ok(None);
@@ -265,7 +265,9 @@ impl Client {
             Some(store) => Some(
                 tokio::task::spawn_blocking(move || store.exclusive())
                     .await
-                    .map_err(|e| Error::Transport(format!("locking the token store: {e}")))?,
+                    .map_err(|e| {
+                        Error::Transport(format!("locking the token store: {e}").into())
+                    })?,
             ),
             None => None,
         };

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// What failed below this client (HTTP, TLS, WebSocket, the token store's lock), kept whole so
+/// its chain of causes can be read (`{:#}` with anyhow prints it).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,9 +20,10 @@ pub enum Error {
         /// How long the server asked to wait before trying again (`Retry-After`, on 429 and 503).
         retry_after: Option<Duration>,
     },
-    /// The server could not be reached, or the connection broke.
-    #[error("transport: {0}")]
-    Transport(String),
+    /// The server could not be reached, or the connection broke; the cause says how (refused,
+    /// reset, timed out, a certificate not trusted).
+    #[error("cannot talk to the server")]
+    Transport(#[source] Cause),
     /// The server answered something this client does not understand.
     #[error("unexpected answer: {0}")]
     Protocol(String),

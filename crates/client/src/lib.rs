@@ -22,7 +22,7 @@ mod tls;
 mod token_store;
 
 pub use client::Client;
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use models::{
     Conversation, ConversationSummary, Message, Presence, Profile, ProfileEdit, Tokens, User,
 };

@@ -209,7 +209,7 @@ async fn open(client: &Client, url: &str, token: &str) -> Result<Stream, Error> 
                 crate::error::retry_after(response.headers()),
             ))
         }
-        Err(error) => Err(Error::Transport(error.to_string())),
+        Err(error) => Err(Error::Transport(error.into())),
     }
 }
 

@@ -277,6 +277,9 @@ async fn over_tls_the_client_talks_https_and_its_socket_wss() {
         matches!(refused, Err(realchat_client::Error::Transport(_))),
         "{refused:?}"
     );
+    // The cause is kept, down to the certificate check that failed.
+    let error = anyhow::Error::from(refused.unwrap_err());
+    assert!(format!("{error:#}").contains("certificate"), "{error:#}");
 
     let mut clients = Vec::new();
     for name in ["alice", "bob"] {
