@@ -93,14 +93,20 @@ pub enum VerifyError {
 
 struct KeyCache {
     keys: HashMap<String, (PublicKey, DecodingKey)>,
+    /// Which key set `keys` is: it changes only when a fetch finds different keys, so fetching
+    /// the same keys again (an unknown `kid` asks for that) keeps the tokens accepted under them.
+    key_set: KeySet,
     fetched_at: Option<Instant>,
     /// The last fetch that failed: the next waits [`Verifier::MIN_REFRESH_INTERVAL`].
     failed_at: Option<Instant>,
 }
 
-/// Tokens accepted under the key set fetched at `keys_fetched_at`.
+/// A key set's number: each fetch that finds keys different from the last gets the next one.
+type KeySet = u64;
+
+/// Tokens accepted under the key set `key_set`.
 struct Accepted {
-    keys_fetched_at: Option<Instant>,
+    key_set: Option<KeySet>,
     tokens: HashMap<Box<str>, Claims>,
 }
 
@@ -153,13 +159,14 @@ impl Verifier {
             max_stale_key_age: Self::MAX_STALE_KEY_AGE,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
+                key_set: 0,
                 fetched_at: None,
                 failed_at: None,
             }),
             refresh: Mutex::new(()),
             validation,
             accepted: std::sync::Mutex::new(Accepted {
-                keys_fetched_at: None,
+                key_set: None,
                 tokens: HashMap::new(),
             }),
         }
@@ -167,26 +174,27 @@ impl Verifier {
 
     /// Checks a token's signature, algorithm, issuer, audience and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let keys_fetched_at = {
+        let key_set = {
             let cache = self.cache.read().await;
             cache
                 .fetched_at
                 .filter(|at| at.elapsed() <= self.max_key_age)
+                .map(|_| cache.key_set)
         };
-        if let Some(claims) = self.accepted_before(token, keys_fetched_at) {
+        if let Some(claims) = self.accepted_before(token, key_set) {
             return Ok(claims);
         }
-        let (claims, keys_fetched_at) = self.verify_signed(token).await?;
-        self.remember(token, &claims, keys_fetched_at);
+        let (claims, key_set) = self.verify_signed(token).await?;
+        self.remember(token, &claims, key_set);
         Ok(claims)
     }
 
-    /// The claims of `token` if it was accepted under the key set fetched at `keys_fetched_at`
-    /// and has not expired since.
-    fn accepted_before(&self, token: &str, keys_fetched_at: Option<Instant>) -> Option<Claims> {
-        let keys_fetched_at = keys_fetched_at?;
+    /// The claims of `token` if it was accepted under the key set `key_set` and has not expired
+    /// since.
+    fn accepted_before(&self, token: &str, key_set: Option<KeySet>) -> Option<Claims> {
+        let key_set = key_set?;
         let accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        if accepted.keys_fetched_at != Some(keys_fetched_at) {
+        if accepted.key_set != Some(key_set) {
             return None;
         }
         let claims = accepted.tokens.get(token)?;
@@ -194,14 +202,14 @@ impl Verifier {
         (claims.exp >= unix_now() - self.validation.leeway as i64).then(|| claims.clone())
     }
 
-    /// Remembers `token` as accepted under the key set fetched at `keys_fetched_at`. A newer key
-    /// set forgets every token accepted under an older one.
-    fn remember(&self, token: &str, claims: &Claims, keys_fetched_at: Option<Instant>) {
+    /// Remembers `token` as accepted under the key set `key_set`. A newer key set forgets every
+    /// token accepted under an older one.
+    fn remember(&self, token: &str, claims: &Claims, key_set: Option<KeySet>) {
         let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        match (accepted.keys_fetched_at, keys_fetched_at) {
-            (Some(current), Some(at)) if at < current => return, // verified under older keys
-            (current, at) if current != at => {
-                accepted.keys_fetched_at = at;
+        match (accepted.key_set, key_set) {
+            (Some(current), Some(set)) if set < current => return, // verified under older keys
+            (current, set) if current != set => {
+                accepted.key_set = set;
                 accepted.tokens.clear();
             }
             _ => {}
@@ -216,9 +224,8 @@ impl Verifier {
         accepted.tokens.insert(token.into(), claims.clone());
     }
 
-    /// The full check: header, key, signature and claims. Also says when the key set that had the
-    /// key was fetched.
-    async fn verify_signed(&self, token: &str) -> Result<(Claims, Option<Instant>), VerifyError> {
+    /// The full check: header, key, signature and claims. Also says which key set had the key.
+    async fn verify_signed(&self, token: &str) -> Result<(Claims, Option<KeySet>), VerifyError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| VerifyError::Invalid(format!("header: {e}")))?;
         if header.alg != Algorithm::EdDSA {
@@ -230,9 +237,9 @@ impl Verifier {
         let kid = header
             .kid
             .ok_or_else(|| VerifyError::Invalid("no kid in the header".into()))?;
-        let (key, keys_fetched_at) = self.decoding_key(&kid).await?;
+        let (key, key_set) = self.decoding_key(&kid).await?;
         jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map(|data| (data.claims, keys_fetched_at))
+            .map(|data| (data.claims, key_set))
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,
                 other => VerifyError::Invalid(format!("{other:?}")),
@@ -270,11 +277,11 @@ impl Verifier {
             .is_none_or(|at| at.elapsed() > self.max_key_age)
     }
 
-    async fn decoding_key(&self, kid: &str) -> Result<(DecodingKey, Option<Instant>), VerifyError> {
+    async fn decoding_key(&self, kid: &str) -> Result<(DecodingKey, Option<KeySet>), VerifyError> {
         if !self.is_stale().await {
             let cache = self.cache.read().await;
             if let Some((_, key)) = cache.keys.get(kid) {
-                return Ok((key.clone(), cache.fetched_at));
+                return Ok((key.clone(), Some(cache.key_set)));
             }
         }
         let refreshed = match self.refresh.try_lock() {
@@ -297,14 +304,14 @@ impl Verifier {
     /// The cached key `kid`, unless the keys were last fetched more than
     /// [`Self::MAX_STALE_KEY_AGE`] ago: past that, a key auth may have retired long ago is not
     /// trusted, even while auth cannot be asked.
-    async fn known_key(&self, kid: &str) -> Option<(DecodingKey, Option<Instant>)> {
+    async fn known_key(&self, kid: &str) -> Option<(DecodingKey, Option<KeySet>)> {
         let cache = self.cache.read().await;
         let fetched_at = cache.fetched_at?;
         if fetched_at.elapsed() > self.max_stale_key_age {
             return None;
         }
         let (_, key) = cache.keys.get(kid)?;
-        Some((key.clone(), Some(fetched_at)))
+        Some((key.clone(), Some(cache.key_set)))
     }
 
     /// Fetches the keys unless that happened less than [`Self::MIN_REFRESH_INTERVAL`] ago.
@@ -357,6 +364,13 @@ impl Verifier {
             }
         }
         let mut cache = self.cache.write().await;
+        let unchanged = keys.len() == cache.keys.len()
+            && keys
+                .iter()
+                .all(|(kid, (key, _))| cache.keys.get(kid).is_some_and(|(known, _)| known == key));
+        if !unchanged {
+            cache.key_set += 1;
+        }
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
         cache.failed_at = None;
@@ -490,6 +504,33 @@ mod tests {
                 Err(VerifyError::Invalid(_))
             ),
             "a token of a retired key must not be accepted from memory"
+        );
+    }
+
+    /// Made-up `kid`s make the verifier fetch the keys again (once per interval); finding the
+    /// same keys must not make it forget, and check again, every token it accepted.
+    #[tokio::test]
+    async fn fetching_the_same_keys_again_keeps_the_accepted_tokens() {
+        let key = Key::new("a", 1);
+        let keys = Keys::serving(vec![key.public.clone()]);
+        let verifier = Verifier::new(Arc::clone(&keys) as Arc<dyn KeySource>, Duration::ZERO);
+        let tokens = [key.token(600), key.token(600)];
+        for token in &tokens {
+            verifier.verify(token).await.unwrap();
+        }
+        assert_eq!(verifier.accepted_len(), 2);
+
+        tokio::time::sleep(Verifier::MIN_REFRESH_INTERVAL + Duration::from_millis(100)).await;
+        let stranger = Key::new("made-up", 9).token(600);
+        assert!(matches!(
+            verifier.verify(&stranger).await,
+            Err(VerifyError::Invalid(_))
+        ));
+        verifier.verify(&tokens[0]).await.unwrap();
+        assert_eq!(
+            verifier.accepted_len(),
+            2,
+            "both tokens are still remembered after a refetch that found the same keys"
         );
     }
 
