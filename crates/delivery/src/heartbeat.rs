@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt as _;
 use realchat_proto::messaging::v1::ListConversationsRequest;
 use realchat_runtime::clients::MessagingClient;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,9 @@ fn rejoin_delay(ttl: Duration, heartbeat: Duration) -> Duration {
     (realchat_events::kafka::CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2))
         .saturating_sub(silent)
 }
+
+/// Users gone offline with a dead replica whose contacts are looked up and told at once, at most.
+const OFFLINE_ANNOUNCEMENTS_AT_ONCE: usize = 8;
 
 /// Renews this replica's claims, and sweeps up after replicas that died.
 pub(crate) async fn heartbeat(
@@ -76,19 +80,39 @@ pub(crate) async fn heartbeat(
             // sooner would have the dead member assigned partitions again.)
             let rejoin = Arc::clone(&rejoin);
             let wait = rejoin_delay(shared.cluster.ttl(), every);
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                tracing::info!("a delivery replica died; rebalancing the consumer group");
-                rejoin.notify_one();
+            let shutdown = shutdown.clone();
+            let scheduled = shared.background.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(wait) => {
+                        tracing::info!("a delivery replica died; rebalancing the consumer group");
+                        rejoin.notify_one();
+                    }
+                }
             });
+            if !scheduled {
+                tracing::warn!("a delivery replica died but its rebalance could not be scheduled");
+            }
         }
-        for user in swept.offline {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let most = shared.options.presence_max_members;
-                let contacts = contacts_of(&shared.messaging, user, most).await;
-                session::announce(&shared, user, false, contacts).await;
+        if !swept.offline.is_empty() {
+            // Those who went offline with a dead replica, told to their contacts a few at a
+            // time: a dead replica may have held thousands of users.
+            let (users, announcer) = (swept.offline.len(), Arc::clone(&shared));
+            let scheduled = shared.background.spawn(async move {
+                futures::stream::iter(swept.offline)
+                    .for_each_concurrent(OFFLINE_ANNOUNCEMENTS_AT_ONCE, |user| {
+                        let shared = Arc::clone(&announcer);
+                        async move {
+                            let most = shared.options.presence_max_members;
+                            let contacts = contacts_of(&shared.messaging, user, most).await;
+                            session::announce(&shared, user, false, contacts).await;
+                        }
+                    })
+                    .await;
             });
+            if !scheduled {
+                tracing::warn!(users, "cannot announce the swept users offline now");
+            }
         }
     }
     // Leaving lets the others know at once; the sessions release their users as they close.

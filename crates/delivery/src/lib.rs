@@ -46,6 +46,12 @@ use crate::{
     session::{SessionOptions, Shared},
 };
 
+/// Best-effort tasks (presence announcements, typing notices) one replica runs at once, at most:
+/// each takes a moment, so this is a burst of thousands of sockets, far above normal use.
+const BACKGROUND_TASKS: usize = 4096;
+/// Longest the drain waits for them.
+const BACKGROUND_DRAIN: Duration = Duration::from_secs(2);
+
 /// A built delivery replica: listeners bound, clients created (they connect lazily).
 pub struct Service {
     public: TcpListener,
@@ -103,6 +109,7 @@ impl Service {
             },
             closing: CancellationToken::new(),
             resyncs: tokio::sync::Semaphore::new(32),
+            background: realchat_runtime::shutdown::Background::new("delivery", BACKGROUND_TASKS),
         });
         let public = realchat_runtime::net::bind("REALCHAT_DELIVERY_ADDR", options.addr).await?;
         let admin =
@@ -228,6 +235,21 @@ impl Service {
             closing.cancelled().await;
             sessions.close();
             sessions.wait().await;
+            Ok(())
+        });
+        let (background, background_done) = (shared.background.clone(), shared.closing.clone());
+        shutdown.spawn("background", async move {
+            background_done.cancelled().await;
+            // Best effort: a notice stuck on a hung Redis is not worth failing the drain for.
+            if tokio::time::timeout(BACKGROUND_DRAIN, background.drained())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    left = background.running(),
+                    "background tasks abandoned at shutdown"
+                );
+            }
             Ok(())
         });
         shutdown.wait().await.map_err(Into::into)

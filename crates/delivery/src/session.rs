@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     /// Resyncs that may run at once, so a Redis blip does not send every session of the
     /// replica to messaging in the same instant.
     pub(crate) resyncs: tokio::sync::Semaphore,
+    /// Best-effort work a socket or the sweep starts and does not wait for (presence
+    /// announcements, typing notices): bounded, and waited for by the drain.
+    pub(crate) background: realchat_runtime::shutdown::Background,
 }
 
 /// Messages fetched per history call.
@@ -206,7 +209,9 @@ impl Session {
         }
         if came_online {
             let (shared, user, contacts) = (Arc::clone(&self.shared), self.user, self.contacts());
-            tokio::spawn(async move { announce(&shared, user, true, contacts).await });
+            self.shared.background.spawn(async move {
+                announce(&shared, user, true, contacts).await;
+            });
         }
 
         let expires_in =
@@ -579,7 +584,7 @@ impl Session {
         let shared = Arc::clone(&self.shared);
         let (conversation_text, user_text) = (conversation.to_string(), self.user_text.clone());
         // Ephemeral and best effort: the socket does not wait for Redis.
-        tokio::spawn(async move {
+        self.shared.background.spawn(async move {
             let push = Push::Frame(protocol::typing(&conversation_text, &user_text), "typing");
             fanout::spread(&shared.hub, &shared.cluster, &recipients, &push, || {
                 Item::Typing(Typing {

@@ -135,6 +135,67 @@ impl Shutdown {
     }
 }
 
+/// Short best-effort tasks a service may start by the thousand (a presence announcement, a typing
+/// notice): at most `limit` run at once, past which new ones are refused, counted in
+/// [`BACKGROUND_REFUSED`] and logged, rather than piling up without bound; the drain waits for
+/// the running ones (run [`Background::drained`] in a [`Shutdown::spawn`] task).
+#[derive(Clone, Debug)]
+pub struct Background {
+    kind: &'static str,
+    tracker: TaskTracker,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Counter of background tasks refused because `limit` were running, by `kind`.
+pub const BACKGROUND_REFUSED: &str = "background_tasks_refused_total";
+
+impl Background {
+    /// Room for `limit` tasks of `kind` (the metric's label) at once.
+    pub fn new(kind: &'static str, limit: usize) -> Self {
+        metrics::describe_counter!(
+            BACKGROUND_REFUSED,
+            "Best-effort background tasks not started because the most allowed were running"
+        );
+        Self {
+            kind,
+            tracker: TaskTracker::new(),
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+        }
+    }
+
+    /// Starts `task` unless the limit is reached; says whether it started.
+    pub fn spawn<F>(&self, task: F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => {
+                self.tracker.spawn(async move {
+                    task.await;
+                    drop(permit);
+                });
+                true
+            }
+            Err(_) => {
+                metrics::counter!(BACKGROUND_REFUSED, "kind" => self.kind).increment(1);
+                tracing::debug!(kind = self.kind, "too many background tasks; one refused");
+                false
+            }
+        }
+    }
+
+    /// How many are running.
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Waits until every task started (before or while this waits) has finished.
+    pub async fn drained(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -154,6 +215,39 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn background_tasks_are_bounded_and_drained() {
+        let background = Background::new("test", 2);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started: Vec<bool> = (0..3)
+            .map(|_| {
+                let (release, done) = (Arc::clone(&release), Arc::clone(&done));
+                background.spawn(async move {
+                    release.notified().await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        assert_eq!(started, [true, true, false], "the third is over the limit");
+        assert_eq!(background.running(), 2);
+
+        let drained = tokio::spawn({
+            let background = background.clone();
+            async move { background.drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!drained.is_finished(), "the drain waits for running tasks");
+        release.notify_waiters();
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .expect("drained once the tasks finished")
+            .expect("the drain does not panic");
+        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Room again once they finished.
+        assert!(background.spawn(async {}));
+    }
 
     #[tokio::test]
     async fn a_failing_task_starts_shutdown_and_is_reported() {
