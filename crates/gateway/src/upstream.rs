@@ -1,4 +1,9 @@
 //! The delivery replicas the gateway forwards `/v1/ws` and `/v1/presence` to, tried in turn.
+//!
+//! A WebSocket upgrade takes its connection for the socket's life, so each gets a fresh one
+//! ([`Delivery::upgrade`]); presence requests reuse kept-alive connections
+//! ([`Delivery::request`]), so a client asking often costs no TCP handshake, and no socket in
+//! TIME-WAIT, per request.
 
 use std::{
     sync::{
@@ -8,10 +13,13 @@ use std::{
     time::Duration,
 };
 
-use axum::response::Response;
+use axum::{http::HeaderMap, response::Response};
 use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
 use tokio::net::TcpStream;
 
 use crate::error::ApiError;
@@ -22,7 +30,15 @@ pub(crate) struct Delivery {
     /// `host:port` of each replica.
     replicas: Vec<String>,
     next: AtomicUsize,
+    /// Kept-alive HTTP/1.1 connections for requests that are not upgrades.
+    pooled: Client<HttpConnector, Empty<Bytes>>,
 }
+
+/// Longest wait for a replica to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Idle connections kept per replica for presence requests.
+const IDLE_PER_REPLICA: usize = 32;
 
 impl Delivery {
     /// Replicas from endpoint URLs (`ws://host:port`, `http://host:port` or `host:port`).
@@ -41,9 +57,17 @@ impl Delivery {
         if replicas.is_empty() {
             return Err("no delivery endpoint".into());
         }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let pooled = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(IDLE_PER_REPLICA)
+            .build(connector);
         Ok(Arc::new(Self {
             replicas,
             next: AtomicUsize::new(0),
+            pooled,
         }))
     }
 
@@ -52,7 +76,7 @@ impl Delivery {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.replicas.len() {
             let replica = &self.replicas[(start + i) % self.replicas.len()];
-            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(replica)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(replica)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     return Ok((stream, replica));
@@ -66,8 +90,44 @@ impl Delivery {
         ))
     }
 
-    /// Sends `request` to a replica over a fresh HTTP/1.1 connection.
-    pub(crate) async fn send(
+    /// `GET path_and_query` with `headers` from a replica, over a kept-alive connection; a replica
+    /// that cannot be reached is skipped for the next.
+    pub(crate) async fn request(
+        &self,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.replicas.len() {
+            let replica = &self.replicas[(start + i) % self.replicas.len()];
+            let mut request = http::Request::get(format!("http://{replica}{path_and_query}"));
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(Empty::<Bytes>::new())
+                .map_err(|_| ApiError::invalid_argument("the request cannot be forwarded"))?;
+            match self.pooled.request(request).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if error.is_connect() => {
+                    tracing::warn!(replica, %error, "delivery replica unreachable");
+                }
+                Err(error) => {
+                    tracing::warn!(replica, %error, "a delivery replica did not answer");
+                    return Err(ApiError::unavailable(
+                        "delivery is unavailable, retry shortly",
+                    ));
+                }
+            }
+        }
+        Err(ApiError::unavailable(
+            "no delivery replica is reachable, retry shortly",
+        ))
+    }
+
+    /// Sends the upgrade `request` to a replica over a fresh HTTP/1.1 connection, which the
+    /// socket then keeps.
+    pub(crate) async fn upgrade(
         &self,
         request: http::Request<Empty<Bytes>>,
     ) -> Result<Response<hyper::body::Incoming>, ApiError> {

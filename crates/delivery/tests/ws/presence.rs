@@ -87,6 +87,56 @@ async fn presence_queries_are_checked() {
     assert_eq!(response.status(), 400);
 }
 
+/// The gateway passes presence requests to delivery over kept-alive connections: twenty
+/// questions, one after another, open one or two connections, not twenty (each with a
+/// handshake and a socket left in TIME-WAIT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reuses_its_connections_to_delivery_for_presence() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let app = TestApp::builder()
+        .delivery_replicas(1)
+        .gateway(move |o| {
+            // Between the gateway and the replica: a relay that counts the connections.
+            let replica = o.delivery_endpoints[0]
+                .split_once("://")
+                .map_or(o.delivery_endpoints[0].clone(), |(_, rest)| rest.to_owned());
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            o.delivery_endpoints = vec![format!("ws://{}", listener.local_addr().unwrap())];
+            tokio::spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let replica = replica.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(replica).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            });
+        })
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let before = accepted.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(&app, &alice, &bob.user_id).await["status"],
+            "offline"
+        );
+    }
+    let opened = accepted.load(Ordering::SeqCst) - before;
+    assert!(opened <= 2, "{opened} connections for 20 presence requests");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_the_other_members_only() {
     let app = TestApp::builder().delivery_replicas(2).spawn().await;

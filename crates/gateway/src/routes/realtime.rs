@@ -108,7 +108,7 @@ pub(crate) async fn websocket(State(state): State<AppState>, mut request: Reques
         return ApiError::invalid_argument("the upgrade request cannot be forwarded")
             .into_response();
     };
-    let mut answer = match state.delivery.send(upstream).await {
+    let mut answer = match state.delivery.upgrade(upstream).await {
         Ok(answer) => answer,
         Err(error) => return error.into_response(),
     };
@@ -203,19 +203,15 @@ pub(crate) struct PresenceQuery {
         (status = 503, body = ErrorBody, description = "presence (Redis) is unavailable"),
     ))]
 pub(crate) async fn presence(State(state): State<AppState>, request: Request) -> Response {
-    let mut upstream = http::Request::builder().method(Method::GET).uri(
-        request
-            .uri()
-            .path_and_query()
-            .map_or("/v1/presence", |p| p.as_str()),
-    );
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/v1/presence", |p| p.as_str());
+    let mut headers = axum::http::HeaderMap::new();
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        upstream = upstream.header(header::AUTHORIZATION, value);
+        headers.insert(header::AUTHORIZATION, value.clone());
     }
-    let Ok(upstream) = upstream.body(Empty::<Bytes>::new()) else {
-        return ApiError::invalid_argument("the request cannot be forwarded").into_response();
-    };
-    match state.delivery.send(upstream).await {
+    match state.delivery.request(path_and_query, &headers).await {
         Ok(answer) => relay(answer).await,
         Err(error) => error.into_response(),
     }
