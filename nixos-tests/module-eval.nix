@@ -199,7 +199,7 @@ in
           };
           deliveryEndpoints = [ "ws://10.0.0.11:8081" "ws://10.0.0.12:8081" ];
           otlpEndpoint = "http://127.0.0.1:4317";
-          settings.REALCHAT_GATEWAY_TRUST_FORWARDED_FOR = true;
+          settings.REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS = 1;
         };
       };
     };

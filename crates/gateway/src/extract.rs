@@ -50,26 +50,22 @@ fn clean(text: &str) -> String {
     text.to_owned()
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when the gateway is
-/// configured to trust a proxy in front of it.
+/// The client's address: the TCP peer, or, behind trusted proxies, the address the farthest of
+/// them was called from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-/// Set as a request extension when `X-Forwarded-For` is to be trusted.
+/// Set as a request extension: how many proxies in front of the gateway append to
+/// `X-Forwarded-For` (`REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TrustForwardedFor;
+pub(crate) struct TrustedProxies(pub(crate) u8);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if parts.extensions.get::<TrustForwardedFor>().is_some()
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
+        if let Some(TrustedProxies(hops)) = parts.extensions.get::<TrustedProxies>().copied()
+            && let Some(ip) = forwarded_client(&parts.headers, hops)
         {
             return Ok(Self(ip));
         }
@@ -78,6 +74,46 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| Self(addr.ip()))
             .ok_or_else(ApiError::internal)
+    }
+}
+
+/// The client as `hops` trusted proxies report it: each appends the address it was called from to
+/// `X-Forwarded-For` (over all the header's lines, in order), so the `hops`-th entry from the
+/// right is what the farthest trusted proxy saw. Entries left of it are whatever the client sent,
+/// a new one for every request if it likes: never used. `None` (use the TCP peer) with no trusted
+/// proxies, or when the header holds fewer entries than there are proxies, or the entry is not
+/// an address.
+fn forwarded_client(headers: &axum::http::HeaderMap, hops: u8) -> Option<IpAddr> {
+    if hops == 0 {
+        return None;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let entry = entries.get(entries.len().checked_sub(usize::from(hops))?)?;
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .ok()
+}
+
+/// The rate-limit bucket of a client address: the address itself for IPv4, its /64 for IPv6 (one
+/// subscriber gets a whole /64, so single addresses would give one client millions of buckets).
+pub(crate) fn bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 
@@ -135,5 +171,57 @@ where
             .await
             .map(|axum::extract::Query(value)| Self(value))
             .map_err(|rejection| ApiError::invalid_argument(clean(&rejection.body_text())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_the_entry_the_farthest_trusted_proxy_appended() {
+        // The client sent "6.6.6.6" itself; the load balancer appended the address it saw.
+        let one_proxy = headers(&["6.6.6.6, 203.0.113.7"]);
+        assert_eq!(
+            forwarded_client(&one_proxy, 1),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        // Two proxies (a CDN, then the load balancer), over two header lines.
+        let two = headers(&["6.6.6.6, 198.51.100.2", "10.0.0.9"]);
+        assert_eq!(
+            forwarded_client(&two, 2),
+            Some("198.51.100.2".parse().unwrap())
+        );
+        // Not trusted, or fewer entries than proxies, or not an address: the TCP peer decides.
+        assert_eq!(forwarded_client(&one_proxy, 0), None);
+        assert_eq!(forwarded_client(&headers(&["203.0.113.7"]), 2), None);
+        assert_eq!(forwarded_client(&headers(&["6.6.6.6, nonsense"]), 1), None);
+        assert_eq!(
+            forwarded_client(&headers(&["[2001:db8::1]:4711"]), 1),
+            Some("2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket(a), "2001:db8:1:2::/64");
+        assert_eq!(bucket(a), bucket(b));
+        assert_ne!(bucket(a), bucket(other));
+        assert_eq!(bucket("203.0.113.7".parse().unwrap()), "203.0.113.7");
+        assert_eq!(bucket("::ffff:203.0.113.7".parse().unwrap()), "203.0.113.7");
     }
 }

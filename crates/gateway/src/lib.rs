@@ -126,9 +126,12 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_GATEWAY_USER_BURST", default_value_t = 200)]
     pub user_burst: u32,
 
-    /// Take the client IP from the first `X-Forwarded-For` hop (only behind a trusted proxy).
-    #[arg(long, env = "REALCHAT_GATEWAY_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of the gateway that append to `X-Forwarded-For` (a load balancer: 1). The
+    /// client is the address the farthest of them saw; what is left of it in the header is the
+    /// client's own say and is ignored. 0: the TCP peer is the client.
+    #[arg(long, env = "REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub trusted_proxy_hops: u8,
 
     /// Longest a whole request may take, body included, in seconds.
     #[arg(long, env = "REALCHAT_GATEWAY_REQUEST_TIMEOUT_SECS", default_value_t = 30,
@@ -182,7 +185,7 @@ impl Options {
             auth_ip_burst: 50,
             user_rate: 50.0,
             user_burst: 200,
-            trust_forwarded_for: false,
+            trusted_proxy_hops: 0,
             request_timeout_secs: 30,
             max_in_flight: 1024,
             header_timeout_secs: 10,
@@ -210,10 +213,12 @@ pub(crate) struct AppState {
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: RateLimiter,
     pub(crate) limits: Limits,
-    pub(crate) trust_forwarded_for: bool,
+    pub(crate) trusted_proxy_hops: u8,
     pub(crate) request_timeout: Duration,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) readiness: Readiness,
+    /// The public `/readyz`'s last answer (the admin port's is never cached).
+    pub(crate) public_ready: Arc<routes::meta::LastAnswer>,
     pub(crate) proxies: ws_proxy::Proxies,
 }
 
@@ -291,10 +296,11 @@ impl Service {
                     burst: options.user_burst,
                 },
             },
-            trust_forwarded_for: options.trust_forwarded_for,
+            trusted_proxy_hops: options.trusted_proxy_hops,
             request_timeout: Duration::from_secs(options.request_timeout_secs),
             in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight as usize)),
             readiness,
+            public_ready: Arc::default(),
             proxies: ws_proxy::Proxies::default(),
         };
         let public = realchat_runtime::net::bind("REALCHAT_GATEWAY_ADDR", options.addr).await?;

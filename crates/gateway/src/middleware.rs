@@ -12,7 +12,7 @@ use realchat_runtime::{bearer::Token, jwt::VerifyError};
 use crate::{
     AppState,
     error::ApiError,
-    extract::{AuthUser, ClientIp, TrustForwardedFor},
+    extract::{AuthUser, ClientIp, TrustedProxies},
     metrics,
     rate_limit::{Decision, Scope},
 };
@@ -93,9 +93,9 @@ pub(crate) async fn limit_by_ip(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    if state.trust_forwarded_for {
-        parts.extensions.insert(TrustForwardedFor);
-    }
+    parts
+        .extensions
+        .insert(TrustedProxies(state.trusted_proxy_hops));
     let ip = match <ClientIp as axum::extract::FromRequestParts<()>>::from_request_parts(
         &mut parts,
         &(),
@@ -107,7 +107,11 @@ pub(crate) async fn limit_by_ip(
     };
     if let Decision::Deny { retry_after_secs } = state
         .limiter
-        .check(Scope::AuthIp, &ip.to_string(), state.limits.auth_ip)
+        .check(
+            Scope::AuthIp,
+            &crate::extract::bucket(ip),
+            state.limits.auth_ip,
+        )
         .await
     {
         return ApiError::rate_limited(retry_after_secs).into_response();

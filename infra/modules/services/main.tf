@@ -297,8 +297,8 @@ resource "aws_lb" "this" {
   idle_timeout               = var.alb_idle_timeout_secs
   drop_invalid_header_fields = true
   enable_deletion_protection = var.alb_deletion_protection
-  # The load balancer appends the peer it saw to X-Forwarded-For (the gateway reads the header
-  # because REALCHAT_GATEWAY_TRUST_FORWARDED_FOR is true).
+  # The load balancer appends the peer it saw to X-Forwarded-For; the gateway takes the client
+  # from that entry, one hop from the right (REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS = 1).
   xff_header_processing_mode = "append"
 
   dynamic "access_logs" {

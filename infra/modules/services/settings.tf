@@ -38,7 +38,7 @@ locals {
         REALCHAT_PROFILE_ENDPOINT            = local.endpoints.profile
         REALCHAT_DELIVERY_ENDPOINTS          = local.endpoints.delivery
         REALCHAT_GATEWAY_REDIS_PREFIX        = var.redis_prefix
-        REALCHAT_GATEWAY_TRUST_FORWARDED_FOR = "true"
+        REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS = "1"
       }
       secrets = {
         REALCHAT_REDIS_URL = var.redis.url_secret_arn

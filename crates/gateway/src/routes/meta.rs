@@ -1,6 +1,9 @@
 //! Probes, the JWKS and the OpenAPI document.
 
-use std::sync::OnceLock;
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::State,
@@ -17,13 +20,46 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The gateway can reach what it needs (the auth service).
+/// The gateway can reach what it needs (auth and messaging). Anyone can ask, so the answer is
+/// kept for a second (each real check asks auth and messaging) and says only yes or no: why not
+/// is in the logs and on the admin port's `/readyz`.
 #[utoipa::path(get, path = "/readyz", tag = "meta",
-    responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+    responses((status = 200, description = "ready"),
+        (status = 503, description = "not ready", body = crate::error::ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    match (state.readiness)().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(missing) => (StatusCode::SERVICE_UNAVAILABLE, missing).into_response(),
+    if state.public_ready.ready(&state.readiness).await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        ApiError::unavailable("not ready").into_response()
+    }
+}
+
+/// The public readiness answer and when it was found.
+#[derive(Debug, Default)]
+pub(crate) struct LastAnswer(tokio::sync::Mutex<Option<(Instant, bool)>>);
+
+impl LastAnswer {
+    /// How long an answer is reused.
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// Whether the gateway is ready, checked at most once per [`Self::FRESH`]: callers that come
+    /// while a check runs wait for it and share its answer.
+    async fn ready(&self, readiness: &realchat_runtime::admin::Readiness) -> bool {
+        let mut last = self.0.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < Self::FRESH
+        {
+            return ready;
+        }
+        let ready = match readiness().await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::info!(%why, "not ready");
+                false
+            }
+        };
+        *last = Some((Instant::now(), ready));
+        ready
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     AppState,
     error::{ApiError, ErrorBody},
-    extract::{ClientIp, TrustForwardedFor},
+    extract::{ClientIp, TrustedProxies},
     middleware::verify_and_limit,
 };
 
@@ -129,9 +129,9 @@ pub(crate) async fn websocket(State(state): State<AppState>, mut request: Reques
 
 async fn client_ip(state: &AppState, request: &mut Request) -> Option<String> {
     let (mut parts, body) = std::mem::take(request).into_parts();
-    if state.trust_forwarded_for {
-        parts.extensions.insert(TrustForwardedFor);
-    }
+    parts
+        .extensions
+        .insert(TrustedProxies(state.trusted_proxy_hops));
     let ip = <ClientIp as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
         .await
         .ok()

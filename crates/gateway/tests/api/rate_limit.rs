@@ -37,6 +37,43 @@ async fn hammering_the_auth_endpoints_from_one_ip_gets_429_with_retry_after() {
     assert_error(register, 429, "rate_limited").await;
 }
 
+/// Behind one trusted proxy, the client is the entry the proxy appended: a made-up entry of the
+/// client's own, new on every request, does not buy it a fresh bucket; another client (another
+/// appended address) keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_made_up_forwarded_addresses_share_the_real_clients_bucket() {
+    let app = TestApp::builder()
+        .gateway(|o| {
+            o.auth_ip_rate = 0.2;
+            o.auth_ip_burst = 3;
+            o.trusted_proxy_hops = 1;
+        })
+        .spawn()
+        .await;
+    let body = json!({"username": "nobody_here", "password": "long enough"});
+    let login = |forwarded: String| {
+        app.http
+            .post(format!("{}/v1/auth/login", app.base))
+            .header("x-forwarded-for", forwarded)
+            .json(&body)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for spoofed in 1..=5 {
+        let response = login(format!("10.9.9.{spoofed}, 203.0.113.7"))
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    let other = login("203.0.113.8".into()).await.unwrap();
+    assert_eq!(
+        other.status().as_u16(),
+        401,
+        "another client has its own bucket"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
     let app = TestApp::builder()
