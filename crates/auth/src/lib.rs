@@ -258,3 +258,37 @@ impl Service {
         result.map_err(Into::into)
     }
 }
+
+impl realchat_runtime::service::DatabaseService for Service {
+    type Options = Options;
+    const NAME: &'static str = "auth";
+    const ABOUT: &'static str = "RealChat auth service: users, passwords, tokens and signing keys.";
+
+    fn admin_addr_of(options: &Options) -> std::net::SocketAddr {
+        options.admin_addr
+    }
+
+    fn database(options: &Options) -> realchat_runtime::db::Database<'_> {
+        options.database()
+    }
+
+    fn migrators() -> Vec<&'static sqlx::migrate::Migrator> {
+        migrators().to_vec()
+    }
+
+    async fn build(options: Options) -> anyhow::Result<Self> {
+        Service::build(options).await
+    }
+
+    fn grpc_addr(&self) -> std::net::SocketAddr {
+        Service::grpc_addr(self)
+    }
+
+    fn admin_addr(&self) -> std::net::SocketAddr {
+        Service::admin_addr(self)
+    }
+
+    async fn run(self, shutdown: realchat_runtime::Shutdown) -> anyhow::Result<()> {
+        Service::run(self, shutdown).await
+    }
+}

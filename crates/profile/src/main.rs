@@ -1,53 +1,6 @@
-//! `profile`: the profile service binary.
-
-use clap::{Parser, Subcommand};
-use realchat_profile::{Options, Service};
-use realchat_runtime::{Shutdown, config::CommonOptions, telemetry};
-
-/// RealChat profile service: profiles and the username directory.
-#[derive(Debug, Parser)]
-#[command(name = "profile", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    common: CommonOptions,
-    #[command(flatten)]
-    options: Options,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create the database if missing, apply migrations, and exit.
-    Migrate,
-    /// Exit 0 if this service's admin server says it is ready, 1 otherwise (for health checks).
-    Healthcheck,
-    /// Print the settings this binary reads as JSON, and exit.
-    Settings,
-}
+//! `profile`: the profile service binary (see `realchat_runtime::service`).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    realchat_runtime::settings::print_if_asked::<Cli>();
-    let cli = Cli::parse();
-    if let Some(Command::Healthcheck) = cli.command {
-        return realchat_runtime::admin::healthcheck(cli.options.admin_addr);
-    }
-    let _telemetry = telemetry::init("profile", &cli.common)?;
-    match cli.command {
-        Some(Command::Migrate) => {
-            return cli
-                .options
-                .database()
-                .migrate(&realchat_profile::migrators())
-                .await;
-        }
-        // Answered before telemetry starts (`Healthcheck`) or before parsing (`Settings`).
-        Some(Command::Healthcheck | Command::Settings) | None => {}
-    }
-    let shutdown = Shutdown::new(cli.common.shutdown_grace());
-    shutdown.listen_for_signals();
-    let service = Service::build(cli.options).await?;
-    tracing::info!(grpc = %service.grpc_addr(), admin = %service.admin_addr(), "profile service started");
-    service.run(shutdown).await
+    realchat_runtime::service::main::<realchat_profile::Service>().await
 }

@@ -67,11 +67,16 @@ pub fn of(command: &clap::Command) -> Settings {
 /// first thing in `main`, before the environment is parsed (a wrong value elsewhere must not
 /// hide the list).
 pub fn print_if_asked<C: CommandFactory>() {
+    print_if_asked_for(&C::command());
+}
+
+/// [`print_if_asked`] for a command built at run time.
+pub fn print_if_asked_for(command: &clap::Command) {
     if std::env::args_os()
         .nth(1)
         .is_some_and(|arg| arg == "settings")
     {
-        let settings = of(&C::command());
+        let settings = of(command);
         let printed = serde_json::to_string_pretty(&settings)
             .map_err(std::io::Error::from)
             .and_then(|json| writeln!(std::io::stdout(), "{json}"));
