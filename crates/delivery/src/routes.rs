@@ -1,6 +1,6 @@
 //! The replica's public HTTP routes: `GET /v1/ws` and `GET /v1/presence`, behind a token check.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use realchat_proto::messaging::v1::SharedWithRequest;
 use realchat_runtime::{
     format::timestamp,
     jwt::{Verifier, VerifyError},
@@ -121,6 +122,33 @@ async fn websocket(
         })
 }
 
+/// Which of `users` share a conversation with `caller`, asked of messaging: only they may see
+/// whether the caller's contacts are online.
+async fn contacts_among(
+    state: &AppState,
+    caller: Uuid,
+    users: &[Uuid],
+) -> Result<Vec<Uuid>, ApiError> {
+    let mut messaging = state.shared.messaging.clone();
+    let request = SharedWithRequest {
+        caller_id: caller.to_string(),
+        user_ids: users.iter().map(Uuid::to_string).collect(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(3), messaging.shared_with(request))
+        .await
+        .map_err(|_| ApiError::unavailable("presence is unavailable right now"))?
+        .map_err(|status| {
+            tracing::warn!(%status, "messaging could not say who shares a conversation");
+            ApiError::unavailable("presence is unavailable right now")
+        })?;
+    Ok(answer
+        .into_inner()
+        .user_ids
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect())
+}
+
 #[derive(Debug, Deserialize)]
 struct PresenceQuery {
     user_ids: Option<String>,
@@ -131,7 +159,9 @@ async fn presence(
     headers: HeaderMap,
     query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, realchat_runtime::bearer::from_headers(&headers)).await?;
+    let caller = authenticate(&state, realchat_runtime::bearer::from_headers(&headers))
+        .await?
+        .sub;
     let Ok(Query(query)) = query else {
         return Err(ApiError::invalid_argument(
             "user_ids must be a comma-separated list of user ids",
@@ -152,6 +182,7 @@ async fn presence(
             "user_ids must name 1 to {MAX_PRESENCE_USERS} users"
         )));
     }
+    let contacts = contacts_among(&state, caller, &users).await?;
     let found = state
         .shared
         .cluster
@@ -161,10 +192,12 @@ async fn presence(
     let presence: Vec<serde_json::Value> = found
         .into_iter()
         .map(|p| {
+            // Someone who shares no conversation with the caller reads as a user never seen.
+            let visible = p.user == caller || contacts.contains(&p.user);
             serde_json::json!({
                 "user_id": p.user,
-                "status": if p.online { "online" } else { "offline" },
-                "last_seen": p.last_seen_ms.map(timestamp),
+                "status": if visible && p.online { "online" } else { "offline" },
+                "last_seen": p.last_seen_ms.filter(|_| visible).map(timestamp),
             })
         })
         .collect();

@@ -6,7 +6,8 @@ use realchat_proto::messaging::v1::{
     self as pb, AddMemberRequest, CreateConversationRequest, CreateConversationResponse,
     GetConversationRequest, HistoryRequest, HistoryResponse, ListConversationsRequest,
     ListConversationsResponse, MarkReadRequest, MarkReadResponse, RemoveMemberRequest,
-    RemoveMemberResponse, SendRequest, SendResponse, messaging_server::Messaging,
+    RemoveMemberResponse, SendRequest, SendResponse, SharedWithRequest, SharedWithResponse,
+    messaging_server::Messaging,
 };
 use realchat_runtime::{
     clients::{self, AuthClient},
@@ -27,6 +28,8 @@ use crate::{
 
 /// Most conversations a list returns (the most recently active ones).
 const MAX_LISTED_CONVERSATIONS: i64 = 500;
+/// Most users one `SharedWith` may ask about (a presence query's limit).
+const MAX_SHARED_WITH: usize = 100;
 
 /// The messaging service's request handlers.
 #[derive(Clone, Debug)]
@@ -109,6 +112,24 @@ impl MessagingApi {
         } else {
             format!("unknown user ids: {}", missing.join(", "))
         }))
+    }
+
+    async fn shared_with(&self, request: SharedWithRequest) -> Result<SharedWithResponse, Error> {
+        let caller = caller(&request.caller_id)?;
+        if request.user_ids.len() > MAX_SHARED_WITH {
+            return Err(Error::InvalidArgument(format!(
+                "user_ids must name at most {MAX_SHARED_WITH} users"
+            )));
+        }
+        let users = request
+            .user_ids
+            .iter()
+            .map(|id| domain::parse_user_id(id, "user_ids"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = store::shared_with(&self.pool, caller, &users).await?;
+        Ok(SharedWithResponse {
+            user_ids: shared.iter().map(Uuid::to_string).collect(),
+        })
     }
 
     async fn create_conversation(
@@ -232,6 +253,15 @@ impl Messaging for MessagingApi {
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn shared_with(
+        &self,
+        request: Request<SharedWithRequest>,
+    ) -> Result<Response<SharedWithResponse>, Status> {
+        Ok(Response::new(
+            MessagingApi::shared_with(self, request.into_inner()).await?,
+        ))
     }
 
     async fn add_member(

@@ -204,14 +204,15 @@ pub(crate) async fn run(soak: &Soak, report: &mut Report) -> anyhow::Result<()> 
     );
 
     // Presence with every socket open: everyone online.
-    let online = presence_settles(&clients, &ids, true, soak.presence_within).await;
+    let online = presence_settles(&clients, &ids, &conversations, true, soak.presence_within).await;
     let _ = stop_readers.send(true);
     let mut tracks: Vec<(usize, Track)> = Vec::with_capacity(readers.len());
     for (user, reader) in readers {
         tracks.push((user, reader.await.context("a socket reader panicked")?));
     }
     // Every socket closed: everyone offline.
-    let offline = presence_settles(&clients, &ids, false, soak.presence_within).await;
+    let offline =
+        presence_settles(&clients, &ids, &conversations, false, soak.presence_within).await;
     let memory = memory.await.context("the memory sampler panicked")?;
 
     // The checker.
@@ -516,28 +517,36 @@ async fn sample_memory(started: Instant, duration: f64) -> Memory {
 }
 
 /// Seconds until `GET /v1/presence` says every user is `online` (or every user is not), or
-/// `None` if it did not within `within` seconds.
+/// `None` if it did not within `within` seconds. Presence is only for contacts, so each
+/// conversation's first member asks about its members; every user is in one.
 async fn presence_settles(
     clients: &[Client],
     ids: &[String],
+    conversations: &[Member],
     online: bool,
     within: f64,
 ) -> Option<f64> {
     let started = Instant::now();
-    let asker = clients.first()?;
     while started.elapsed().as_secs_f64() < within {
         let mut all = true;
-        for chunk in ids.chunks(100) {
-            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            match asker.presence(&chunk).await {
-                Ok(presence) => {
-                    all &= presence.len() == chunk.len()
-                        && presence.iter().all(|p| (p.status == "online") == online);
+        'asking: for conversation in conversations {
+            let asker = clients.get(*conversation.members.first()?)?;
+            let members: Vec<&str> = conversation
+                .members
+                .iter()
+                .filter_map(|&member| ids.get(member).map(String::as_str))
+                .collect();
+            for chunk in members.chunks(100) {
+                match asker.presence(chunk).await {
+                    Ok(presence) => {
+                        all &= presence.len() == chunk.len()
+                            && presence.iter().all(|p| (p.status == "online") == online);
+                    }
+                    Err(_) => all = false,
                 }
-                Err(_) => all = false,
-            }
-            if !all {
-                break;
+                if !all {
+                    break 'asking;
+                }
             }
         }
         if all {

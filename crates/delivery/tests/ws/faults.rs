@@ -508,18 +508,39 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
         })
         .await;
     }
-    let owned_ids: Vec<String> = clients.iter().map(|c| c.session.user_id.clone()).collect();
-    let ids: Vec<&str> = owned_ids.iter().map(String::as_str).collect();
-    let asker = clients[1].session.access_token.clone();
-    let online = presence_of(&app, &survivor.addr, &asker, &ids).await;
+    // Presence is for contacts: the second of each pair asks about the pair.
+    let pairs: Vec<(String, [String; 2])> = clients
+        .chunks(2)
+        .map(|pair| {
+            (
+                pair[1].session.access_token.clone(),
+                [
+                    pair[0].session.user_id.clone(),
+                    pair[1].session.user_id.clone(),
+                ],
+            )
+        })
+        .collect();
+    let statuses = |replica: String| {
+        let (app, pairs) = (&app, pairs.clone());
+        async move {
+            let mut statuses = Vec::new();
+            for (asker, pair) in &pairs {
+                let ids = [pair[0].as_str(), pair[1].as_str()];
+                statuses.extend(presence_of(app, &replica, asker, &ids).await);
+            }
+            statuses
+        }
+    };
+    let online = statuses(survivor.addr.clone()).await;
     assert!(online.iter().all(|s| s == "online"), "{online:?}");
     for client in clients.iter_mut() {
         client.socket = None;
     }
     test_support::eventually("everyone to go offline", SOON, || {
-        let (app, asker, ids, replica) = (&app, asker.clone(), ids.clone(), survivor.addr.clone());
+        let statuses = statuses(survivor.addr.clone());
         async move {
-            let statuses = presence_of(app, &replica, &asker, &ids).await;
+            let statuses = statuses.await;
             statuses.iter().all(|s| s == "offline").then_some(())
         }
     })

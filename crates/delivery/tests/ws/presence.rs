@@ -87,6 +87,34 @@ async fn presence_queries_are_checked() {
     assert_eq!(response.status(), 400);
 }
 
+/// Presence is for the people a user talks to: someone who shares no conversation with the
+/// asker reads as a user never seen, online or not, until they share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_answers_only_for_users_who_share_a_conversation() {
+    let app = TestApp::builder().delivery_replicas(1).spawn().await;
+    let (alice, bob, stranger) = (app.member().await, app.member().await, app.member().await);
+    app.direct(&alice, &bob).await;
+    let _bob_socket = app.socket_to(0, &bob).await;
+    let _stranger_socket = app.socket_to(0, &stranger).await;
+
+    let seen = |who: &test_support::Session| {
+        let (alice, user) = (alice.clone(), who.user_id.clone());
+        let app = &app;
+        async move { status_of(app, &alice, &user).await }
+    };
+    test_support::eventually("bob to be online", SOON, || async {
+        (seen(&bob).await["status"] == "online").then_some(())
+    })
+    .await;
+    let hidden = seen(&stranger).await;
+    assert_eq!(hidden["status"], "offline", "{hidden}");
+    assert_eq!(hidden["last_seen"], Value::Null);
+
+    // Once they share a conversation, the stranger's status is alice's to see.
+    app.direct(&alice, &stranger).await;
+    assert_eq!(seen(&stranger).await["status"], "online");
+}
+
 /// The gateway passes presence requests to delivery over kept-alive connections: twenty
 /// questions, one after another, open one or two connections, not twenty (each with a
 /// handshake and a socket left in TIME-WAIT).

@@ -193,7 +193,8 @@ pub(crate) struct PresenceQuery {
     user_ids: String,
 }
 
-/// Online or offline, and when last seen.
+/// Online or offline, and when last seen, for users who share a conversation with the caller;
+/// anyone else reads as a user never seen (`offline`, no `last_seen`).
 #[utoipa::path(get, path = "/v1/presence", tag = "realtime", params(PresenceQuery),
     security(("bearer" = [])),
     responses(

@@ -22,7 +22,7 @@ pub use conversations::{add_member, conversation, create, list, remove_member};
 pub use history::history;
 pub use reads::mark_read;
 pub use sends::{NewMessage, Sent, send, send_all};
-pub use users::{remember_user, unknown_users};
+pub use users::{remember_user, shared_with, unknown_users};
 
 /// A conversation as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]

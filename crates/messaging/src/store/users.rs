@@ -25,6 +25,21 @@ pub async fn remember_user(
     Ok(())
 }
 
+/// The ids in `users` that share at least one conversation with `caller`. Each asked id costs a
+/// look at its own memberships (`members_by_user`), each stopping at the first shared one.
+pub async fn shared_with(pool: &PgPool, caller: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT u FROM unnest($2::uuid[]) AS u WHERE EXISTS (
+             SELECT 1 FROM members theirs
+             JOIN members mine ON mine.conversation_id = theirs.conversation_id AND mine.user_id = $1
+             WHERE theirs.user_id = u)",
+    )
+    .bind(caller)
+    .bind(users)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The ids in `users` that messaging has never heard of.
 pub async fn unknown_users(pool: &PgPool, users: &[Uuid]) -> Result<Vec<Uuid>, Error> {
     Ok(sqlx::query_scalar(
