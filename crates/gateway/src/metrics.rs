@@ -24,7 +24,7 @@ pub fn describe() {
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
     metrics::describe_counter!(
         RATE_LIMIT_FAIL_OPEN,
-        "Requests allowed without a limit check because Redis was unreachable"
+        "Limit checks made by this process alone because Redis was unreachable"
     );
     metrics::describe_counter!(
         SHED,

@@ -1,17 +1,20 @@
-//! Rate limits in Redis, failing open.
+//! Rate limits in Redis, kept per process while Redis cannot be used.
 //!
 //! Each limit is a GCRA bucket (the "generic cell rate algorithm": one timestamp per key, no
 //! counters to reset): `rate_per_sec` sustained with bursts of `burst`. The check and update run in
 //! one Lua script, so replicas of the gateway share the limit exactly.
 //!
-//! Redis is not allowed to take the API down with it: when it is unreachable or slow the request
-//! passes, [`metrics::RATE_LIMIT_FAIL_OPEN`] counts it, and for a short while the limiter does not
-//! even try (a circuit breaker), so an outage costs no latency. The connection manager reconnects
-//! in the background and limits resume by themselves.
+//! Redis is not allowed to take the API down with it, nor the limits: when it is unreachable or
+//! slow the same buckets are kept in this process instead ([`metrics::RATE_LIMIT_FAIL_OPEN`]
+//! counts those checks), so each gateway replica enforces the limit on its own, and for a short
+//! while the limiter does not even try Redis (a circuit breaker), so an outage costs no latency.
+//! The connection manager reconnects in the background and the shared limits resume by
+//! themselves.
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -76,6 +79,8 @@ return -1
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 /// Longest a limit check may add to a request.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(150);
+/// Most buckets kept in the process while Redis is away; past it the full ones are forgotten.
+const LOCAL_MAX_BUCKETS: usize = 100_000;
 
 /// The Redis-backed limiter, shared by every request.
 #[derive(Clone)]
@@ -86,6 +91,8 @@ pub struct RateLimiter {
     epoch: Instant,
     /// Milliseconds since `epoch` until which Redis is not asked.
     breaker_until_ms: Arc<AtomicU64>,
+    /// The buckets kept here while Redis cannot be used.
+    local: Arc<Local>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -111,6 +118,7 @@ impl RateLimiter {
             prefix: prefix.into(),
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
+            local: Arc::default(),
         })
     }
 
@@ -122,6 +130,7 @@ impl RateLimiter {
             prefix: "".into(),
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
+            local: Arc::default(),
         }
     }
 
@@ -131,16 +140,13 @@ impl RateLimiter {
             return Decision::Allow;
         };
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.breaker_until_ms.load(Ordering::Relaxed) {
-            ::metrics::counter!(metrics::RATE_LIMIT_FAIL_OPEN, "scope" => scope.as_str())
-                .increment(1);
-            return Decision::Allow;
-        }
         let interval_ms = (1000.0 / limit.rate_per_sec.max(0.001)).max(1.0);
+        let bucket = format!("{}rl:{}:{key}", self.prefix, scope.as_str());
+        if now_ms < self.breaker_until_ms.load(Ordering::Relaxed) {
+            return self.locally(scope, bucket, interval_ms as u64, limit.burst, now_ms);
+        }
         let mut connection = connection.clone();
-        let mut invocation = self
-            .script
-            .key(format!("{}rl:{}:{key}", self.prefix, scope.as_str()));
+        let mut invocation = self.script.key(&bucket);
         invocation.arg(interval_ms).arg(limit.burst.max(1));
         let result = tokio::time::timeout(
             CHECK_TIMEOUT,
@@ -155,23 +161,45 @@ impl RateLimiter {
                 }
             }
             Ok(Ok(_)) => Decision::Allow,
-            Ok(Err(error)) => self.fail_open(scope, now_ms, &error.to_string()),
-            Err(_) => self.fail_open(scope, now_ms, "timed out"),
+            Ok(Err(error)) => {
+                self.open_breaker(now_ms, &error.to_string());
+                self.locally(scope, bucket, interval_ms as u64, limit.burst, now_ms)
+            }
+            Err(_) => {
+                self.open_breaker(now_ms, "timed out");
+                self.locally(scope, bucket, interval_ms as u64, limit.burst, now_ms)
+            }
         }
     }
 
-    fn fail_open(&self, scope: Scope, now_ms: u64, error: &str) -> Decision {
+    /// Stops asking Redis for [`BREAKER_OPEN_FOR`].
+    fn open_breaker(&self, now_ms: u64, error: &str) {
         let until = now_ms + BREAKER_OPEN_FOR.as_millis() as u64;
         let previous = self.breaker_until_ms.swap(until, Ordering::Relaxed);
         // Log once per breaker opening, not once per request.
         if previous <= now_ms {
             tracing::warn!(
                 error,
-                "rate limiter cannot reach Redis, letting requests through"
+                "rate limiter cannot reach Redis, keeping the limits in this process"
             );
         }
+    }
+
+    /// The check against this process's own bucket, while Redis cannot be used.
+    fn locally(
+        &self,
+        scope: Scope,
+        bucket: String,
+        interval_ms: u64,
+        burst: u32,
+        now_ms: u64,
+    ) -> Decision {
         ::metrics::counter!(metrics::RATE_LIMIT_FAIL_OPEN, "scope" => scope.as_str()).increment(1);
-        Decision::Allow
+        let decision = self.local.check(bucket, interval_ms, burst, now_ms);
+        if decision != Decision::Allow {
+            ::metrics::counter!(metrics::RATE_LIMITED, "scope" => scope.as_str()).increment(1);
+        }
+        decision
     }
 
     /// Whether Redis answers a PING (for diagnostics; readiness does not depend on it).
@@ -188,5 +216,74 @@ impl RateLimiter {
             .await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// GCRA buckets in this process: the same rule as the Lua script, for when Redis is away.
+#[derive(Debug, Default)]
+struct Local {
+    /// Each bucket's theoretical arrival time, in milliseconds since the limiter's epoch.
+    buckets: Mutex<HashMap<String, u64>>,
+}
+
+impl Local {
+    fn check(&self, bucket: String, interval_ms: u64, burst: u32, now_ms: u64) -> Decision {
+        let interval_ms = interval_ms.max(1);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= LOCAL_MAX_BUCKETS && !buckets.contains_key(&bucket) {
+            // Buckets whose time has passed hold nothing: forgetting them changes no decision.
+            buckets.retain(|_, tat| *tat > now_ms);
+            if buckets.len() >= LOCAL_MAX_BUCKETS {
+                buckets.clear();
+            }
+        }
+        let tat = buckets.get(&bucket).copied().unwrap_or(now_ms).max(now_ms);
+        let new_tat = tat + interval_ms;
+        let allow_at = new_tat.saturating_sub(u64::from(burst.max(1)) * interval_ms);
+        if allow_at > now_ms {
+            return Decision::Deny {
+                retry_after_secs: (allow_at - now_ms).div_ceil(1000).max(1),
+            };
+        }
+        buckets.insert(bucket, new_tat);
+        Decision::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_buckets_allow_the_burst_then_the_rate() {
+        let local = Local::default();
+        // 1 per second, bursts of 2.
+        let at = |ms| local.check("k".into(), 1000, 2, ms);
+        assert_eq!(at(0), Decision::Allow);
+        assert_eq!(at(0), Decision::Allow);
+        assert_eq!(
+            at(0),
+            Decision::Deny {
+                retry_after_secs: 1
+            }
+        );
+        assert_eq!(at(1000), Decision::Allow);
+        assert_ne!(at(1000), Decision::Allow);
+        // Another key has its own bucket.
+        assert_eq!(local.check("other".into(), 1000, 2, 1000), Decision::Allow);
+    }
+
+    #[test]
+    fn local_buckets_are_bounded() {
+        let local = Local::default();
+        for i in 0..LOCAL_MAX_BUCKETS + 10 {
+            let _ = local.check(format!("k{i}"), 1000, 1, 0);
+        }
+        let len = local
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        assert!(len <= LOCAL_MAX_BUCKETS, "{len}");
     }
 }

@@ -107,8 +107,10 @@ async fn one_user_over_their_limit_gets_429_while_others_are_unaffected() {
     );
 }
 
+/// While Redis is away each gateway keeps the limits itself: requests within them pass, the ones
+/// past them are refused, every check is counted; the shared limits return with Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_stopped_requests_pass_and_are_counted_and_limits_return_with_it() {
+async fn with_redis_stopped_the_gateway_keeps_the_limits_itself_until_redis_returns() {
     let mut redis = RedisServer::start().await;
     let options = redis.options();
     let app = TestApp::builder()
@@ -136,20 +138,25 @@ async fn with_redis_stopped_requests_pass_and_are_counted_and_limits_return_with
 
     redis.stop();
 
+    // The process's own bucket starts full: the burst passes, then the limit holds.
+    let mut statuses = Vec::new();
     for _ in 0..5 {
-        assert_eq!(
-            me(&app, &session.access_token).await,
-            200,
-            "a Redis outage must not refuse requests"
-        );
+        statuses.push(me(&app, &session.access_token).await);
     }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    let other = app.signed_up().await;
+    assert_eq!(
+        me(&app, &other.access_token).await,
+        200,
+        "a Redis outage must not refuse requests within the limits"
+    );
     let fail_open_after = counter_value(
         &app.metrics().await,
         "gateway_rate_limit_fail_open_total",
         "scope=\"user\"",
     );
     assert!(
-        fail_open_after >= fail_open_before + 5.0,
+        fail_open_after >= fail_open_before + 6.0,
         "{fail_open_before} -> {fail_open_after}"
     );
 
