@@ -17,13 +17,13 @@ pub mod password;
 pub mod store;
 pub mod tokens;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use realchat_events::KafkaOptions;
 use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::auth::v1::auth_server::AuthServer;
-use realchat_runtime::{Shutdown, admin, config::Secret};
+use realchat_runtime::{Shutdown, admin};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -35,6 +35,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Everything the `auth` database is migrated with, in order: its own, then the outbox table's.
 pub fn migrators() -> [&'static sqlx::migrate::Migrator; 2] {
     [&MIGRATOR, &*realchat_outbox::MIGRATOR]
+}
+
+realchat_runtime::database_options! {
+    database: "auth",
+    url: "REALCHAT_AUTH_DATABASE_URL",
+    url_file: "REALCHAT_AUTH_DATABASE_URL_FILE",
+    max_connections: "REALCHAT_AUTH_DATABASE_MAX_CONNECTIONS" = 16,
+    migrate: "REALCHAT_AUTH_MIGRATE",
 }
 
 /// Configuration of the auth service. Every field has a default that works with `cargo xtask up`.
@@ -56,31 +64,8 @@ pub struct Options {
     )]
     pub admin_addr: SocketAddr,
 
-    /// PostgreSQL URL of the `auth` database.
-    #[arg(
-        long,
-        env = "REALCHAT_AUTH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/auth",
-        hide_env_values = true
-    )]
-    pub database_url: Secret<String>,
-
-    /// File holding the PostgreSQL URL (wins over REALCHAT_AUTH_DATABASE_URL), as container
-    /// platforms mount secrets.
-    #[arg(long, env = "REALCHAT_AUTH_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-
-    /// Largest number of database connections.
-    #[arg(
-        long,
-        env = "REALCHAT_AUTH_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
-    pub database_max_connections: u32,
-
-    /// Apply pending migrations at startup.
-    #[arg(long, env = "REALCHAT_AUTH_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate: bool,
+    #[command(flatten)]
+    pub database: DatabaseOptions,
 
     /// Lifetime of an access token, in seconds.
     #[arg(long, env = "REALCHAT_AUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 900,
@@ -111,26 +96,12 @@ impl Options {
         Self {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
-            database_url: Secret::new(database_url.into()),
-            database_url_file: None,
-            database_max_connections: 16,
-            migrate: true,
+            database: DatabaseOptions::new(database_url),
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             key_rotation_days: 30,
             hash_concurrency: 0,
             kafka: KafkaOptions::new("127.0.0.1:9092", ""),
-        }
-    }
-
-    /// The database these options name.
-    pub fn database(&self) -> realchat_runtime::db::Database<'_> {
-        realchat_runtime::db::Database {
-            variable: "REALCHAT_AUTH_DATABASE_URL",
-            url: &self.database_url,
-            url_file: self.database_url_file.as_deref(),
-            max_connections: self.database_max_connections,
-            migrate: self.migrate,
         }
     }
 }
@@ -157,7 +128,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&migrators()).await?;
+        let pool = options.database.as_database().open(&migrators()).await?;
         let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
         let keys = keys::KeyRing::load(
             pool.clone(),
@@ -208,6 +179,7 @@ impl Service {
     /// Serves until `shutdown` starts, then drains within its grace period.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let token = shutdown.token();
+        tracing::info!(grpc = %self.grpc_addr(), admin = %self.admin_addr(), "auth service started");
         let Self {
             grpc,
             admin,
@@ -259,36 +231,26 @@ impl Service {
     }
 }
 
-impl realchat_runtime::service::DatabaseService for Service {
+impl realchat_runtime::service::Service for Service {
     type Options = Options;
     const NAME: &'static str = "auth";
     const ABOUT: &'static str = "RealChat auth service: users, passwords, tokens and signing keys.";
 
-    fn admin_addr_of(options: &Options) -> std::net::SocketAddr {
+    fn admin_addr_of(options: &Options) -> SocketAddr {
         options.admin_addr
     }
 
+    async fn serve(options: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+        Service::build(options).await?.run(shutdown).await
+    }
+}
+
+impl realchat_runtime::service::DatabaseService for Service {
     fn database(options: &Options) -> realchat_runtime::db::Database<'_> {
-        options.database()
+        options.database.as_database()
     }
 
     fn migrators() -> Vec<&'static sqlx::migrate::Migrator> {
         migrators().to_vec()
-    }
-
-    async fn build(options: Options) -> anyhow::Result<Self> {
-        Service::build(options).await
-    }
-
-    fn grpc_addr(&self) -> std::net::SocketAddr {
-        Service::grpc_addr(self)
-    }
-
-    fn admin_addr(&self) -> std::net::SocketAddr {
-        Service::admin_addr(self)
-    }
-
-    async fn run(self, shutdown: realchat_runtime::Shutdown) -> anyhow::Result<()> {
-        Service::run(self, shutdown).await
     }
 }

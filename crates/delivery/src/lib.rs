@@ -154,6 +154,7 @@ impl Service {
     /// finish its event and commit, then closes every socket with 1001.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let token = shutdown.token();
+        tracing::info!(addr = %self.local_addr(), admin = %self.admin_addr(), replica = %self.replica_id(), "delivery replica started");
         let Self {
             public,
             admin,
@@ -253,5 +254,19 @@ impl Service {
             Ok(())
         });
         shutdown.wait().await.map_err(Into::into)
+    }
+}
+
+impl realchat_runtime::service::Service for Service {
+    type Options = Options;
+    const NAME: &'static str = "delivery";
+    const ABOUT: &'static str = "RealChat delivery service: WebSockets, the consumer group that fans messages out, presence.";
+
+    fn admin_addr_of(options: &Options) -> SocketAddr {
+        options.admin_addr
+    }
+
+    async fn serve(options: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+        Service::build(options).await?.run(shutdown).await
     }
 }

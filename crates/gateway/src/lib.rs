@@ -332,6 +332,7 @@ impl Service {
     /// Serves until `shutdown` starts, then finishes in-flight requests within the grace period.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let token = shutdown.token();
+        tracing::info!(addr = %self.local_addr(), admin = %self.admin_addr(), "gateway started");
         let Self {
             public,
             admin,
@@ -416,4 +417,19 @@ fn router(state: AppState) -> Router {
             error::ApiError::internal().into_response()
         }))
         .with_state(state)
+}
+
+impl realchat_runtime::service::Service for Service {
+    type Options = Options;
+    const NAME: &'static str = "gateway";
+    const ABOUT: &'static str =
+        "RealChat gateway: the public HTTP API, token checks and rate limits.";
+
+    fn admin_addr_of(options: &Options) -> SocketAddr {
+        options.admin_addr
+    }
+
+    async fn serve(options: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+        Service::build(options).await?.run(shutdown).await
+    }
 }

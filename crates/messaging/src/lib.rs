@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod sends;
 pub mod store;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use realchat_events::{
@@ -27,7 +27,7 @@ use realchat_events::{
 };
 use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::messaging::v1::messaging_server::MessagingServer;
-use realchat_runtime::{Shutdown, admin, config::Secret};
+use realchat_runtime::{Shutdown, admin};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -40,6 +40,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Everything the `messaging` database is migrated with, in order: its own, then the outbox table's.
 pub fn migrators() -> [&'static sqlx::migrate::Migrator; 2] {
     [&MIGRATOR, &*realchat_outbox::MIGRATOR]
+}
+
+realchat_runtime::database_options! {
+    database: "messaging",
+    url: "REALCHAT_MESSAGING_DATABASE_URL",
+    url_file: "REALCHAT_MESSAGING_DATABASE_URL_FILE",
+    max_connections: "REALCHAT_MESSAGING_DATABASE_MAX_CONNECTIONS" = 32,
+    migrate: "REALCHAT_MESSAGING_MIGRATE",
 }
 
 /// Configuration of the messaging service. Every field has a default that works with `cargo xtask up`.
@@ -61,36 +69,13 @@ pub struct Options {
     )]
     pub admin_addr: SocketAddr,
 
-    /// PostgreSQL URL of the `messaging` database.
-    #[arg(
-        long,
-        env = "REALCHAT_MESSAGING_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/messaging",
-        hide_env_values = true
-    )]
-    pub database_url: Secret<String>,
-
-    /// File holding the PostgreSQL URL (wins over REALCHAT_MESSAGING_DATABASE_URL), as container
-    /// platforms mount secrets.
-    #[arg(long, env = "REALCHAT_MESSAGING_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-
-    /// Largest number of database connections.
-    #[arg(
-        long,
-        env = "REALCHAT_MESSAGING_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 32
-    )]
-    pub database_max_connections: u32,
+    #[command(flatten)]
+    pub database: DatabaseOptions,
 
     /// Tasks that commit sends; each commits everything queued when it is free as one transaction
     /// (group commit). More writers mean more transactions in parallel; fewer, larger batches.
     #[arg(long, env = "REALCHAT_MESSAGING_SEND_WRITERS", default_value_t = 4)]
     pub send_writers: usize,
-
-    /// Apply pending migrations at startup.
-    #[arg(long, env = "REALCHAT_MESSAGING_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate: bool,
 
     /// Run the outbox relay in this process (every replica normally does; one publishes at a time).
     #[arg(long, env = "REALCHAT_MESSAGING_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -123,26 +108,12 @@ impl Options {
         Self {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
-            database_url: Secret::new(database_url.into()),
-            database_url_file: None,
-            database_max_connections: 32,
+            database: DatabaseOptions::new(database_url),
             send_writers: 4,
-            migrate: true,
             relay: true,
             auth_endpoint: "http://127.0.0.1:7051".into(),
             consumer_group: "messaging".into(),
             kafka,
-        }
-    }
-
-    /// The database these options name.
-    pub fn database(&self) -> realchat_runtime::db::Database<'_> {
-        realchat_runtime::db::Database {
-            variable: "REALCHAT_MESSAGING_DATABASE_URL",
-            url: &self.database_url,
-            url_file: self.database_url_file.as_deref(),
-            max_connections: self.database_max_connections,
-            migrate: self.migrate,
         }
     }
 }
@@ -168,7 +139,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&migrators()).await?;
+        let pool = options.database.as_database().open(&migrators()).await?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
         realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =
@@ -203,6 +174,7 @@ impl Service {
     /// flushes, the consumer commits.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let token = shutdown.token();
+        tracing::info!(grpc = %self.grpc_addr(), admin = %self.admin_addr(), "messaging service started");
         let Self {
             grpc,
             admin,
@@ -286,37 +258,27 @@ impl Drop for WriterEnded {
     }
 }
 
-impl realchat_runtime::service::DatabaseService for Service {
+impl realchat_runtime::service::Service for Service {
     type Options = Options;
     const NAME: &'static str = "messaging";
     const ABOUT: &'static str =
         "RealChat messaging service: conversations, messages, read positions, the outbox.";
 
-    fn admin_addr_of(options: &Options) -> std::net::SocketAddr {
+    fn admin_addr_of(options: &Options) -> SocketAddr {
         options.admin_addr
     }
 
+    async fn serve(options: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+        Service::build(options).await?.run(shutdown).await
+    }
+}
+
+impl realchat_runtime::service::DatabaseService for Service {
     fn database(options: &Options) -> realchat_runtime::db::Database<'_> {
-        options.database()
+        options.database.as_database()
     }
 
     fn migrators() -> Vec<&'static sqlx::migrate::Migrator> {
         migrators().to_vec()
-    }
-
-    async fn build(options: Options) -> anyhow::Result<Self> {
-        Service::build(options).await
-    }
-
-    fn grpc_addr(&self) -> std::net::SocketAddr {
-        Service::grpc_addr(self)
-    }
-
-    fn admin_addr(&self) -> std::net::SocketAddr {
-        Service::admin_addr(self)
-    }
-
-    async fn run(self, shutdown: realchat_runtime::Shutdown) -> anyhow::Result<()> {
-        Service::run(self, shutdown).await
     }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    realchat_runtime::service::main::<realchat_messaging::Service>().await
+    realchat_runtime::service::main_with_database::<realchat_messaging::Service>().await
 }

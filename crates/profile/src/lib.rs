@@ -14,7 +14,7 @@ mod grpc;
 pub mod metrics;
 pub mod store;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use realchat_events::{
@@ -22,7 +22,7 @@ use realchat_events::{
     consumer::{self, ConsumerOptions},
 };
 use realchat_proto::profile::v1::profiles_server::ProfilesServer;
-use realchat_runtime::{Shutdown, admin, config::Secret};
+use realchat_runtime::{Shutdown, admin};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -34,6 +34,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Everything the `profile` database is migrated with (it has no outbox).
 pub fn migrators() -> [&'static sqlx::migrate::Migrator; 1] {
     [&MIGRATOR]
+}
+
+realchat_runtime::database_options! {
+    database: "profile",
+    url: "REALCHAT_PROFILE_DATABASE_URL",
+    url_file: "REALCHAT_PROFILE_DATABASE_URL_FILE",
+    max_connections: "REALCHAT_PROFILE_DATABASE_MAX_CONNECTIONS" = 16,
+    migrate: "REALCHAT_PROFILE_MIGRATE",
 }
 
 /// Configuration of the profile service. Every field has a default that works with `cargo xtask up`.
@@ -55,31 +63,8 @@ pub struct Options {
     )]
     pub admin_addr: SocketAddr,
 
-    /// PostgreSQL URL of the `profile` database.
-    #[arg(
-        long,
-        env = "REALCHAT_PROFILE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/profile",
-        hide_env_values = true
-    )]
-    pub database_url: Secret<String>,
-
-    /// File holding the PostgreSQL URL (wins over REALCHAT_PROFILE_DATABASE_URL), as container
-    /// platforms mount secrets.
-    #[arg(long, env = "REALCHAT_PROFILE_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-
-    /// Largest number of database connections.
-    #[arg(
-        long,
-        env = "REALCHAT_PROFILE_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
-    pub database_max_connections: u32,
-
-    /// Apply pending migrations at startup.
-    #[arg(long, env = "REALCHAT_PROFILE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub migrate: bool,
+    #[command(flatten)]
+    pub database: DatabaseOptions,
 
     /// gRPC endpoint of the auth service, asked about users whose registration event has not
     /// arrived yet.
@@ -108,24 +93,10 @@ impl Options {
         Self {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
-            database_url: Secret::new(database_url.into()),
-            database_url_file: None,
-            database_max_connections: 16,
-            migrate: true,
+            database: DatabaseOptions::new(database_url),
             auth_endpoint: "http://127.0.0.1:7051".into(),
             consumer_group: "profile".into(),
             kafka,
-        }
-    }
-
-    /// The database these options name.
-    pub fn database(&self) -> realchat_runtime::db::Database<'_> {
-        realchat_runtime::db::Database {
-            variable: "REALCHAT_PROFILE_DATABASE_URL",
-            url: &self.database_url,
-            url_file: self.database_url_file.as_deref(),
-            max_connections: self.database_max_connections,
-            migrate: self.migrate,
         }
     }
 }
@@ -151,7 +122,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let pool = options.database().open(&migrators()).await?;
+        let pool = options.database.as_database().open(&migrators()).await?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
         realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
         let grpc =
@@ -185,6 +156,7 @@ impl Service {
     /// consumer commits.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let token = shutdown.token();
+        tracing::info!(grpc = %self.grpc_addr(), admin = %self.admin_addr(), "profile service started");
         let Self {
             grpc,
             admin,
@@ -234,36 +206,26 @@ impl Service {
     }
 }
 
-impl realchat_runtime::service::DatabaseService for Service {
+impl realchat_runtime::service::Service for Service {
     type Options = Options;
     const NAME: &'static str = "profile";
     const ABOUT: &'static str = "RealChat profile service: profiles and the username directory.";
 
-    fn admin_addr_of(options: &Options) -> std::net::SocketAddr {
+    fn admin_addr_of(options: &Options) -> SocketAddr {
         options.admin_addr
     }
 
+    async fn serve(options: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+        Service::build(options).await?.run(shutdown).await
+    }
+}
+
+impl realchat_runtime::service::DatabaseService for Service {
     fn database(options: &Options) -> realchat_runtime::db::Database<'_> {
-        options.database()
+        options.database.as_database()
     }
 
     fn migrators() -> Vec<&'static sqlx::migrate::Migrator> {
         migrators().to_vec()
-    }
-
-    async fn build(options: Options) -> anyhow::Result<Self> {
-        Service::build(options).await
-    }
-
-    fn grpc_addr(&self) -> std::net::SocketAddr {
-        Service::grpc_addr(self)
-    }
-
-    fn admin_addr(&self) -> std::net::SocketAddr {
-        Service::admin_addr(self)
-    }
-
-    async fn run(self, shutdown: realchat_runtime::Shutdown) -> anyhow::Result<()> {
-        Service::run(self, shutdown).await
     }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    realchat_runtime::service::main::<realchat_profile::Service>().await
+    realchat_runtime::service::main_with_database::<realchat_profile::Service>().await
 }

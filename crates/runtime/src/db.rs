@@ -66,6 +66,95 @@ impl Database<'_> {
     }
 }
 
+/// Declares `DatabaseOptions`, the settings of a service's own database under the service's own
+/// variable names, for `#[command(flatten)]` into its options:
+///
+/// ```ignore
+/// realchat_runtime::database_options! {
+///     database: "profile",
+///     url: "REALCHAT_PROFILE_DATABASE_URL",
+///     url_file: "REALCHAT_PROFILE_DATABASE_URL_FILE",
+///     max_connections: "REALCHAT_PROFILE_DATABASE_MAX_CONNECTIONS" = 16,
+///     migrate: "REALCHAT_PROFILE_MIGRATE",
+/// }
+/// ```
+///
+/// The names are spelled out (not built from a prefix) so that a search for a variable finds
+/// where it is declared. The default URL is the named database on the local PostgreSQL.
+#[macro_export]
+macro_rules! database_options {
+    (
+        database: $database:literal,
+        url: $url:literal,
+        url_file: $url_file:literal,
+        max_connections: $max_connections:literal = $default_max_connections:literal,
+        migrate: $migrate:literal $(,)?
+    ) => {
+        /// Where this service's database is and how it is used.
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct DatabaseOptions {
+            #[arg(
+                        long = "database-url",
+                        env = $url,
+                        help = concat!("PostgreSQL URL of the `", $database, "` database."),
+                        default_value = concat!("postgres://postgres@127.0.0.1:5432/", $database),
+                        hide_env_values = true
+                    )]
+            pub url: $crate::config::Secret<String>,
+
+            #[arg(
+                        long = "database-url-file",
+                        env = $url_file,
+                        help = concat!(
+                            "File holding the PostgreSQL URL (wins over ", $url,
+                            "), as container platforms mount secrets."
+                        )
+                    )]
+            pub url_file: Option<std::path::PathBuf>,
+
+            /// Largest number of database connections.
+            #[arg(
+                        long = "database-max-connections",
+                        env = $max_connections,
+                        default_value_t = $default_max_connections
+                    )]
+            pub max_connections: u32,
+
+            /// Apply pending migrations at startup.
+            #[arg(
+                        long = "migrate",
+                        env = $migrate,
+                        default_value_t = true,
+                        action = clap::ArgAction::Set
+                    )]
+            pub migrate: bool,
+        }
+
+        impl DatabaseOptions {
+            /// The defaults, with the given URL.
+            pub fn new(url: impl Into<String>) -> Self {
+                Self {
+                    url: $crate::config::Secret::new(url.into()),
+                    url_file: None,
+                    max_connections: $default_max_connections,
+                    migrate: true,
+                }
+            }
+
+            /// The database these options name.
+            pub fn as_database(&self) -> $crate::db::Database<'_> {
+                $crate::db::Database {
+                    variable: $url,
+                    url: &self.url,
+                    url_file: self.url_file.as_deref(),
+                    max_connections: self.max_connections,
+                    migrate: self.migrate,
+                }
+            }
+        }
+    };
+}
+
 /// A pool that connects lazily and gives up on a connection after `acquire_timeout`, so a request
 /// that needs a database which is down fails fast (and maps to 503) instead of hanging.
 pub fn pool(

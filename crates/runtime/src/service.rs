@@ -1,10 +1,10 @@
-//! The binary of a gRPC service with a database of its own (auth, messaging, profile). What such
-//! a binary does is the same for each, so it is written once: each `main.rs` names its service
-//! and calls [`main`].
+//! The binary of a RealChat service. What a service binary does is the same for each, so it is
+//! written once: each `main.rs` names its service and calls [`main`] (or [`main_with_database`]
+//! for a service that owns a database).
 //!
-//! `<binary>` serves; `<binary> migrate` creates the database if missing, applies the
-//! migrations and exits; `<binary> healthcheck` asks the admin server's `/readyz` (for container
-//! health checks); `<binary> settings` prints the settings it reads as JSON.
+//! `<binary>` serves; `<binary> healthcheck` asks the admin server's `/readyz` (for container
+//! health checks); `<binary> settings` prints the settings it reads as JSON; with a database,
+//! `<binary> migrate` creates the database if missing, applies the migrations and exits.
 
 use std::{future::Future, net::SocketAddr};
 
@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use crate::{Shutdown, config::CommonOptions, db::Database, settings, telemetry};
 
 /// What [`main`] needs of a service.
-pub trait DatabaseService: Sized {
+pub trait Service: Sized {
     /// The service's own options, flattened into its command line.
     type Options: Args;
     /// The binary's name, which is also the service's name in telemetry.
@@ -24,25 +24,39 @@ pub trait DatabaseService: Sized {
 
     /// Where the admin server will listen, for `healthcheck`.
     fn admin_addr_of(options: &Self::Options) -> SocketAddr;
+    /// Binds, serves until `shutdown`, then drains.
+    fn serve(
+        options: Self::Options,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// What [`main_with_database`] needs besides: the database a service owns.
+pub trait DatabaseService: Service {
     /// The database the options name.
     fn database(options: &Self::Options) -> Database<'_>;
     /// The migrations of that database, in the order they apply.
     fn migrators() -> Vec<&'static Migrator>;
-    /// Binds the listeners and prepares the database.
-    fn build(options: Self::Options) -> impl Future<Output = anyhow::Result<Self>>;
-    /// Where the gRPC server listens.
-    fn grpc_addr(&self) -> SocketAddr;
-    /// Where the admin server listens.
-    fn admin_addr(&self) -> SocketAddr;
-    /// Serves until `shutdown`, then drains.
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Commands of the service's own, besides `migrate`, `healthcheck` and `settings` (a name
+    /// and its `--help` line each); they read the same settings as the service.
+    fn commands() -> Vec<clap::Command> {
+        Vec::new()
+    }
+
+    /// Runs the command named `name` (one of [`DatabaseService::commands`]) and exits.
+    fn command(name: &str, options: Self::Options) -> impl Future<Output = anyhow::Result<()>> {
+        let _ = options;
+        let name = name.to_owned();
+        async move { anyhow::bail!("no command {name:?}") }
+    }
 }
 
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Cli<O: Args> {
+struct Cli<O: Args, C: Subcommand> {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<C>,
     #[command(flatten)]
     common: CommonOptions,
     #[command(flatten)]
@@ -51,42 +65,91 @@ struct Cli<O: Args> {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the database if missing, apply migrations, and exit.
-    Migrate,
     /// Exit 0 if this service's admin server says it is ready, 1 otherwise (for health checks).
     Healthcheck,
     /// Print the settings this binary reads as JSON, and exit.
     Settings,
 }
 
+#[derive(Debug, Subcommand)]
+enum DatabaseCommand {
+    /// Create the database if missing, apply migrations, and exit.
+    Migrate,
+    #[command(flatten)]
+    Other(Command),
+}
+
 /// The whole binary of service `S`.
-pub async fn main<S: DatabaseService>() -> anyhow::Result<()> {
-    let command = Cli::<S::Options>::command().name(S::NAME).about(S::ABOUT);
-    // Before parsing: the settings are printed whatever else the environment holds.
-    settings::print_if_asked_for(&command);
-    let cli = match Cli::<S::Options>::from_arg_matches(&command.get_matches()) {
+pub async fn main<S: Service>() -> anyhow::Result<()> {
+    let cli = parse::<S, Command>();
+    match cli.command {
+        Some(Command::Healthcheck) => crate::admin::healthcheck(S::admin_addr_of(&cli.options)),
+        // Answered before parsing.
+        Some(Command::Settings) | None => serve::<S>(cli.common, cli.options).await,
+    }
+}
+
+/// The whole binary of service `S`, which owns a database.
+pub async fn main_with_database<S: DatabaseService>() -> anyhow::Result<()> {
+    let own = S::commands();
+    let mut command = Cli::<S::Options, DatabaseCommand>::command()
+        .name(S::NAME)
+        .about(S::ABOUT);
+    for subcommand in &own {
+        command = command.subcommand(subcommand.clone());
+    }
+    let matches = parsed(&command);
+    if let Some((name, _)) = matches.subcommand()
+        && own.iter().any(|c| c.get_name() == name)
+    {
+        let (common, options) = match (
+            CommonOptions::from_arg_matches(&matches),
+            S::Options::from_arg_matches(&matches),
+        ) {
+            (Ok(common), Ok(options)) => (common, options),
+            (Err(error), _) | (_, Err(error)) => error.exit(),
+        };
+        let _telemetry = telemetry::init(S::NAME, &common)?;
+        return S::command(name, options).await;
+    }
+    let cli = match Cli::<S::Options, DatabaseCommand>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    if let Some(Command::Healthcheck) = cli.command {
-        return crate::admin::healthcheck(S::admin_addr_of(&cli.options));
-    }
-    let _telemetry = telemetry::init(S::NAME, &cli.common)?;
     match cli.command {
-        Some(Command::Migrate) => {
-            return S::database(&cli.options).migrate(&S::migrators()).await;
+        Some(DatabaseCommand::Other(Command::Healthcheck)) => {
+            crate::admin::healthcheck(S::admin_addr_of(&cli.options))
         }
-        // Answered before telemetry starts (`Healthcheck`) or before parsing (`Settings`).
-        Some(Command::Healthcheck | Command::Settings) | None => {}
+        Some(DatabaseCommand::Migrate) => {
+            let _telemetry = telemetry::init(S::NAME, &cli.common)?;
+            S::database(&cli.options).migrate(&S::migrators()).await
+        }
+        Some(DatabaseCommand::Other(Command::Settings)) | None => {
+            serve::<S>(cli.common, cli.options).await
+        }
     }
-    let shutdown = Shutdown::new(cli.common.shutdown_grace());
+}
+
+fn parse<S: Service, C: Subcommand>() -> Cli<S::Options, C> {
+    let command = Cli::<S::Options, C>::command()
+        .name(S::NAME)
+        .about(S::ABOUT);
+    match Cli::<S::Options, C>::from_arg_matches(&parsed(&command)) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    }
+}
+
+/// The command line, parsed; `settings` is answered here, before the environment is parsed, so
+/// a wrong value elsewhere does not hide the list.
+fn parsed(command: &clap::Command) -> clap::ArgMatches {
+    settings::print_if_asked_for(command);
+    command.clone().get_matches()
+}
+
+async fn serve<S: Service>(common: CommonOptions, options: S::Options) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(S::NAME, &common)?;
+    let shutdown = Shutdown::new(common.shutdown_grace());
     shutdown.listen_for_signals();
-    let service = S::build(cli.options).await?;
-    tracing::info!(
-        grpc = %service.grpc_addr(),
-        admin = %service.admin_addr(),
-        "{} service started",
-        S::NAME
-    );
-    service.run(shutdown).await
+    S::serve(options, shutdown).await
 }

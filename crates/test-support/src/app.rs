@@ -107,7 +107,7 @@ impl TestAppBuilder {
         let auth_db = TestDatabase::new("auth");
         let mut auth_options = realchat_auth::Options::with_database(auth_db.url());
         auth_options.hash_concurrency = 2;
-        auth_options.database_max_connections = TEST_POOL;
+        auth_options.database.max_connections = TEST_POOL;
         auth_options.kafka = kafka.clone();
         for tweak in self.auth {
             tweak(&mut auth_options);
@@ -121,7 +121,7 @@ impl TestAppBuilder {
         let mut messaging_options =
             realchat_messaging::Options::new(messaging_db.url(), kafka.clone());
         messaging_options.consumer_group = crate::unique("messaging-");
-        messaging_options.database_max_connections = TEST_POOL;
+        messaging_options.database.max_connections = TEST_POOL;
         messaging_options.auth_endpoint = format!("http://{auth_addr}");
         for tweak in self.messaging {
             tweak(&mut messaging_options);
@@ -140,7 +140,7 @@ impl TestAppBuilder {
             let db = TestDatabase::new("profile");
             let mut options = realchat_profile::Options::new(db.url(), kafka.clone());
             options.consumer_group = crate::unique("profile-");
-            options.database_max_connections = TEST_POOL;
+            options.database.max_connections = TEST_POOL;
             options.auth_endpoint = format!("http://{auth_addr}");
             let service = realchat_profile::Service::build(options).await.unwrap();
             profile_addr = Some(service.grpc_addr());

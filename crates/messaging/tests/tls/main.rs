@@ -30,7 +30,7 @@ async fn verify_full_connects_over_tls_and_a_ca_that_did_not_sign_the_server_sto
     let url_file = dir.join("database-url");
     std::fs::write(&url_file, format!("{}\n", verified(&ca))).unwrap();
     let mut options = Options::new("postgres://nobody@127.0.0.1:1/none", kafka());
-    options.database_url_file = Some(url_file);
+    options.database.url_file = Some(url_file);
     let service = Service::build(options).await.unwrap();
     let (ssl, version): (bool, String) =
         sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
@@ -53,7 +53,7 @@ async fn verify_full_connects_over_tls_and_a_ca_that_did_not_sign_the_server_sto
     let stranger = TestCa::new(&dir, "stranger");
     for migrate in [true, false] {
         let mut options = Options::new(verified(&stranger), kafka());
-        options.migrate = migrate;
+        options.database.migrate = migrate;
         let error = Service::build(options).await.unwrap_err();
         let text = format!("{error:#}");
         assert!(
