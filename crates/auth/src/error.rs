@@ -18,6 +18,9 @@ pub enum Error {
     /// Unknown user or wrong password; deliberately the same error for both.
     #[error("wrong username or password")]
     InvalidCredentials,
+    /// Too many wrong passwords for this account lately: the next may be tried after this.
+    #[error("too many failed logins for this account: retry later")]
+    LoginThrottled(std::time::Duration),
     /// A refresh token that is unknown, expired, spent or revoked.
     #[error("refresh token is not valid")]
     InvalidRefreshToken,
@@ -60,6 +63,10 @@ impl From<Error> for tonic::Status {
                 Code::Unauthenticated,
                 "invalid_credentials",
                 error.to_string(),
+            ),
+            Error::LoginThrottled(wait) => realchat_runtime::grpc::rate_limited(
+                error.to_string(),
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
             ),
             Error::InvalidRefreshToken => {
                 status(Code::Unauthenticated, "unauthenticated", error.to_string())

@@ -5,8 +5,8 @@ use std::time::Duration;
 use realchat_events::Topic;
 use realchat_proto::auth::v1::{
     GetJwksRequest, GetUserRequest, GetUsersRequest, GetUsersResponse, Jwk, Jwks, LoginRequest,
-    LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, TokenPair, User,
-    auth_server::Auth,
+    LogoutRequest, LogoutResponse, RefreshRequest, RegisterRequest, RevokedSession,
+    RevokedSessionsRequest, RevokedSessionsResponse, TokenPair, User, auth_server::Auth,
 };
 use realchat_proto::events::v1::{UserRegistered, envelope::Payload};
 use sqlx::PgPool;
@@ -113,6 +113,14 @@ impl AuthApi {
             Ok(username) => store::user_by_username(&self.pool, &username).await?,
             Err(_) => None,
         };
+        // Guesses at one account wait longer and longer, from however many addresses they come
+        // (the gateway's limits are per address).
+        if let Some(user) = &user
+            && let Some(wait) = store::claim_login_attempt(&self.pool, user.id).await?
+        {
+            ::metrics::counter!(metrics::LOGINS, "outcome" => "throttled").increment(1);
+            return Err(Error::LoginThrottled(wait));
+        }
         let matches = self
             .hasher
             .verify(
@@ -122,16 +130,21 @@ impl AuthApi {
             .await?;
         let user = match user {
             Some(user) if matches => user,
-            _ => {
+            found => {
                 ::metrics::counter!(metrics::LOGINS, "outcome" => "invalid_credentials")
                     .increment(1);
+                if let Some(user) = found {
+                    store::record_login_failure(&self.pool, user.id).await?;
+                }
                 return Err(Error::InvalidCredentials);
             }
         };
+        store::clear_login_failures(&self.pool, user.id).await?;
         let refresh = tokens::refresh_token();
-        store::start_family(&self.pool, user.id, &refresh, self.refresh_expiry()).await?;
+        let session =
+            store::start_family(&self.pool, user.id, &refresh, self.refresh_expiry()).await?;
         ::metrics::counter!(metrics::LOGINS, "outcome" => "ok").increment(1);
-        self.pair(user.id, refresh).await
+        self.pair(user.id, session, refresh).await
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<TokenPair, Error> {
@@ -150,7 +163,7 @@ impl AuthApi {
             Presented::Fresh { user_id, family_id } => {
                 ::metrics::counter!(metrics::REFRESHES, "outcome" => "ok").increment(1);
                 tracing::debug!(user.id = %user_id, family.id = %family_id, "refresh token rotated");
-                self.pair(user_id, successor).await
+                self.pair(user_id, family_id, successor).await
             }
             Presented::Reused => {
                 ::metrics::counter!(metrics::REFRESHES, "outcome" => "reuse_detected").increment(1);
@@ -217,14 +230,43 @@ impl AuthApi {
         Jwks { keys }
     }
 
-    async fn pair(&self, user_id: Uuid, refresh_token: String) -> Result<TokenPair, Error> {
+    async fn pair(
+        &self,
+        user_id: Uuid,
+        session: Uuid,
+        refresh_token: String,
+    ) -> Result<TokenPair, Error> {
         let key = self.keys.current().await?;
         Ok(TokenPair {
-            access_token: tokens::access_token(&key, user_id, self.access_ttl)?,
+            access_token: tokens::access_token(&key, user_id, session, self.access_ttl)?,
             refresh_token,
             expires_in: u32::try_from(self.access_ttl.as_secs()).unwrap_or(u32::MAX),
             user_id: user_id.to_string(),
         })
+    }
+
+    /// Sessions revoked since `since_ms` whose access tokens may still be live.
+    async fn revoked_sessions(
+        &self,
+        request: RevokedSessionsRequest,
+    ) -> Result<RevokedSessionsResponse, Error> {
+        // The clock's skew a verifier allows, and then some.
+        let live_for = self.access_ttl + Duration::from_secs(60);
+        let since = OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(request.since_ms.max(0)) * 1_000_000,
+        )
+        .map_err(|_| Error::InvalidArgument("since_ms is out of range".into()))?;
+        let sessions = store::revoked_sessions(&self.pool, since, live_for)
+            .await?
+            .into_iter()
+            .map(|revoked| RevokedSession {
+                session_id: revoked.family_id.to_string(),
+                user_id: revoked.user_id.to_string(),
+                revoked_at_ms: unix_ms(revoked.revoked_at),
+                forget_at_ms: unix_ms(revoked.revoked_at + live_for),
+            })
+            .collect();
+        Ok(RevokedSessionsResponse { sessions })
     }
 
     fn refresh_expiry(&self) -> OffsetDateTime {
@@ -280,5 +322,14 @@ impl Auth for AuthApi {
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(self.jwks().await))
+    }
+
+    async fn revoked_sessions(
+        &self,
+        request: Request<RevokedSessionsRequest>,
+    ) -> Result<Response<RevokedSessionsResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::revoked_sessions(self, request.into_inner()).await?,
+        ))
     }
 }

@@ -99,13 +99,14 @@ pub async fn users_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<UserRow>, E
     .await?)
 }
 
-/// Starts a new refresh family for a login, holding its first token.
+/// Starts a new refresh family for a login, holding its first token; returns the family's id
+/// (the session, `sid` in its access tokens).
 pub async fn start_family(
     pool: &PgPool,
     user_id: Uuid,
     token: &str,
     expires_at: OffsetDateTime,
-) -> Result<(), Error> {
+) -> Result<Uuid, Error> {
     let family_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO refresh_families (id, user_id) VALUES ($1, $2)")
@@ -115,7 +116,7 @@ pub async fn start_family(
         .await?;
     insert_token(&mut tx, family_id, token, expires_at).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(family_id)
 }
 
 async fn insert_token(
@@ -213,6 +214,33 @@ pub async fn revoke_family_of(pool: &PgPool, token: &str) -> Result<bool, Error>
     Ok(result.rows_affected() > 0)
 }
 
+/// A revoked refresh family.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RevokedFamily {
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub revoked_at: OffsetDateTime,
+}
+
+/// Families revoked at or after `since` and within the last `live_for` (older ones' access
+/// tokens have expired), oldest first.
+pub async fn revoked_sessions(
+    pool: &PgPool,
+    since: OffsetDateTime,
+    live_for: std::time::Duration,
+) -> Result<Vec<RevokedFamily>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT id AS family_id, user_id, revoked_at FROM refresh_families
+         WHERE revoked_at >= GREATEST($1, now() - make_interval(secs => $2))
+         ORDER BY revoked_at
+         LIMIT 10000",
+    )
+    .bind(since)
+    .bind(live_for.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Whether the family of `token` has been revoked (for tests and diagnostics).
 pub async fn family_revoked(pool: &PgPool, token: &str) -> Result<Option<bool>, Error> {
     Ok(sqlx::query_scalar(
@@ -222,4 +250,99 @@ pub async fn family_revoked(pool: &PgPool, token: &str) -> Result<Option<bool>, 
     .bind(token_hash(token))
     .fetch_optional(pool)
     .await?)
+}
+
+/// Failed logins in a row that are checked at once; from the next one, each waits.
+pub const FREE_LOGIN_FAILURES: i32 = 5;
+/// Longest wait between two checked guesses at one account.
+pub const MAX_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Failures older than this are forgotten.
+pub const FORGET_LOGIN_FAILURES: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How long after `failures` failures in a row the next attempt waits: nothing for the first
+/// few (typos), then 1 s, doubling, up to [`MAX_LOGIN_DELAY`]. A growing delay, never a
+/// lockout: someone guessing cannot keep the owner out for more than a minute at a time.
+pub fn login_delay(failures: i32) -> std::time::Duration {
+    if failures < FREE_LOGIN_FAILURES {
+        return std::time::Duration::ZERO;
+    }
+    let doublings = u32::try_from(failures - FREE_LOGIN_FAILURES)
+        .unwrap_or(0)
+        .min(16);
+    std::time::Duration::from_secs(1u64 << doublings).min(MAX_LOGIN_DELAY)
+}
+
+/// Takes the right to check a password for `user`: `None` when it may be checked now, else how
+/// long until it may. While the account is throttled, taking the attempt holds the next one
+/// off for the current delay, so guesses sent together are checked one per delay.
+pub async fn claim_login_attempt(
+    pool: &PgPool,
+    user: Uuid,
+) -> Result<Option<std::time::Duration>, Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i32, OffsetDateTime, OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
+        "SELECT failures, last_failed_at, next_allowed_at, now() FROM login_failures
+         WHERE user_id = $1 FOR UPDATE",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((failures, last_failed_at, next_allowed_at, now)) = row else {
+        return Ok(None);
+    };
+    if failures < FREE_LOGIN_FAILURES || now - last_failed_at >= FORGET_LOGIN_FAILURES {
+        return Ok(None);
+    }
+    if next_allowed_at > now {
+        let wait = next_allowed_at - now;
+        return Ok(Some(wait.try_into().unwrap_or(MAX_LOGIN_DELAY)));
+    }
+    sqlx::query("UPDATE login_failures SET next_allowed_at = $2 WHERE user_id = $1")
+        .bind(user)
+        .bind(now + login_delay(failures))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// Counts a wrong password for `user`, and sets when the next attempt may be checked.
+pub async fn record_login_failure(pool: &PgPool, user: Uuid) -> Result<(), Error> {
+    let forget = FORGET_LOGIN_FAILURES.as_secs_f64();
+    let failures: i32 = sqlx::query_scalar(
+        "INSERT INTO login_failures (user_id, failures, last_failed_at, next_allowed_at)
+         VALUES ($1, 1, now(), now())
+         ON CONFLICT (user_id) DO UPDATE SET
+             failures = CASE
+                 WHEN login_failures.last_failed_at <= now() - make_interval(secs => $2) THEN 1
+                 ELSE login_failures.failures + 1
+             END,
+             last_failed_at = now()
+         RETURNING failures",
+    )
+    .bind(user)
+    .bind(forget)
+    .fetch_one(pool)
+    .await?;
+    let delay = login_delay(failures);
+    if !delay.is_zero() {
+        sqlx::query(
+            "UPDATE login_failures SET next_allowed_at = now() + make_interval(secs => $2)
+             WHERE user_id = $1",
+        )
+        .bind(user)
+        .bind(delay.as_secs_f64())
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Forgets `user`'s failed logins (they just logged in).
+pub async fn clear_login_failures(pool: &PgPool, user: Uuid) -> Result<(), Error> {
+    sqlx::query("DELETE FROM login_failures WHERE user_id = $1")
+        .bind(user)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -11,8 +11,13 @@ use uuid::Uuid;
 
 use crate::{error::Error, keys::SigningKeyRecord};
 
-/// Signs an access token for `user_id` with `key`, valid for `ttl`.
-pub fn access_token(key: &SigningKeyRecord, user_id: Uuid, ttl: Duration) -> Result<String, Error> {
+/// Signs an access token for `user_id`'s session `session` with `key`, valid for `ttl`.
+pub fn access_token(
+    key: &SigningKeyRecord,
+    user_id: Uuid,
+    session: Uuid,
+    ttl: Duration,
+) -> Result<String, Error> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claims = Claims {
         sub: user_id,
@@ -21,6 +26,7 @@ pub fn access_token(key: &SigningKeyRecord, user_id: Uuid, ttl: Duration) -> Res
         iat: now,
         exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
         jti: Uuid::now_v7(),
+        sid: Some(session),
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());

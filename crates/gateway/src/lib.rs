@@ -342,6 +342,13 @@ impl Service {
         serve_options.drain_timeout = shutdown.grace();
         let readiness = state.readiness.clone();
         let proxies = state.proxies.clone();
+        // Tokens of revoked sessions are refused from the next poll on.
+        let verifier = Arc::clone(&state.verifier);
+        let revocations_token = token.clone();
+        shutdown.spawn("revocations", async move {
+            verifier.follow_revocations(revocations_token).await;
+            Ok(())
+        });
         let app = router(state);
         shutdown.spawn(
             "public-server",

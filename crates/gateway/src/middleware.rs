@@ -74,6 +74,10 @@ pub(crate) fn token_error(error: VerifyError) -> ApiError {
             ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "expired").increment(1);
             ApiError::token_expired()
         }
+        VerifyError::Revoked => {
+            ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "revoked").increment(1);
+            ApiError::unauthenticated("the session of this access token has ended: log in again")
+        }
         VerifyError::Invalid(reason) => {
             ::metrics::counter!(metrics::TOKENS_REFUSED, "reason" => "invalid").increment(1);
             tracing::debug!(reason, "refused an access token");

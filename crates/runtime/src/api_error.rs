@@ -154,6 +154,10 @@ impl From<tonic::Status> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             (Code::FailedPrecondition, _) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            (Code::ResourceExhausted, Some("rate_limited")) => Self {
+                message,
+                ..Self::rate_limited(crate::grpc::retry_after(&status).unwrap_or(1))
+            },
             (Code::ResourceExhausted, _) => Self::rate_limited(1),
             (Code::Internal, _) if crate::grpc::refused_by_shutdown(&status) => {
                 tracing::warn!(grpc.message = %message, "a backend refused the call while stopping");
@@ -186,6 +190,12 @@ mod tests {
             (down.status, down.retry_after_secs),
             (StatusCode::SERVICE_UNAVAILABLE, Some(1))
         );
+        let throttled = ApiError::from(crate::grpc::rate_limited("slow down", 8));
+        assert_eq!(
+            (throttled.status, throttled.code, throttled.retry_after_secs),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(8))
+        );
+        assert_eq!(throttled.message, "slow down");
         assert_eq!(
             ApiError::from(tonic::Status::internal("boom")).status,
             StatusCode::INTERNAL_SERVER_ERROR

@@ -8,7 +8,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context as _;
 use realchat_proto::{
-    auth::v1::{GetJwksRequest, GetUsersRequest, auth_client},
+    auth::v1::{GetJwksRequest, GetUsersRequest, RevokedSessionsRequest, auth_client},
     messaging::v1::messaging_client,
     profile::v1::profiles_client,
 };
@@ -18,7 +18,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    jwt::{KeySource, PublicKey},
+    jwt::{KeySource, PublicKey, Revoked},
     telemetry::propagation::GrpcClientPropagation,
 };
 
@@ -162,6 +162,32 @@ impl KeySource for AuthKeySource {
                 .into_iter()
                 .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
                 .map(|k| PublicKey { kid: k.kid, x: k.x })
+                .collect())
+        })
+    }
+
+    fn revoked_since(
+        &self,
+        since_ms: i64,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Revoked>, String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let found = client
+                .revoked_sessions(RevokedSessionsRequest { since_ms })
+                .await
+                .map_err(|status| format!("auth RevokedSessions: {}", status.message()))?
+                .into_inner();
+            Ok(found
+                .sessions
+                .into_iter()
+                .filter_map(|s| {
+                    Some(Revoked {
+                        session: s.session_id.parse().ok()?,
+                        user: s.user_id.parse().ok()?,
+                        revoked_at_ms: s.revoked_at_ms,
+                        forget_at_ms: s.forget_at_ms,
+                    })
+                })
                 .collect())
         })
     }

@@ -127,6 +127,29 @@ pub fn status(
     status
 }
 
+/// Metadata key carrying, with a `rate_limited` status, the seconds to wait before retrying.
+pub const RETRY_AFTER_METADATA: &str = "x-realchat-retry-after";
+
+/// The caller asks too often: `RESOURCE_EXHAUSTED` with the API code `rate_limited` and the
+/// seconds to wait, which the gateway answers as 429 with `Retry-After`.
+pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> tonic::Status {
+    let mut status = status(tonic::Code::ResourceExhausted, "rate_limited", message);
+    status.metadata_mut().insert(
+        RETRY_AFTER_METADATA,
+        tonic::metadata::MetadataValue::from(retry_after_secs.max(1)),
+    );
+    status
+}
+
+/// The seconds a `rate_limited` status says to wait, if it says.
+pub fn retry_after(status: &tonic::Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A dependency (the database) cannot be reached: logged here as a warning, answered as
 /// `UNAVAILABLE` so the gateway says 503 and the client retries.
 pub fn unavailable(cause: &dyn std::fmt::Display) -> tonic::Status {

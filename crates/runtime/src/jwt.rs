@@ -12,6 +12,14 @@
 //!
 //! Only `EdDSA` is accepted: `alg: none` does not even parse, and an HMAC token signed with a
 //! public key as the secret (the classic confusion attack) is refused by the algorithm check.
+//!
+//! A token also names its session (`sid`: the login's refresh-token family). When a session is
+//! revoked (logout, or a refresh token presented twice), its tokens must stop working before
+//! they expire: [`Verifier::follow_revocations`] asks the [`KeySource`] every
+//! [`Verifier::REVOCATION_POLL`] for sessions revoked since it last asked, refuses their tokens
+//! from then on, and tells [`Verifier::revocations`] subscribers (delivery closes the session's
+//! sockets). Every process learns of a revocation on its own, a process that starts later
+//! included, and none needs a broker or Redis for it.
 
 use std::{
     collections::HashMap,
@@ -46,6 +54,23 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id.
     pub jti: Uuid,
+    /// The session (refresh-token family) the token belongs to; revoking the session refuses
+    /// it. Absent from tokens minted before sessions were named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+}
+
+/// A session revoked while its access tokens may still be live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// The session (`sid`).
+    pub session: Uuid,
+    /// Its user.
+    pub user: Uuid,
+    /// When it was revoked, in milliseconds since the epoch.
+    pub revoked_at_ms: i64,
+    /// When the last token it could have had expires: after that it need not be remembered.
+    pub forget_at_ms: i64,
 }
 
 /// One Ed25519 public key, as published in the JWKS.
@@ -71,10 +96,17 @@ impl PublicKey {
     }
 }
 
-/// Where a [`Verifier`] gets the current public keys.
+/// Where a [`Verifier`] gets the current public keys and the revoked sessions.
 pub trait KeySource: Send + Sync + 'static {
     /// Fetches every key that may have signed a live token.
     fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Vec<PublicKey>, String>> + Send + '_>>;
+
+    /// Sessions revoked at or after `since_ms` (milliseconds since the epoch) whose tokens may
+    /// still be live, oldest first.
+    fn revoked_since(
+        &self,
+        since_ms: i64,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Revoked>, String>> + Send + '_>>;
 }
 
 /// Why a token was refused.
@@ -83,6 +115,9 @@ pub enum VerifyError {
     /// Well-formed and correctly signed, but past its `exp`.
     #[error("token expired")]
     Expired,
+    /// Its session was revoked (a logout, a refresh token presented twice).
+    #[error("token revoked")]
+    Revoked,
     /// Anything else wrong with the token; the reason is for logs, not for clients.
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -120,6 +155,17 @@ pub struct Verifier {
     refresh: Mutex<()>,
     validation: Validation,
     accepted: std::sync::Mutex<Accepted>,
+    revoked: std::sync::RwLock<RevokedSessions>,
+    revocations: tokio::sync::broadcast::Sender<Revoked>,
+}
+
+/// The revoked sessions a verifier knows of.
+#[derive(Default)]
+struct RevokedSessions {
+    /// Session → when it can be forgotten (ms since the epoch).
+    forget_at_ms: HashMap<Uuid, i64>,
+    /// The newest `revoked_at_ms` seen: the next poll asks from a little before it.
+    newest_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -142,6 +188,12 @@ impl Verifier {
     /// Most accepted tokens remembered; past it the expired ones go, and if that is not enough,
     /// all of them (only correctly signed tokens get in, so this bounds memory, not an attack).
     pub const MAX_ACCEPTED: usize = 20_000;
+    /// How often [`Verifier::follow_revocations`] asks for revoked sessions: a revoked session's
+    /// tokens stop working, and its sockets close, within about this long.
+    pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
+    /// Each poll asks again for this long before the newest revocation it has seen, so one
+    /// committed late (its transaction began earlier) is not missed.
+    pub const REVOCATION_OVERLAP: Duration = Duration::from_secs(30);
 
     /// A verifier allowing `leeway` of clock skew on `exp` (a few seconds at most).
     pub fn new(source: Arc<dyn KeySource>, leeway: Duration) -> Self {
@@ -169,10 +221,13 @@ impl Verifier {
                 key_set: None,
                 tokens: HashMap::new(),
             }),
+            revoked: std::sync::RwLock::new(RevokedSessions::default()),
+            revocations: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
-    /// Checks a token's signature, algorithm, issuer, audience and expiry.
+    /// Checks a token's signature, algorithm, issuer, audience and expiry, and that its session
+    /// has not been revoked.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         let key_set = {
             let cache = self.cache.read().await;
@@ -181,12 +236,91 @@ impl Verifier {
                 .filter(|at| at.elapsed() <= self.max_key_age)
                 .map(|_| cache.key_set)
         };
-        if let Some(claims) = self.accepted_before(token, key_set) {
-            return Ok(claims);
+        let claims = match self.accepted_before(token, key_set) {
+            Some(claims) => claims,
+            None => {
+                let (claims, key_set) = self.verify_signed(token).await?;
+                self.remember(token, &claims, key_set);
+                claims
+            }
+        };
+        if claims.sid.is_some_and(|sid| self.is_revoked(&sid)) {
+            return Err(VerifyError::Revoked);
         }
-        let (claims, key_set) = self.verify_signed(token).await?;
-        self.remember(token, &claims, key_set);
         Ok(claims)
+    }
+
+    /// Whether `session` is known to be revoked.
+    pub fn is_revoked(&self, session: &Uuid) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_at_ms
+            .contains_key(session)
+    }
+
+    /// Sessions revoked from now on, as this verifier learns of them.
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Revoked> {
+        self.revocations.subscribe()
+    }
+
+    /// Asks for revoked sessions every [`Verifier::REVOCATION_POLL`] until `shutdown`. While the
+    /// source cannot answer, the sessions known stay revoked and the next poll asks again.
+    pub async fn follow_revocations(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut failing = false;
+        loop {
+            match self.poll_revocations().await {
+                Ok(_) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot ask for revoked sessions; asking again");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Self::REVOCATION_POLL) => {}
+            }
+        }
+    }
+
+    /// Asks once for sessions revoked since the last poll; returns how many were new.
+    pub async fn poll_revocations(&self) -> Result<usize, String> {
+        let since_ms = {
+            let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+            revoked.newest_ms.map_or(0, |newest| {
+                newest - Self::REVOCATION_OVERLAP.as_millis() as i64
+            })
+        };
+        let found = self.source.revoked_since(since_ms).await?;
+        let now_ms = unix_now() * 1000;
+        let mut new = Vec::new();
+        {
+            let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+            revoked
+                .forget_at_ms
+                .retain(|_, forget_at| *forget_at > now_ms);
+            for session in found {
+                revoked.newest_ms = Some(
+                    revoked
+                        .newest_ms
+                        .map_or(session.revoked_at_ms, |n| n.max(session.revoked_at_ms)),
+                );
+                if session.forget_at_ms > now_ms
+                    && revoked
+                        .forget_at_ms
+                        .insert(session.session, session.forget_at_ms)
+                        .is_none()
+                {
+                    new.push(session);
+                }
+            }
+        }
+        for session in &new {
+            // Nobody listening (the gateway) is fine.
+            let _ = self.revocations.send(*session);
+        }
+        Ok(new.len())
     }
 
     /// The claims of `token` if it was accepted under the key set `key_set` and has not expired
@@ -423,6 +557,10 @@ mod tests {
         }
 
         fn token(&self, exp_in: i64) -> String {
+            self.token_of(exp_in, None)
+        }
+
+        fn token_of(&self, exp_in: i64, sid: Option<Uuid>) -> String {
             let now = unix_now();
             let claims = Claims {
                 sub: Uuid::now_v7(),
@@ -431,6 +569,7 @@ mod tests {
                 iat: now,
                 exp: now + exp_in,
                 jti: Uuid::now_v7(),
+                sid,
             };
             let mut header = Header::new(Algorithm::EdDSA);
             header.kid = Some(self.kid.clone());
@@ -438,12 +577,21 @@ mod tests {
         }
     }
 
-    /// Keys that a test can swap; `None` is a source that is down.
-    struct Keys(StdMutex<Option<Vec<PublicKey>>>);
+    /// Keys that a test can swap (`None` is a source that is down), and revoked sessions.
+    struct Keys(StdMutex<Option<Vec<PublicKey>>>, StdMutex<Vec<Revoked>>);
 
     impl Keys {
         fn serving(keys: Vec<PublicKey>) -> Arc<Self> {
-            Arc::new(Self(StdMutex::new(Some(keys))))
+            Arc::new(Self(StdMutex::new(Some(keys)), StdMutex::new(Vec::new())))
+        }
+
+        fn revoke(&self, session: Uuid, revoked_at_ms: i64) {
+            self.1.lock().unwrap().push(Revoked {
+                session,
+                user: Uuid::now_v7(),
+                revoked_at_ms,
+                forget_at_ms: unix_now() * 1000 + 60_000,
+            });
         }
 
         fn set(&self, keys: Option<Vec<PublicKey>>) {
@@ -458,6 +606,61 @@ mod tests {
             let keys = self.0.lock().unwrap().clone();
             Box::pin(async move { keys.ok_or_else(|| "auth is down".to_owned()) })
         }
+
+        fn revoked_since(
+            &self,
+            since_ms: i64,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<Revoked>, String>> + Send + '_>> {
+            let revoked: Vec<Revoked> = self
+                .1
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.revoked_at_ms >= since_ms)
+                .copied()
+                .collect();
+            Box::pin(async move { Ok(revoked) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_s_tokens_are_refused_even_when_accepted_before() {
+        let key = Key::new("a", 1);
+        let keys = Keys::serving(vec![key.public.clone()]);
+        let verifier = Verifier::new(keys.clone(), Duration::ZERO);
+        let (revoked, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        let (token, other) = (
+            key.token_of(60, Some(revoked)),
+            key.token_of(60, Some(kept)),
+        );
+        verifier.verify(&token).await.unwrap();
+        let mut told = verifier.revocations();
+
+        keys.revoke(revoked, unix_now() * 1000);
+        assert_eq!(verifier.poll_revocations().await.unwrap(), 1);
+        assert_eq!(verifier.verify(&token).await, Err(VerifyError::Revoked));
+        assert!(verifier.verify(&other).await.is_ok());
+        assert_eq!(told.try_recv().unwrap().session, revoked);
+        // Asking again (the overlap) finds nothing new and tells nobody twice.
+        assert_eq!(verifier.poll_revocations().await.unwrap(), 0);
+        assert!(told.try_recv().is_err());
+        // A token without a session (minted before sessions were named) is not affected.
+        assert!(verifier.verify(&key.token(60)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_committed_late_within_the_overlap_is_still_found() {
+        let key = Key::new("a", 1);
+        let keys = Keys::serving(vec![key.public.clone()]);
+        let verifier = Verifier::new(keys.clone(), Duration::ZERO);
+        let now_ms = unix_now() * 1000;
+        keys.revoke(Uuid::now_v7(), now_ms);
+        assert_eq!(verifier.poll_revocations().await.unwrap(), 1);
+        // Revoked a few seconds before the newest one seen, but visible only now.
+        let late = Uuid::now_v7();
+        keys.revoke(late, now_ms - 5_000);
+        assert_eq!(verifier.poll_revocations().await.unwrap(), 1);
+        assert!(verifier.is_revoked(&late));
     }
 
     #[tokio::test]

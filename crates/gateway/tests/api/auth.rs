@@ -1,5 +1,7 @@
 //! API.md § Auth: registration, login, refresh rotation and reuse detection, logout, me, JWKS.
 
+use std::time::Duration;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -105,6 +107,59 @@ async fn login_with_a_wrong_password_or_unknown_user_is_401_invalid_credentials(
     assert_error(wrong_password, 401, "invalid_credentials").await;
     assert_error(unknown_user, 401, "invalid_credentials").await;
     assert_error(impossible_name, 401, "invalid_credentials").await;
+}
+
+/// Guesses at one account from many addresses (each under the per-address limit) meet a
+/// growing delay per account; the owner is delayed, never locked out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_at_one_account_from_many_addresses_wait_longer_and_longer() {
+    let app = TestApp::builder()
+        .gateway(|o| o.trusted_proxy_hops = 1)
+        .spawn()
+        .await;
+    let session = app.signed_up().await;
+    let login = |password: &'static str, from: u32| {
+        let request = app
+            .http
+            .post(format!("{}/v1/auth/login", app.base))
+            .header("x-forwarded-for", format!("203.0.113.{}", from % 250 + 1))
+            .json(&json!({"username": session.username, "password": password}));
+        async move { request.send().await.unwrap() }
+    };
+
+    for from in 0..5 {
+        assert_error(
+            login("a wrong guess", from).await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    // The sixth waits, even from a new address and with the right password.
+    let throttled = login("correct horse battery", 5).await;
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_after, 1);
+    assert_error(throttled, 429, "rate_limited").await;
+
+    // After the wait one guess is checked; guesses sent together get one check between them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let together =
+        futures::future::join_all((10..15).map(|from| login("a wrong guess", from))).await;
+    let mut statuses: Vec<u16> = together.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [401, 429, 429, 429, 429]);
+
+    // The owner gets in once the (now two-second) wait has passed, and that resets the count.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        login("correct horse battery", 20).await.status(),
+        StatusCode::OK
+    );
+    assert_error(login("a wrong guess", 21).await, 401, "invalid_credentials").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,4 +379,93 @@ async fn the_jwks_publishes_the_key_that_signs_access_tokens() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         900
     );
+}
+
+/// Logs `session`'s user in again: another session of the same user.
+async fn another_login(app: &TestApp, session: &test_support::Session) -> Value {
+    let login = app
+        .post(
+            "/v1/auth/login",
+            &json!({"username": session.username, "password": session.password}),
+        )
+        .await;
+    assert_eq!(login.status(), StatusCode::OK);
+    login.json().await.unwrap()
+}
+
+/// Waits until `token` is refused on `/v1/me`, as a revoked session's tokens are within a
+/// poll of auth.
+async fn refused_soon(app: &TestApp, token: &str) -> Value {
+    test_support::eventually(
+        "the revoked session's access token to be refused",
+        Duration::from_secs(10),
+        || async {
+            let response = app.get("/v1/auth/me", Some(token)).await;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                Some(response.json::<Value>().await.unwrap())
+            } else {
+                None
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_s_access_tokens_too_and_only_that_session_s() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up().await;
+    let other = another_login(&app, &session).await;
+    assert_eq!(
+        app.get("/v1/auth/me", Some(&session.access_token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let logout = app
+        .post(
+            "/v1/auth/logout",
+            &json!({"refresh_token": session.refresh_token}),
+        )
+        .await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    let refused = refused_soon(&app, &session.access_token).await;
+    assert_eq!(refused["error"]["code"], "unauthenticated");
+    // The user's other login goes on.
+    let other_token = other["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get("/v1/auth/me", Some(other_token)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_ends_the_access_tokens_of_its_family() {
+    let app = TestApp::spawn().await;
+    let session = app.signed_up().await;
+    let body = json!({"refresh_token": session.refresh_token});
+    // The owner refreshes; a thief later replays the spent token.
+    let rotated: Value = app
+        .post("/v1/auth/refresh", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fresh_access = rotated["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get("/v1/auth/me", Some(&fresh_access)).await.status(),
+        StatusCode::OK
+    );
+    assert_error(
+        app.post("/v1/auth/refresh", &body).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Every access token of the family, old and new, stops working.
+    refused_soon(&app, &fresh_access).await;
+    refused_soon(&app, &session.access_token).await;
 }
