@@ -54,7 +54,7 @@ struct Cli {
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
     /// Users [default: 20 for `direct` and `outage` (pairs), the group size for `group-fanout`,
-    /// 100 for `connections`].
+    /// one per 8 sockets for `connections`, within delivery's default cap of 10 sockets a user].
     #[arg(long)]
     users: Option<usize>,
     /// Members of each `group-fanout` group (at most 1,000).
@@ -360,7 +360,10 @@ async fn group_fanout(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
 /// `connections`: idle sockets on one delivery replica, and what each costs it.
 async fn connections(cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
     let sockets = cli.sockets;
-    let users = cli.users.unwrap_or(100).clamp(1, sockets.max(1));
+    let users = cli
+        .users
+        .unwrap_or(sockets.div_ceil(8))
+        .clamp(1, sockets.max(1));
     let Some(ws_url) = cli.ws_url.first().cloned() else {
         bail!(
             "`connections` measures one delivery replica: give its endpoint with --ws-url ws://host:port/v1/ws"

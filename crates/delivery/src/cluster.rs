@@ -44,6 +44,9 @@ const BREAKER_OPEN_FOR: Duration = Duration::from_secs(1);
 const USERS_SET_TTL_MS: u64 = 3_600_000;
 /// How long a dead replica stays in `replicas` after its last heartbeat expired.
 const DEAD_LISTED_MS: u64 = 60_000;
+/// How long a user's socket counts are kept after the last socket opened or closed. Counts of
+/// replicas that died are dropped sooner, when their route to the user has expired.
+const SOCKETS_TTL_MS: u64 = 3_600_000;
 /// How long `seen:<user>` is kept.
 const SEEN_TTL_MS: u64 = 30 * 24 * 3_600_000;
 
@@ -84,6 +87,40 @@ if had == 0 then return -1 end
 return left
 ";
 
+/// Records this replica's sockets of a user and says whether the user's sockets, across the
+/// live replicas, are within the cap; returns 1 if so. Over the cap, the count goes back to
+/// what it was. Counts of replicas whose route to the user expired (dead ones) are dropped.
+/// KEYS: sockets, routes. ARGV: replica, its sockets of the user with the new one, now, cap,
+/// key ttl.
+const OPEN_SOCKET: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local total = 0
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  local replica, count = counts[i], tonumber(counts[i + 1])
+  if replica == ARGV[1] then
+    total = total + count
+  else
+    local expiry = redis.call('ZSCORE', KEYS[2], replica)
+    if expiry and tonumber(expiry) > tonumber(ARGV[3]) then
+      total = total + count
+    else
+      redis.call('HDEL', KEYS[1], replica)
+    end
+  end
+end
+if total > tonumber(ARGV[4]) then
+  if tonumber(ARGV[2]) > 1 then
+    redis.call('HSET', KEYS[1], ARGV[1], tonumber(ARGV[2]) - 1)
+  else
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
+
 /// What a sweep found.
 #[derive(Debug, Default)]
 pub(crate) struct Swept {
@@ -112,6 +149,7 @@ pub(crate) struct Cluster {
     ttl: Duration,
     claim: Arc<redis::Script>,
     release: Arc<redis::Script>,
+    open_socket: Arc<redis::Script>,
     epoch: Instant,
     breaker_until_ms: Arc<AtomicU64>,
     /// Dead replicas this replica already noticed.
@@ -158,6 +196,7 @@ impl Cluster {
             ttl,
             claim: Arc::new(redis::Script::new(CLAIM)),
             release: Arc::new(redis::Script::new(RELEASE)),
+            open_socket: Arc::new(redis::Script::new(OPEN_SOCKET)),
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
             seen_dead: Arc::default(),
@@ -190,6 +229,10 @@ impl Cluster {
 
     fn seen_key(&self, user: &Uuid) -> String {
         self.key(format_args!("seen:{user}"))
+    }
+
+    fn sockets_key(&self, user: &Uuid) -> String {
+        self.key(format_args!("sockets:{user}"))
     }
 
     fn users_key(&self, replica: &str) -> String {
@@ -245,6 +288,42 @@ impl Cluster {
             .call("claim", invocation.invoke_async(&mut connection))
             .await?;
         Ok(came_online == 1)
+    }
+
+    /// Records that this replica has `here` sockets of `user`, the one being opened included;
+    /// false when that puts the user's sockets across the live replicas over `cap` (the count
+    /// is then left as it was).
+    pub(crate) async fn open_socket(
+        &self,
+        user: &Uuid,
+        here: u32,
+        cap: u32,
+    ) -> Result<bool, Error> {
+        let mut invocation = self.open_socket.key(self.sockets_key(user));
+        invocation
+            .key(self.routes_key(user))
+            .arg(&*self.replica)
+            .arg(here)
+            .arg(now_ms())
+            .arg(cap)
+            .arg(SOCKETS_TTL_MS);
+        let mut connection = self.connection.clone();
+        let within: i64 = self
+            .call("open_socket", invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(within == 1)
+    }
+
+    /// Records that this replica now has `here` sockets of `user` (one closed).
+    pub(crate) async fn sockets_here(&self, user: &Uuid, here: u32) -> Result<(), Error> {
+        let mut command = redis::cmd(if here == 0 { "HDEL" } else { "HSET" });
+        command.arg(self.sockets_key(user)).arg(&*self.replica);
+        if here > 0 {
+            command.arg(here);
+        }
+        let mut connection = self.connection.clone();
+        self.call("sockets_here", command.query_async::<()>(&mut connection))
+            .await
     }
 
     /// Releases this replica's claim on `user`; true when the user just went offline.

@@ -47,6 +47,8 @@ pub(crate) enum Push {
     Left { conversation: Uuid },
     /// Live pushes may have been missed (the forwarding channel was down): catch up from history.
     Resync,
+    /// A session of the user may have been revoked: a socket of a revoked session closes.
+    Revoked,
 }
 
 /// The hub's side of one session.
@@ -77,6 +79,29 @@ pub(crate) struct Hub {
     members: Mutex<HashMap<Uuid, Arc<[Uuid]>>>,
     /// Users whose route could not be claimed when their session opened.
     unrouted: Mutex<std::collections::HashSet<Uuid>>,
+    /// Sockets being opened per user (admitted, the upgrade under way): counted with the open
+    /// ones, so upgrades that race one another cannot all slip under the cap.
+    opening: Mutex<HashMap<Uuid, u32>>,
+}
+
+/// A socket of `user` being opened; it stops counting as opening when dropped (by then the
+/// session registered, or the upgrade failed).
+#[derive(Debug)]
+pub(crate) struct Opening {
+    hub: Arc<Hub>,
+    user: Uuid,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut opening = self.hub.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = opening.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                opening.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Conversations whose members the hub remembers, at most; past it the cache starts over.
@@ -91,6 +116,7 @@ impl Hub {
             queue: queue.max(1),
             members: Mutex::new(HashMap::new()),
             unrouted: Mutex::new(std::collections::HashSet::new()),
+            opening: Mutex::new(HashMap::new()),
         }
     }
 
@@ -216,6 +242,42 @@ impl Hub {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(user)
+    }
+
+    /// Counts a socket of `user` as opening; returns it with the user's sockets here, this one
+    /// included.
+    pub(crate) fn open(self: &Arc<Self>, user: Uuid) -> (Opening, u32) {
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let count = opening.entry(user).or_insert(0);
+        *count += 1;
+        let here = *count + self.sessions_of(&user);
+        drop(opening);
+        (
+            Opening {
+                hub: Arc::clone(self),
+                user,
+            },
+            here,
+        )
+    }
+
+    /// The sockets of `user` here: open, or being opened.
+    pub(crate) fn sockets_of(&self, user: &Uuid) -> u32 {
+        let opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(0);
+        opening + self.sessions_of(user)
+    }
+
+    fn sessions_of(&self, user: &Uuid) -> u32 {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        users.get(user).map_or(0, |sessions| {
+            u32::try_from(sessions.len()).unwrap_or(u32::MAX)
+        })
     }
 
     /// Every user with a session here.

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 mod cluster;
 mod error;
 mod fanout;
@@ -41,7 +42,7 @@ use uuid::Uuid;
 use crate::{
     cluster::Cluster,
     heartbeat::heartbeat,
-    hub::Hub,
+    hub::{Hub, Push},
     routes::{AppState, router},
     session::{SessionOptions, Shared},
 };
@@ -106,17 +107,22 @@ impl Service {
                 ping_interval: Duration::from_secs(options.ping_interval_secs),
                 write_timeout: Duration::from_secs(10),
                 presence_max_members: options.presence_max_members as usize,
+                frames: budget::FrameLimits {
+                    per_second: options.frames_per_second,
+                    burst: options.frame_burst,
+                },
+                max_sockets_per_user: options.max_sockets_per_user,
             },
             closing: CancellationToken::new(),
             resyncs: tokio::sync::Semaphore::new(32),
             background: realchat_runtime::shutdown::Background::new("delivery", BACKGROUND_TASKS),
+            verifier,
         });
         let public = realchat_runtime::net::bind("REALCHAT_DELIVERY_ADDR", options.addr).await?;
         let admin =
             realchat_runtime::net::bind("REALCHAT_DELIVERY_ADMIN_ADDR", options.admin_addr).await?;
         let state = AppState {
             shared,
-            verifier,
             allowed_origins: options
                 .allowed_origins
                 .iter()
@@ -205,6 +211,10 @@ impl Service {
                 token.clone(),
             ),
         );
+        shutdown.spawn(
+            "revocations",
+            close_revoked(Arc::clone(&shared), token.clone()),
+        );
         let rejoin = Arc::new(tokio::sync::Notify::new());
         shutdown.spawn(
             "heartbeat",
@@ -254,6 +264,28 @@ impl Service {
             Ok(())
         });
         shutdown.wait().await.map_err(Into::into)
+    }
+}
+
+/// Learns of revoked sessions (from auth, every [`Verifier::REVOCATION_POLL`]) and closes
+/// their sockets on this replica with 1008; their tokens are refused from then on.
+async fn close_revoked(shared: Arc<Shared>, token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut revoked = shared.verifier.revocations();
+    let follow = shared.verifier.follow_revocations(token);
+    tokio::pin!(follow);
+    loop {
+        tokio::select! {
+            () = &mut follow => return Ok(()),
+            session = revoked.recv() => match session {
+                Ok(session) => {
+                    shared.hub.deliver([&session.user], &Push::Revoked);
+                }
+                // Too many at once to tell user by user: every session checks its own.
+                Err(RecvError::Lagged(_)) => shared.hub.broadcast(&Push::Revoked),
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
     }
 }
 

@@ -5,7 +5,7 @@ pub const SESSIONS: &str = "delivery_sessions";
 /// Sessions opened.
 pub const SESSIONS_OPENED: &str = "delivery_sessions_opened_total";
 /// Sessions closed, by `reason` (`client`, `idle`, `slow_reader`, `token_expired`, `shutdown`,
-/// `frame_too_large`, `error`).
+/// `frame_too_large`, `too_many_frames`, `too_many_sockets`, `error`).
 pub const SESSIONS_CLOSED: &str = "delivery_sessions_closed_total";
 /// Frames written to sockets, by `type`.
 pub const FRAMES_SENT: &str = "delivery_frames_sent_total";
@@ -22,6 +22,16 @@ pub const REDIS_ERRORS: &str = "delivery_redis_errors_total";
 /// Times every session was told to resync: the forwarding channel came (back), or another
 /// replica had skipped forwards to this one.
 pub const RESYNCS: &str = "delivery_resyncs_total";
+
+/// Client frames refused for the socket's frame budget, by `reason` (`rate_limited`,
+/// `abusive`, `resume_deferred`).
+pub const FRAMES_REFUSED: &str = "delivery_frames_refused_total";
+/// Conversations' members asked of messaging for a client frame (a typing notice, a resume of
+/// a conversation the socket did not know), by `answer` (`member`, `not_member`, `unavailable`).
+pub const MEMBERSHIP_CHECKS: &str = "delivery_membership_checks_total";
+/// WebSocket upgrades refused because the user has as many sockets as allowed, by `where`
+/// (`cluster`, `replica`: counted here only, Redis being unusable).
+pub const SOCKETS_REFUSED: &str = "delivery_sockets_refused_total";
 
 /// Registers the descriptions with the recorder.
 pub fn describe() {
@@ -41,5 +51,17 @@ pub fn describe() {
     metrics::describe_counter!(
         RESYNCS,
         "Forwarding channel losses that resynced every session"
+    );
+    metrics::describe_counter!(
+        FRAMES_REFUSED,
+        "Client frames refused for the socket's frame budget, by reason"
+    );
+    metrics::describe_counter!(
+        MEMBERSHIP_CHECKS,
+        "Conversation members asked of messaging for client frames, by answer"
+    );
+    metrics::describe_counter!(
+        SOCKETS_REFUSED,
+        "WebSocket upgrades refused: the user has as many sockets as allowed"
     );
 }

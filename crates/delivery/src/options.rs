@@ -107,6 +107,24 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub heartbeat_secs: u64,
 
+    /// Frames a client may send per second on one socket, sustained. Past it (and the burst)
+    /// frames are answered `rate_limited` with a `retry_after_ms`; a client that keeps sending
+    /// regardless is closed with 1008.
+    #[arg(long, env = "REALCHAT_DELIVERY_FRAMES_PER_SECOND", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub frames_per_second: u32,
+
+    /// Frames a client may send at once on one socket after a quiet while.
+    #[arg(long, env = "REALCHAT_DELIVERY_FRAME_BURST", default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub frame_burst: u32,
+
+    /// Sockets one user may hold open across the replicas (a few devices, each with a tab or
+    /// two). One more is refused before the upgrade with 429 and `Retry-After`.
+    #[arg(long, env = "REALCHAT_DELIVERY_MAX_SOCKETS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_sockets_per_user: u32,
+
     /// Clock skew allowed when checking token expiry, in seconds.
     #[arg(long, env = "REALCHAT_DELIVERY_TOKEN_LEEWAY_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=30))]
@@ -141,6 +159,9 @@ impl Options {
             presence_max_members: 100,
             heartbeat_secs: 5,
             token_leeway_secs: 5,
+            frames_per_second: 10,
+            frame_burst: 40,
+            max_sockets_per_user: 10,
             kafka,
         }
     }

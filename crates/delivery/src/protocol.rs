@@ -3,7 +3,7 @@
 //! Server frames that go to many sockets (a message to a group) are rendered once and shared:
 //! [`Utf8Bytes`] clones are reference counts, not copies.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use realchat_proto::{events::v1::MessageCreated, messaging::v1::Message};
@@ -50,6 +50,8 @@ pub enum ClientFrame {
 pub struct FrameError {
     pub code: &'static str,
     pub message: String,
+    /// With `rate_limited`: milliseconds to wait before sending again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl FrameError {
@@ -58,6 +60,21 @@ impl FrameError {
         Self {
             code: "invalid_argument",
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `rate_limited`: the socket sends faster than its budget; `retry_after` says when to send
+    /// again.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            code: "rate_limited",
+            message: message.into(),
+            retry_after_ms: Some(
+                u64::try_from(retry_after.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
         }
     }
 
@@ -66,6 +83,7 @@ impl FrameError {
         Self {
             code: "not_found",
             message: format!("conversation {conversation} not found"),
+            retry_after_ms: None,
         }
     }
 }
@@ -76,6 +94,7 @@ impl ClientFrame {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
             code: "malformed_json",
             message: format!("the frame is not JSON: {e}"),
+            retry_after_ms: None,
         })?;
         let frame: Self = serde_json::from_value(value).map_err(|e| {
             FrameError::invalid(format!(
@@ -141,6 +160,8 @@ enum ServerFrame<'a> {
     Error {
         code: &'a str,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -230,6 +251,7 @@ pub fn error(error: &FrameError) -> Utf8Bytes {
     render(&ServerFrame::Error {
         code: error.code,
         message: &error.message,
+        retry_after_ms: error.retry_after_ms,
     })
 }
 

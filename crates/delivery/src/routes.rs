@@ -13,10 +13,7 @@ use axum::{
     routing::get,
 };
 use realchat_proto::messaging::v1::SharedWithRequest;
-use realchat_runtime::{
-    format::timestamp,
-    jwt::{Verifier, VerifyError},
-};
+use realchat_runtime::{format::timestamp, jwt::VerifyError};
 use serde::Deserialize;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
@@ -33,7 +30,6 @@ pub const MAX_PRESENCE_USERS: usize = 100;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) verifier: Arc<Verifier>,
     pub(crate) allowed_origins: Arc<[String]>,
     pub(crate) sessions: TaskTracker,
     pub(crate) token: CancellationToken,
@@ -63,11 +59,15 @@ async fn authenticate(
         }
     };
     state
+        .shared
         .verifier
         .verify(token)
         .await
         .map_err(|error| match error {
             VerifyError::Expired => ApiError::token_expired(),
+            VerifyError::Revoked => {
+                ApiError::unauthenticated("the session of this access token has ended")
+            }
             VerifyError::Invalid(reason) => {
                 tracing::debug!(reason, "refused a token");
                 ApiError::unauthenticated("invalid token")
@@ -110,6 +110,10 @@ async fn websocket(
             .into_response();
         }
     };
+    let (opening, here) = state.shared.hub.open(claims.sub);
+    if let Err(refusal) = admit(&state.shared, claims.sub, here).await {
+        return refusal.into_response();
+    }
     let shared = Arc::clone(&state.shared);
     let sessions = state.sessions.clone();
     upgrade
@@ -118,8 +122,31 @@ async fn websocket(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
-            sessions.track_future(session::run(socket, claims.sub, claims.exp, shared))
+            sessions.track_future(session::run(socket, claims, shared, opening))
         })
+}
+
+/// Seconds a client refused for having too many sockets is told to wait: by then a socket of a
+/// dead replica no longer counts.
+const TOO_MANY_SOCKETS_RETRY_SECS: u64 = 10;
+
+/// Admits one more socket of `user` (`here` of them on this replica, with it) if the user's
+/// sockets across the replicas stay within the cap. Redis counts them; while Redis is
+/// unusable, this replica's own count is held to the cap.
+async fn admit(shared: &Shared, user: Uuid, here: u32) -> Result<(), ApiError> {
+    let cap = shared.options.max_sockets_per_user;
+    let within = match shared.cluster.open_socket(&user, here, cap).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => "cluster",
+        Err(_) if here > cap => "replica",
+        Err(_) => return Ok(()),
+    };
+    ::metrics::counter!(crate::metrics::SOCKETS_REFUSED, "where" => within).increment(1);
+    tracing::debug!(user.id = %user, cap, "refused a socket: too many open");
+    Err(ApiError {
+        message: format!("at most {cap} open sockets per user: close one first"),
+        ..ApiError::rate_limited(TOO_MANY_SOCKETS_RETRY_SECS)
+    })
 }
 
 /// Which of `users` share a conversation with `caller`, asked of messaging: only they may see

@@ -26,14 +26,18 @@ use realchat_proto::{
         ConversationSummary, GetConversationRequest, HistoryRequest, ListConversationsRequest,
     },
 };
-use realchat_runtime::clients::MessagingClient;
+use realchat_runtime::{
+    clients::MessagingClient,
+    jwt::{Claims, Verifier},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    budget::{Budget, FrameLimits, NotMember, Verdict},
     cluster::Cluster,
     fanout,
-    hub::{Delivered, Hub, Push},
+    hub::{Delivered, Hub, Opening, Push},
     metrics,
     protocol::{self, ClientFrame, FrameError, close},
 };
@@ -47,8 +51,13 @@ pub(crate) struct SessionOptions {
     pub(crate) ping_interval: Duration,
     /// A socket write that takes longer than this means the reader is not reading.
     pub(crate) write_timeout: Duration,
-    /// Conversations bigger than this do not make their members contacts (for presence).
+    /// Conversations bigger than this do not make their members contacts (for presence), and
+    /// typing notices in them are not relayed.
     pub(crate) presence_max_members: usize,
+    /// What one socket may send.
+    pub(crate) frames: FrameLimits,
+    /// Sockets one user may hold open, across the replicas.
+    pub(crate) max_sockets_per_user: u32,
 }
 
 /// What every session of a replica shares.
@@ -60,12 +69,14 @@ pub(crate) struct Shared {
     pub(crate) options: SessionOptions,
     /// Cancelled once the consumer has committed on shutdown: close with 1001.
     pub(crate) closing: CancellationToken,
-    /// Resyncs that may run at once, so a Redis blip does not send every session of the
-    /// replica to messaging in the same instant.
+    /// Resyncs and resumes that may run at once, so a Redis blip (or a crowd reconnecting)
+    /// does not send every session of the replica to messaging in the same instant.
     pub(crate) resyncs: tokio::sync::Semaphore,
     /// Best-effort work a socket or the sweep starts and does not wait for (presence
     /// announcements, typing notices): bounded, and waited for by the drain.
     pub(crate) background: realchat_runtime::shutdown::Background,
+    /// The token verifier, which knows the revoked sessions.
+    pub(crate) verifier: Arc<Verifier>,
 }
 
 /// Messages fetched per history call.
@@ -117,19 +128,24 @@ fn now_ms() -> i64 {
 }
 
 /// Runs a session until it closes.
-pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, shared: Arc<Shared>) {
+pub(crate) async fn run(socket: WebSocket, claims: Claims, shared: Arc<Shared>, opening: Opening) {
+    let (user, token_expires_at) = (claims.sub, claims.exp);
     let registration = shared.hub.register(user);
+    drop(opening);
     ::metrics::counter!(metrics::SESSIONS_OPENED).increment(1);
     let mut session = Session {
         socket,
         user,
         user_text: user.to_string(),
+        session_id: claims.sid,
         cursors: HashMap::new(),
         typing_at: HashMap::new(),
         opened_at_ms: now_ms(),
         shared: Arc::clone(&shared),
         overflow: registration.overflow.clone(),
         unflushed: false,
+        budget: Budget::new(shared.options.frames, Instant::now()),
+        not_member: NotMember::default(),
     };
     let closing = session
         .serve(registration.rx, registration.first_here, token_expires_at)
@@ -162,9 +178,13 @@ pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, sh
     }
     let contacts = session.contacts();
     drop(session);
-    if shared.hub.unregister(user, registration.id)
-        && let Ok(true) = shared.cluster.release(&user).await
-    {
+    let last_here = shared.hub.unregister(user, registration.id);
+    // Best effort: a count left too high is put right by the user's next socket here.
+    let _ = shared
+        .cluster
+        .sockets_here(&user, shared.hub.sockets_of(&user))
+        .await;
+    if last_here && let Ok(true) = shared.cluster.release(&user).await {
         announce(&shared, user, false, contacts).await;
     }
 }
@@ -172,6 +192,8 @@ pub(crate) async fn run(socket: WebSocket, user: Uuid, token_expires_at: i64, sh
 struct Session {
     socket: WebSocket,
     user: Uuid,
+    /// The login session of the socket's token (`sid`): revoking it closes the socket.
+    session_id: Option<Uuid>,
     user_text: String,
     /// Per conversation: the highest seq this socket has (see the module docs).
     cursors: HashMap<Uuid, i64>,
@@ -181,6 +203,10 @@ struct Session {
     overflow: CancellationToken,
     /// Frames were queued on the socket since the last flush.
     unflushed: bool,
+    /// What the client may still send.
+    budget: Budget,
+    /// Conversations messaging recently said the user is not in.
+    not_member: NotMember,
 }
 
 impl Session {
@@ -334,12 +360,26 @@ impl Session {
                 conversation,
                 last_seq,
             } => {
+                self.not_member.forget(&conversation);
                 let cursor = self.cursors.entry(conversation).or_insert(last_seq);
                 *cursor = (*cursor).max(last_seq);
                 Ok(())
             }
             Push::Left { conversation } => {
                 self.cursors.remove(&conversation);
+                Ok(())
+            }
+            Push::Revoked => {
+                if self
+                    .session_id
+                    .is_some_and(|session| self.shared.verifier.is_revoked(&session))
+                {
+                    return Err(Closing::with(
+                        close::POLICY,
+                        "session revoked",
+                        "session_revoked",
+                    ));
+                }
                 Ok(())
             }
             Push::Resync => {
@@ -528,6 +568,27 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Closing> {
+        match self.budget.take(1, Instant::now()) {
+            Verdict::Allowed => {}
+            Verdict::Refused { retry_after } => {
+                ::metrics::counter!(metrics::FRAMES_REFUSED, "reason" => "rate_limited")
+                    .increment(1);
+                return self
+                    .refuse(&FrameError::rate_limited(
+                        "too many frames: wait and send again",
+                        retry_after,
+                    ))
+                    .await;
+            }
+            Verdict::Abusive => {
+                ::metrics::counter!(metrics::FRAMES_REFUSED, "reason" => "abusive").increment(1);
+                return Err(Closing::with(
+                    close::POLICY,
+                    "too many frames",
+                    "too_many_frames",
+                ));
+            }
+        }
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
             Err(error) => return self.refuse(&error).await,
@@ -540,10 +601,50 @@ impl Session {
     }
 
     /// Replays each named conversation after the client's cursor, then says `resumed`.
+    ///
+    /// The work is bounded: replays take one of the replica's catch-up permits (shared with
+    /// resyncs), and a conversation the socket does not know (not in the list it loaded, nor
+    /// joined since) costs a membership question, paid from the frame budget. What the budget
+    /// cannot pay for now is answered with one `rate_limited` error; the client resumes those
+    /// conversations again after the hint.
     async fn resume(&mut self, cursors: HashMap<Uuid, i64>) -> Result<(), Closing> {
         let mut cursors: Vec<(Uuid, i64)> = cursors.into_iter().collect();
         cursors.sort_unstable();
+        let shared = Arc::clone(&self.shared);
+        let _permit = shared.resyncs.acquire().await;
+        let mut deferred = 0usize;
+        let mut retry_after = Duration::ZERO;
         for (conversation, from) in cursors {
+            if !self.cursors.contains_key(&conversation) {
+                let now = Instant::now();
+                if self.not_member.knows(&conversation, now) {
+                    self.refuse(&FrameError::not_found(conversation)).await?;
+                    continue;
+                }
+                if deferred > 0 {
+                    deferred += 1;
+                    continue;
+                }
+                match self.budget.take(1, now) {
+                    Verdict::Allowed => {}
+                    Verdict::Refused { retry_after: wait } => {
+                        deferred = 1;
+                        retry_after = wait;
+                        continue;
+                    }
+                    Verdict::Abusive => {
+                        return Err(Closing::with(
+                            close::POLICY,
+                            "too many frames",
+                            "too_many_frames",
+                        ));
+                    }
+                }
+                if self.members_of(conversation).await?.is_none() {
+                    self.refuse(&FrameError::not_found(conversation)).await?;
+                    continue;
+                }
+            }
             // The client's word is what it has; anything after it is replayed.
             self.cursors.insert(conversation, from);
             if self.fill(conversation, from, None, "resume").await? {
@@ -553,6 +654,17 @@ impl Session {
             } else {
                 self.refuse(&FrameError::not_found(conversation)).await?;
             }
+        }
+        if deferred > 0 {
+            ::metrics::counter!(metrics::FRAMES_REFUSED, "reason" => "resume_deferred")
+                .increment(1);
+            self.refuse(&FrameError::rate_limited(
+                format!(
+                    "{deferred} conversations of this resume were not replayed: resume them again later"
+                ),
+                retry_after,
+            ))
+            .await?;
         }
         Ok(())
     }
@@ -566,6 +678,10 @@ impl Session {
                 return self.refuse(&FrameError::not_found(conversation)).await;
             }
         };
+        if members.len() > self.shared.options.presence_max_members {
+            // A notice in a big group would be a frame to every member, for little use.
+            return Ok(());
+        }
         let now = Instant::now();
         if self
             .typing_at
@@ -597,13 +713,17 @@ impl Session {
         Ok(())
     }
 
-    /// The members of a conversation the user belongs to; `None` if they do not.
+    /// The members of a conversation the user belongs to; `None` if they do not (remembered
+    /// for a while, so asking again costs messaging nothing).
     async fn members_of(&mut self, conversation: Uuid) -> Result<Option<Arc<[Uuid]>>, Closing> {
         if self.cursors.contains_key(&conversation)
             && let Some(members) = self.shared.hub.members(&conversation)
             && members.contains(&self.user)
         {
             return Ok(Some(members));
+        }
+        if self.not_member.knows(&conversation, Instant::now()) {
+            return Ok(None);
         }
         let mut messaging = self.shared.messaging.clone();
         let answer = messaging
@@ -614,6 +734,7 @@ impl Session {
             .await;
         match answer {
             Ok(response) => {
+                ::metrics::counter!(metrics::MEMBERSHIP_CHECKS, "answer" => "member").increment(1);
                 let found = response.into_inner();
                 let members: Arc<[Uuid]> = found
                     .member_ids
@@ -627,9 +748,20 @@ impl Session {
                 self.cursors.entry(conversation).or_insert(found.last_seq);
                 Ok(Some(members))
             }
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(None),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
+                ) =>
+            {
+                ::metrics::counter!(metrics::MEMBERSHIP_CHECKS, "answer" => "not_member")
+                    .increment(1);
+                self.not_member.remember(conversation, Instant::now());
+                Ok(None)
+            }
             Err(status) => {
+                ::metrics::counter!(metrics::MEMBERSHIP_CHECKS, "answer" => "unavailable")
+                    .increment(1);
                 tracing::warn!(error = %status.message(), "cannot check a typing notice's conversation");
                 Ok(None)
             }

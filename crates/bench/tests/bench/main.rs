@@ -129,7 +129,7 @@ async fn connections_holds_idle_sockets_and_reports_memory_per_socket() {
         "--sockets",
         "300",
         "--users",
-        "3",
+        "30",
         "--hold",
         "1",
     ]))

@@ -7,24 +7,9 @@ use test_support::{
     TestApp,
     ws::{Frame, Socket},
 };
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::SOON;
-
-fn refused_status(error: tungstenite::Error) -> (u16, Value) {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
-            (status, body)
-        }
-        other => panic!("expected an HTTP refusal, got {other}"),
-    }
-}
+use crate::{SOON, refused_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_bad_token_is_refused_with_401_before_the_upgrade() {
@@ -195,4 +180,46 @@ async fn an_idle_socket_is_closed() {
         test_support::counter_value(&metrics, "delivery_sessions_closed_total", "idle"),
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_that_session_s_sockets_with_1008_and_no_other() {
+    let app = TestApp::builder().delivery_replicas(2).spawn().await;
+    let user = app.signed_up().await;
+    let login = app
+        .post(
+            "/v1/auth/login",
+            &json!({"username": user.username, "password": user.password}),
+        )
+        .await;
+    let other: Value = login.json().await.unwrap();
+    let other_token = other["access_token"].as_str().unwrap();
+    let url = |replica: usize| format!("ws://{}/v1/ws", app.delivery[replica].addr);
+    let mut first = Socket::connect(&url(0), &user.access_token).await;
+    let mut second = Socket::connect(&url(1), &user.access_token).await;
+    let mut kept = Socket::connect(&url(0), other_token).await;
+
+    let logout = app
+        .post(
+            "/v1/auth/logout",
+            &json!({"refresh_token": user.refresh_token}),
+        )
+        .await;
+    assert_eq!(logout.status(), 204);
+
+    // Both replicas close the session's sockets, and refuse its token from then on.
+    assert_eq!(first.closed(SOON).await, 1008);
+    assert_eq!(second.closed(SOON).await, 1008);
+    let (status, body) = refused_status(
+        Socket::try_connect(&url(1), Some(&user.access_token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    // The user's other login keeps its socket.
+    kept.send(&json!({"type": "ping"})).await;
+    kept.expect("pong", SOON).await;
 }
