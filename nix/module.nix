@@ -3,7 +3,8 @@
 # Every service is configured the way its binary is: through `REALCHAT_*` environment variables
 # (`<binary> --help` lists them, `<binary> settings` prints them as JSON). The options people
 # change are typed here; every other variable goes through the free-form `settings`, and secrets
-# through `environmentFile` so they stay out of the world-readable Nix store.
+# through `environmentFile` (or, for auth's key-encryption key, a systemd credential) so they stay
+# out of the world-readable Nix store.
 #
 # The module uses nothing but `lib`, so it can be evaluated on its own (nixos-tests/check.sh
 # does, against the settings each binary reports).
@@ -38,7 +39,8 @@ let
 
   # What the module needs to know about each binary: its listeners, their defaults (the binary's
   # own, so a unit nobody configured behaves like the binary run by hand), and what it talks to.
-  # `listenVar` is the binary's main listener; `prefix` is the infix of its own variables.
+  # `listenVar` is the binary's main listener; `prefix` is the infix of its own variables;
+  # `keyEncryptionKey` whether it seals keys at rest under a key-encryption key.
   specs = {
     auth = {
       description = "RealChat auth service (users, passwords, tokens, signing keys)";
@@ -51,6 +53,7 @@ let
       redis = false;
       upstreams = { };
       deliveryEndpoints = false;
+      keyEncryptionKey = true;
     };
     messaging = {
       description = "RealChat messaging service (conversations, messages, the outbox relay)";
@@ -66,6 +69,7 @@ let
         auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
+      keyEncryptionKey = false;
     };
     profile = {
       description = "RealChat profile service (profiles and the username directory)";
@@ -81,6 +85,7 @@ let
         auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
+      keyEncryptionKey = false;
     };
     delivery = {
       description = "RealChat delivery replica (WebSockets, fan-out, presence)";
@@ -96,6 +101,7 @@ let
         messaging = "http://127.0.0.1:7052";
       };
       deliveryEndpoints = false;
+      keyEncryptionKey = false;
     };
     gateway = {
       description = "RealChat gateway (the public HTTP API)";
@@ -112,6 +118,7 @@ let
         profile = "http://127.0.0.1:7053";
       };
       deliveryEndpoints = true;
+      keyEncryptionKey = false;
     };
   };
 
@@ -155,7 +162,8 @@ let
     ++ optional spec.kafka "REALCHAT_KAFKA_BROKERS"
     ++ optional spec.redis "REALCHAT_REDIS_URL"
     ++ mapAttrsToList (upstream: _: "REALCHAT_${lib.toUpper upstream}_ENDPOINT") spec.upstreams
-    ++ optional spec.deliveryEndpoints "REALCHAT_DELIVERY_ENDPOINTS";
+    ++ optional spec.deliveryEndpoints "REALCHAT_DELIVERY_ENDPOINTS"
+    ++ optional spec.keyEncryptionKey "REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE";
 
   serviceOptions = name: spec: { config, ... }: {
     options = {
@@ -291,8 +299,29 @@ let
           (`REALCHAT_DELIVERY_ENDPOINTS`); a socket goes to the next one that answers.
         '';
       };
+    }
+    // optionalAttrs spec.keyEncryptionKey {
+      keyEncryptionKeyFile = mkOption {
+        # A string, never a Nix path: a path would be copied into the world-readable store.
+        type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+        default = null;
+        example = "/run/secrets/realchat-${name}-kek";
+        description = ''
+          File holding the key-encryption key that seals the signing keys in the database: 32
+          random bytes in base64 (`openssl rand -base64 32`). systemd hands it to the unit as a
+          credential (`LoadCredential=`), so it may stay readable by root alone, and the binary
+          reads it from there (`REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE`). Unset, the keys
+          are stored unsealed and the service warns. To rotate it, point this at the new key and
+          put the old one in `environmentFile` as `REALCHAT_${spec.prefix}_OLD_KEY_ENCRYPTION_KEYS=...`
+          until the service has restarted with both (it reseals as it starts).
+        '';
+      };
     };
   };
+
+  # The key-encryption key reaches the unit as a systemd credential of this name.
+  keyEncryptionKeyCredential = "key-encryption-key";
+  hasKeyEncryptionKey = spec: svc: spec.keyEncryptionKey && svc.keyEncryptionKeyFile != null;
 
   # The unit's environment: the typed options, then `settings`.
   environmentOf = spec: svc:
@@ -311,6 +340,10 @@ let
       (svc.endpoints or { })
     // optionalAttrs spec.deliveryEndpoints {
       REALCHAT_DELIVERY_ENDPOINTS = concatStringsSep "," svc.deliveryEndpoints;
+    }
+    // optionalAttrs (hasKeyEncryptionKey spec svc) {
+      # %d is the unit's credentials directory, where LoadCredential= puts the file.
+      "REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE" = "%d/${keyEncryptionKeyCredential}";
     }
     // mapAttrs (_: renderValue) svc.settings;
 
@@ -373,7 +406,10 @@ let
         RestrictSUIDSGID = true;
         RemoveIPC = true;
       }
-      // optionalAttrs (svc.environmentFile != null) { EnvironmentFile = svc.environmentFile; };
+      // optionalAttrs (svc.environmentFile != null) { EnvironmentFile = svc.environmentFile; }
+      // optionalAttrs (hasKeyEncryptionKey spec svc) {
+        LoadCredential = [ "${keyEncryptionKeyCredential}:${svc.keyEncryptionKeyFile}" ];
+      };
     };
 
   localDatabases = filterAttrs (name: spec: spec.database && cfg.${name}.createLocalDatabase) enabled;

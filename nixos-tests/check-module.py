@@ -130,6 +130,14 @@ def main() -> None:
         "local: createLocalDatabase connects over the socket as the unit's user",
     )
     check(
+        auth["REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE"] == "%d/key-encryption-key",
+        "local: keyEncryptionKeyFile is read from the unit's credentials directory",
+    )
+    check(
+        local["realchat-auth"]["serviceConfig"].get("LoadCredential") == ["key-encryption-key:/run/secrets/auth-kek"],
+        "local: keyEncryptionKeyFile is loaded as a systemd credential, never copied into the store",
+    )
+    check(
         local["realchat-messaging"]["environment"]["REALCHAT_MESSAGING_DATABASE_URL"]
         == "postgres:///chat_messages?host=/run/postgresql&user=realchat-messaging",
         "local: databaseName names the database in the URL",
@@ -178,6 +186,11 @@ def main() -> None:
             check(config.get("Restart") == "on-failure", f"{case}: {unit} Restart=on-failure")
             has_file = case == "local" and service == "auth"
             check(("EnvironmentFile" in config) == has_file, f"{case}: {unit} EnvironmentFile only when environmentFile is set")
+            check(("LoadCredential" in config) == has_file, f"{case}: {unit} LoadCredential only when keyEncryptionKeyFile is set")
+            check(
+                any(name.endswith("_KEY_ENCRYPTION_KEY_FILE") for name in data["environment"]) == has_file,
+                f"{case}: {unit} names a key-encryption key file only when keyEncryptionKeyFile is set",
+            )
 
     print("createLocalDatabase")
     postgresql = cases["local"]["postgresql"]
@@ -200,6 +213,10 @@ def main() -> None:
         if case == "settingsConflict":
             check(any("REALCHAT_REDIS_URL" in m for m in messages), "settingsConflict: a typed variable in settings is refused")
             check(any("PATH" in m for m in messages), "settingsConflict: a non-REALCHAT variable in settings is refused")
+            check(
+                any("REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE" in m for m in messages),
+                "settingsConflict: the key-encryption key file goes through keyEncryptionKeyFile, not settings",
+            )
         elif case == "databaseWithoutPostgres":
             check(any("createLocalDatabase" in m for m in messages), "databaseWithoutPostgres: refused")
         else:

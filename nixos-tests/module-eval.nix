@@ -155,6 +155,7 @@ in
           otlpEndpoint = "http://127.0.0.1:4317";
           openFirewall = true;
           environmentFile = "/run/secrets/auth.env";
+          keyEncryptionKeyFile = "/run/secrets/auth-kek";
           settings = {
             REALCHAT_LOG = "info,realchat_auth=debug";
             REALCHAT_AUTH_MIGRATE = false;
@@ -211,7 +212,10 @@ in
     # Settings that belong to a typed option, or are no RealChat variable: assertions refuse them.
     settingsConflict = facts {
       services.realchat.gateway = { enable = true; settings.REALCHAT_REDIS_URL = "redis://elsewhere:6379"; };
-      services.realchat.auth = { enable = true; settings.PATH = "/usr/bin"; };
+      services.realchat.auth = {
+        enable = true;
+        settings = { PATH = "/usr/bin"; REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE = "/run/secrets/auth-kek"; };
+      };
     };
     # createLocalDatabase turns the local PostgreSQL on, unless it is forced off.
     databaseWithoutPostgres = facts {
@@ -237,6 +241,12 @@ in
     # A typed option a service does not have.
     gatewayHasNoDatabase = refused { services.realchat.gateway = { enable = true; databaseUrl = "postgres:///gateway"; }; };
     gatewayHasNoBrokers = refused { services.realchat.gateway = { enable = true; kafkaBrokers = [ "127.0.0.1:9092" ]; }; };
+    messagingHasNoKeyEncryptionKey = refused { services.realchat.messaging = { enable = true; keyEncryptionKeyFile = "/run/secrets/kek"; }; };
+    # The key-encryption key must stay out of the world-readable store: no store path, and no Nix
+    # path, which would be copied there.
+    keyEncryptionKeyInStore = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "/nix/store/00000000000000000000000000000000-kek"; }; };
+    keyEncryptionKeyNixPath = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = ./auth-kek; }; };
+    keyEncryptionKeyRelative = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "secrets/auth-kek"; }; };
   };
 
   # A well-typed value next to each refused one, so a check that refuses everything is noticed.
@@ -244,6 +254,7 @@ in
     ipv6Address = !(refused { services.realchat.auth = { enable = true; listenAddress = "[::1]:7051"; }; });
     brokerByName = !(refused { services.realchat.messaging = { enable = true; kafkaBrokers = [ "kafka-1.internal:9092" ]; }; });
     rediss = !(refused { services.realchat.gateway = { enable = true; redisUrl = "rediss://cache.internal:6380"; }; });
+    keyEncryptionKeyOutsideStore = !(refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "/run/keys/auth-kek"; }; });
   };
 
   # Node names of each VM test, for the type check of its script.

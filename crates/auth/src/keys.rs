@@ -5,6 +5,7 @@
 //! first token it signs exists. A key stays published until every token it signed has expired
 //! (`retire_at`), then it is dropped. Replicas share the keys through the database; creating one
 //! happens under an advisory lock so two replicas starting together do not both make a key.
+//! Private keys are sealed under the key-encryption key, when one is given ([`crate::sealing`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +17,10 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    sealing::{KeyEncryption, Stored},
+};
 
 /// Lock id for key creation (an arbitrary constant, unique within the `auth` database).
 const KEY_LOCK: i64 = 0x5245_414c_4b45_5953; // "REALKEYS"
@@ -40,6 +44,7 @@ pub struct KeyRing {
     pool: PgPool,
     rotation: Duration,
     token_ttl: Duration,
+    sealing: Arc<KeyEncryption>,
     keys: Arc<RwLock<Vec<SigningKeyRecord>>>,
 }
 
@@ -54,10 +59,36 @@ impl std::fmt::Debug for KeyRing {
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     kid: String,
-    private_der: Vec<u8>,
+    private_der: Option<Vec<u8>>,
+    sealed_private: Option<Vec<u8>>,
+    kek_id: Option<String>,
     public_key: Vec<u8>,
     active_at: OffsetDateTime,
     retire_at: OffsetDateTime,
+}
+
+impl KeyRow {
+    fn stored(&self) -> Result<Stored, Error> {
+        match (&self.private_der, &self.sealed_private, &self.kek_id) {
+            (Some(der), None, None) => Ok(Stored::Clear(der.clone())),
+            (None, Some(bytes), Some(kek_id)) => Ok(Stored::Sealed {
+                bytes: bytes.clone(),
+                kek_id: kek_id.clone(),
+            }),
+            _ => Err(Error::Internal(anyhow::anyhow!(
+                "signing key {} has neither a clear nor a sealed private key",
+                self.kid
+            ))),
+        }
+    }
+}
+
+/// Binds a stored private key to the columns of `signing_keys`.
+fn columns(stored: Stored) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) {
+    match stored {
+        Stored::Clear(der) => (Some(der), None, None),
+        Stored::Sealed { bytes, kek_id } => (None, Some(bytes), Some(kek_id)),
+    }
 }
 
 impl KeyRing {
@@ -66,11 +97,19 @@ impl KeyRing {
         pool: PgPool,
         rotation: Duration,
         token_ttl: Duration,
+        sealing: KeyEncryption,
     ) -> Result<Self, Error> {
+        if sealing.current_id().is_none() {
+            tracing::warn!(
+                "signing keys are stored unsealed: a copy of the auth database can mint tokens; \
+                 set REALCHAT_AUTH_KEY_ENCRYPTION_KEY"
+            );
+        }
         let ring = Self {
             pool,
             rotation,
             token_ttl,
+            sealing: Arc::new(sealing),
             keys: Arc::new(RwLock::new(Vec::new())),
         };
         ring.maintain().await?;
@@ -102,8 +141,61 @@ impl KeyRing {
         sqlx::query("DELETE FROM signing_keys WHERE retire_at < now() - interval '1 day'")
             .execute(&mut *tx)
             .await?;
+        self.seal_in(&mut tx).await?;
         tx.commit().await?;
         self.reload().await
+    }
+
+    /// Seals every key under the current key-encryption key, in one transaction under the key
+    /// lock (`auth seal-keys`, after a rotation); returns how many were sealed anew.
+    pub async fn seal_all(&self) -> Result<usize, Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(KEY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let sealed = self.seal_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(sealed)
+    }
+
+    /// Seals anew the keys stored in clear or under another key-encryption key.
+    async fn seal_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<usize, Error> {
+        let Some(current) = self.sealing.current_id() else {
+            return Ok(0);
+        };
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT kid, private_der, sealed_private, kek_id, public_key, active_at, retire_at
+             FROM signing_keys WHERE kek_id IS DISTINCT FROM $1",
+        )
+        .bind(current)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            let private = self.sealing.open(&row.kid, &row.stored()?)?;
+            let (clear, sealed, kek_id) = columns(self.sealing.seal(&row.kid, &private)?);
+            sqlx::query(
+                "UPDATE signing_keys SET private_der = $2, sealed_private = $3, kek_id = $4
+                 WHERE kid = $1",
+            )
+            .bind(&row.kid)
+            .bind(clear)
+            .bind(sealed)
+            .bind(kek_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !rows.is_empty() {
+            tracing::info!(
+                keys = rows.len(),
+                kek.id = current,
+                "sealed signing keys under the key-encryption key"
+            );
+        }
+        Ok(rows.len())
     }
 
     async fn create_key(
@@ -121,12 +213,16 @@ impl KeyRing {
         let kid = uuid::Uuid::now_v7().simple().to_string();
         // Verifiers must accept tokens this key signed until the last of them expires.
         let retire_at = active_at + self.rotation + self.token_ttl + Duration::from_secs(300);
+        let (clear, sealed, kek_id) = columns(self.sealing.seal(&kid, der.as_bytes())?);
         sqlx::query(
-            "INSERT INTO signing_keys (kid, private_der, public_key, active_at, retire_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO signing_keys
+                 (kid, private_der, sealed_private, kek_id, public_key, active_at, retire_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&kid)
-        .bind(der.as_bytes())
+        .bind(clear)
+        .bind(sealed)
+        .bind(kek_id)
         .bind(public.as_slice())
         .bind(active_at)
         .bind(retire_at)
@@ -138,24 +234,27 @@ impl KeyRing {
 
     async fn reload(&self) -> Result<(), Error> {
         let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT kid, private_der, public_key, active_at, retire_at FROM signing_keys
-             WHERE retire_at > now() ORDER BY active_at DESC",
+            "SELECT kid, private_der, sealed_private, kek_id, public_key, active_at, retire_at
+             FROM signing_keys WHERE retire_at > now() ORDER BY active_at DESC",
         )
         .fetch_all(&self.pool)
         .await?;
         let keys = rows
             .into_iter()
-            .map(|row| SigningKeyRecord {
-                encoding: jsonwebtoken::EncodingKey::from_ed_der(&row.private_der),
-                public: PublicKey {
-                    kid: row.kid.clone(),
-                    x: URL_SAFE_NO_PAD.encode(&row.public_key),
-                },
-                kid: row.kid,
-                active_at: row.active_at,
-                retire_at: row.retire_at,
+            .map(|row| {
+                let private = self.sealing.open(&row.kid, &row.stored()?)?;
+                Ok(SigningKeyRecord {
+                    encoding: jsonwebtoken::EncodingKey::from_ed_der(&private),
+                    public: PublicKey {
+                        kid: row.kid.clone(),
+                        x: URL_SAFE_NO_PAD.encode(&row.public_key),
+                    },
+                    kid: row.kid,
+                    active_at: row.active_at,
+                    retire_at: row.retire_at,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Error>>()?;
         *self.keys.write().await = keys;
         Ok(())
     }

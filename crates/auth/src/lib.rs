@@ -14,16 +14,17 @@ mod grpc;
 pub mod keys;
 pub mod metrics;
 pub mod password;
+pub mod sealing;
 pub mod store;
 pub mod tokens;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use realchat_events::KafkaOptions;
 use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::auth::v1::auth_server::AuthServer;
-use realchat_runtime::{Shutdown, admin};
+use realchat_runtime::{Shutdown, admin, config::Secret};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -82,6 +83,29 @@ pub struct Options {
           value_parser = clap::value_parser!(u64).range(1..=365))]
     pub key_rotation_days: u64,
 
+    /// Key-encryption key that seals the signing keys in the database: 32 random bytes in base64
+    /// (`openssl rand -base64 32`). Without it they are stored unsealed, and a copy of the
+    /// database can mint tokens.
+    #[arg(long, env = "REALCHAT_AUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<Secret<String>>,
+
+    /// File holding the key-encryption key (wins over REALCHAT_AUTH_KEY_ENCRYPTION_KEY).
+    #[arg(long, env = "REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+
+    /// Earlier key-encryption keys, comma-separated: keys sealed under them still open, and are
+    /// sealed again under the current one (a rotation).
+    #[arg(
+        long,
+        env = "REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS",
+        hide_env_values = true
+    )]
+    pub old_key_encryption_keys: Option<Secret<String>>,
+
+    /// File holding the earlier key-encryption keys (wins over REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS).
+    #[arg(long, env = "REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS_FILE")]
+    pub old_key_encryption_keys_file: Option<PathBuf>,
+
     /// Password hashes computed at once (each takes 19 MiB); 0 means one per CPU.
     #[arg(long, env = "REALCHAT_AUTH_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
@@ -100,8 +124,44 @@ impl Options {
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             key_rotation_days: 30,
+            key_encryption_key: None,
+            key_encryption_key_file: None,
+            old_key_encryption_keys: None,
+            old_key_encryption_keys_file: None,
             hash_concurrency: 0,
             kafka: KafkaOptions::new("127.0.0.1:9092", ""),
+        }
+    }
+}
+
+impl Options {
+    /// The key-encryption keys these options give (files win over variables).
+    pub fn key_encryption(&self) -> anyhow::Result<sealing::KeyEncryption> {
+        use realchat_runtime::config::secret_or_file;
+        let current = secret_or_file(
+            "REALCHAT_AUTH_KEY_ENCRYPTION_KEY",
+            self.key_encryption_key.as_ref(),
+            self.key_encryption_key_file.as_deref(),
+        )?;
+        let old = secret_or_file(
+            "REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS",
+            self.old_key_encryption_keys.as_ref(),
+            self.old_key_encryption_keys_file.as_deref(),
+        )?;
+        sealing::KeyEncryption::from_settings(current.as_ref(), old.as_ref())
+    }
+
+    fn key_ring(
+        &self,
+        pool: PgPool,
+    ) -> impl std::future::Future<Output = anyhow::Result<keys::KeyRing>> {
+        let access_ttl = Duration::from_secs(self.access_token_ttl_secs);
+        let rotation = Duration::from_secs(self.key_rotation_days * 86_400);
+        let sealing = self.key_encryption();
+        async move {
+            keys::KeyRing::load(pool, rotation, access_ttl, sealing?)
+                .await
+                .context("loading the signing keys")
         }
     }
 }
@@ -130,13 +190,7 @@ impl Service {
         options.kafka = options.kafka.prepare().await?;
         let pool = options.database.as_database().open(&migrators()).await?;
         let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
-        let keys = keys::KeyRing::load(
-            pool.clone(),
-            Duration::from_secs(options.key_rotation_days * 86_400),
-            access_ttl,
-        )
-        .await
-        .context("loading the signing keys")?;
+        let keys = options.key_ring(pool.clone()).await?;
         let concurrency = match options.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
@@ -174,6 +228,17 @@ impl Service {
     /// The database pool (tests inspect state through it).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The kids of the signing keys published in the JWKS, newest first.
+    pub async fn published_kids(&self) -> Vec<String> {
+        self.api
+            .keys
+            .published()
+            .await
+            .into_iter()
+            .map(|key| key.kid)
+            .collect()
     }
 
     /// Serves until `shutdown` starts, then drains within its grace period.
@@ -252,5 +317,31 @@ impl realchat_runtime::service::DatabaseService for Service {
 
     fn migrators() -> Vec<&'static sqlx::migrate::Migrator> {
         migrators().to_vec()
+    }
+
+    fn commands() -> Vec<clap::Command> {
+        vec![clap::Command::new("seal-keys").about(
+            "Seal every signing key under the current key-encryption key (after a rotation), and exit.",
+        )]
+    }
+
+    async fn command(name: &str, options: Options) -> anyhow::Result<()> {
+        anyhow::ensure!(name == "seal-keys", "no command {name:?}");
+        anyhow::ensure!(
+            options.key_encryption()?.current_id().is_some(),
+            "seal-keys needs REALCHAT_AUTH_KEY_ENCRYPTION_KEY (or its _FILE)"
+        );
+        let pool = options.database.as_database().open(&migrators()).await?;
+        // Loading seals what is due; `seal_all` then says how many are sealed in all.
+        let ring = options.key_ring(pool.clone()).await?;
+        let resealed = ring.seal_all().await?;
+        let sealed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE kek_id IS NOT NULL")
+                .fetch_one(&pool)
+                .await?;
+        println!(
+            "{sealed} signing keys sealed under the current key-encryption key ({resealed} just now)"
+        );
+        Ok(())
     }
 }

@@ -174,6 +174,38 @@ impl Settings {
         format!("redis://{}", self.redis_addr())
     }
 
+    /// The key-encryption key that seals auth's signing keys in the local database (a file
+    /// only the owner reads).
+    pub(crate) fn key_encryption_key_file(&self) -> PathBuf {
+        self.data_dir
+            .join("secrets")
+            .join("auth-key-encryption-key")
+    }
+
+    /// Makes [`Settings::key_encryption_key_file`] on first use: 32 random bytes, base64.
+    pub(crate) fn ensure_key_encryption_key(&self) -> Result<PathBuf> {
+        use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+        let path = self.key_encryption_key_file();
+        if path.is_file() {
+            return Ok(path);
+        }
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut key))
+            .context("reading /dev/urandom for auth's key-encryption key")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, base64(&key).as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// Directory of the `<name>.pid` files.
     pub(crate) fn run_dir(&self) -> PathBuf {
         self.data_dir.join("run")
@@ -419,5 +451,37 @@ mod tests {
             }
         );
         Ok(())
+    }
+}
+
+/// Standard base64 with padding (what auth reads a key-encryption key as).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod base64_tests {
+    #[test]
+    fn encodes_as_rfc_4648_does() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
     }
 }

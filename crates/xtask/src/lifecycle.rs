@@ -232,6 +232,9 @@ impl System {
         if spec.database {
             check_postgres(&self.settings)?;
         }
+        if spec.name == "auth" {
+            self.settings.ensure_key_encryption_key()?;
+        }
         Ok(Launch::new(binary, &self.settings.root)
             .envs(self.topology.service_env(&self.settings, &component)))
     }

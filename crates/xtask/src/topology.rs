@@ -398,6 +398,12 @@ impl Topology {
         if spec.redis {
             env.push(("REALCHAT_REDIS_URL".to_owned(), settings.redis_url()));
         }
+        if spec.name == "auth" {
+            env.push((
+                own("KEY_ENCRYPTION_KEY_FILE"),
+                settings.key_encryption_key_file().display().to_string(),
+            ));
+        }
         // The topology's broker is Tansu, which stores every record header as a SQLite row: the
         // headers that repeat the envelope's id, type and trace context would double what each
         // event costs it. Set the variable to keep them.

@@ -68,6 +68,9 @@ locals {
       secrets = {
         REALCHAT_AUTH_DATABASE_URL   = var.postgres.databases.auth.url_secret_arn
         REALCHAT_KAFKA_SASL_PASSWORD = "${var.kafka.users.auth.secret_arn}:password::"
+        # The key-encryption keys that seal the signing keys in the database (see main.tf).
+        REALCHAT_AUTH_KEY_ENCRYPTION_KEY      = "${aws_secretsmanager_secret.auth_kek.arn}:current::"
+        REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS = "${aws_secretsmanager_secret.auth_kek.arn}:old::"
       }
     }
 

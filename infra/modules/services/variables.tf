@@ -353,6 +353,28 @@ variable "run_bootstrap" {
   default     = true
 }
 
+variable "auth_key_encryption_key_generations" {
+  type        = list(string)
+  description = "Names of auth's key-encryption keys, oldest first; each gets 32 random bytes once. The last seals the signing keys, all of them open what they sealed. To rotate, append a name, apply and redeploy auth; drop the old name five minutes after that deployment has finished (infra/README.md)."
+  default     = ["1"]
+
+  validation {
+    condition     = length(var.auth_key_encryption_key_generations) >= 1 && length(distinct(var.auth_key_encryption_key_generations)) == length(var.auth_key_encryption_key_generations) && alltrue([for generation in var.auth_key_encryption_key_generations : can(regex("^[A-Za-z0-9_-]+$", generation))])
+    error_message = "auth_key_encryption_key_generations must name at least one key, each once, in letters, digits, - and _."
+  }
+}
+
+variable "secret_recovery_window_days" {
+  type        = number
+  description = "Days a deleted secret (auth's key-encryption keys) can still be restored (0 deletes at once, for throw-away environments)."
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days == 0 || (var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30)
+    error_message = "secret_recovery_window_days must be 0 or from 7 to 30."
+  }
+}
+
 variable "log_retention_days" {
   type        = number
   description = "Days the service logs are kept in CloudWatch Logs."
