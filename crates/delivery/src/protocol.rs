@@ -326,4 +326,82 @@ mod tests {
                 "client_msg_id": "k", "body": "hi", "created_at": "1970-01-01T00:00:00.000Z"}})
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+
+        /// Values shaped like client frames: the right keys and types often, anything else too.
+        fn frame_like() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                any::<String>().prop_map(Value::from),
+                Just(json!(Uuid::nil().to_string())),
+                Just(json!(Uuid::now_v7().to_string())),
+            ];
+            let value = leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::hash_map(
+                        prop_oneof![any::<String>(), Just(Uuid::now_v7().to_string())],
+                        inner,
+                        0..4,
+                    )
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            });
+            let kind = prop_oneof![
+                Just(json!("resume")),
+                Just(json!("typing")),
+                Just(json!("ping")),
+                value.clone(),
+            ];
+            (kind, value.clone(), value.clone(), value).prop_map(
+                |(kind, cursors, conversation, extra)| {
+                    json!({"type": kind, "cursors": cursors, "conversation_id": conversation, "x": extra})
+                },
+            )
+        }
+
+        fn refused_as_documented(text: &str) -> Result<(), TestCaseError> {
+            if let Err(error) = ClientFrame::parse(text) {
+                prop_assert!(
+                    ["malformed_json", "invalid_argument"].contains(&error.code),
+                    "{} for {text:?}",
+                    error.code
+                );
+                prop_assert!(!error.message.is_empty());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_text_parses_or_is_refused_with_a_documented_code(text in any::<String>()) {
+                refused_as_documented(&text)?;
+            }
+
+            #[test]
+            fn frame_shaped_json_parses_or_is_refused_with_a_documented_code(frame in frame_like()) {
+                refused_as_documented(&frame.to_string())?;
+            }
+
+            #[test]
+            fn a_resume_within_the_rules_always_parses(
+                cursors in prop::collection::hash_map(any::<u128>(), 0..i64::MAX, 0..64),
+            ) {
+                let cursors: HashMap<Uuid, i64> =
+                    cursors.into_iter().map(|(id, seq)| (Uuid::from_u128(id), seq)).collect();
+                let text = json!({"type": "resume", "cursors": cursors}).to_string();
+                prop_assert_eq!(ClientFrame::parse(&text), Ok(ClientFrame::Resume { cursors }));
+            }
+        }
+    }
 }

@@ -355,6 +355,17 @@ fn subscribe(
     Ok(consumer)
 }
 
+/// The envelope a message's payload holds, or why it can never be handled (the message then
+/// goes to the DLQ).
+fn envelope_of(payload: Option<&[u8]>) -> Result<Envelope, String> {
+    match payload.map(Envelope::decode) {
+        Some(Ok(envelope)) if envelope.payload.is_some() => Ok(envelope),
+        Some(Ok(_)) => Err("envelope without a payload".into()),
+        Some(Err(error)) => Err(format!("undecodable envelope: {error}")),
+        None => Err("empty message".into()),
+    }
+}
+
 struct Loop<H> {
     topics: crate::Topics,
     options: ConsumerOptions,
@@ -367,12 +378,7 @@ impl<H: Handler> Loop<H> {
     /// The event a message carries, or why it can never be handled.
     fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Event, String> {
         let topic = self.topics.parse(message.topic()).ok_or("unknown topic")?;
-        let envelope = match message.payload().map(Envelope::decode) {
-            Some(Ok(envelope)) if envelope.payload.is_some() => envelope,
-            Some(Ok(_)) => return Err("envelope without a payload".into()),
-            Some(Err(error)) => return Err(format!("undecodable envelope: {error}")),
-            None => return Err("empty message".into()),
-        };
+        let envelope = envelope_of(message.payload())?;
         Ok(Event {
             topic,
             partition: message.partition(),
@@ -580,5 +586,82 @@ impl<H: Handler> Loop<H> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod decoding {
+    use proptest::prelude::*;
+    use realchat_proto::events::v1::{MessageCreated, UserRegistered, envelope::Payload};
+
+    use super::*;
+
+    fn payload() -> impl Strategy<Value = Payload> {
+        prop_oneof![
+            (any::<String>(), any::<String>(), any::<i64>()).prop_map(|(user_id, username, at)| {
+                Payload::UserRegistered(UserRegistered {
+                    user_id,
+                    username,
+                    registered_at_ms: at,
+                })
+            }),
+            (
+                any::<String>(),
+                any::<i64>(),
+                any::<String>(),
+                prop::collection::vec(any::<String>(), 0..4)
+            )
+                .prop_map(|(conversation_id, seq, body, member_ids)| {
+                    Payload::MessageCreated(MessageCreated {
+                        conversation_id,
+                        seq,
+                        body,
+                        member_ids,
+                        ..MessageCreated::default()
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever bytes a topic holds, decoding says what they are or why not; it never
+        /// panics (the loop would die with the partition's events behind it).
+        #[test]
+        fn any_bytes_decode_or_say_why(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(why) = envelope_of(Some(&bytes)) {
+                prop_assert!(why == "envelope without a payload" || why.starts_with("undecodable envelope"), "{why}");
+            }
+        }
+
+        /// An envelope survives the wire whole, however odd its fields.
+        #[test]
+        fn every_envelope_with_a_payload_decodes_as_it_was_encoded(
+            event_id in any::<String>(),
+            event_type in any::<String>(),
+            occurred_at_ms in any::<i64>(),
+            payload in payload(),
+        ) {
+            let envelope = Envelope {
+                event_id,
+                event_type,
+                occurred_at_ms,
+                traceparent: String::new(),
+                payload: Some(payload),
+            };
+            prop_assert_eq!(envelope_of(Some(&envelope.encode_to_vec())).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn an_empty_message_or_an_envelope_without_a_payload_is_refused() {
+        assert_eq!(envelope_of(None).unwrap_err(), "empty message");
+        let bare = Envelope::default().encode_to_vec();
+        assert_eq!(
+            envelope_of(Some(&bare)).unwrap_err(),
+            "envelope without a payload"
+        );
     }
 }

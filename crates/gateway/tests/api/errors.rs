@@ -124,6 +124,48 @@ async fn probes_and_the_openapi_document_are_served() {
     }
 }
 
+/// `docs/API.md` and `/v1/openapi.json` name the same operations: a route added to the code and
+/// not to the contract (or the other way round) fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_api_md_and_the_openapi_document_name_the_same_operations() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = app
+        .get("/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut served: Vec<String> = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            served.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    // The document does not list itself.
+    served.push("GET /v1/openapi.json".to_owned());
+    served.sort();
+
+    let contract =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/API.md")).unwrap();
+    // Operations are written `METHOD /path` in backquotes, a query string after the path.
+    let mut documented: Vec<String> = Vec::new();
+    for quoted in contract.split('`').skip(1).step_by(2) {
+        let Some((method, path)) = quoted.split_once(' ') else {
+            continue;
+        };
+        if ["GET", "POST", "PATCH", "PUT", "DELETE"].contains(&method) && path.starts_with('/') {
+            let path = path.split('?').next().unwrap();
+            documented.push(format!("{method} {path}"));
+        }
+    }
+    documented.sort();
+    documented.dedup();
+    assert_eq!(
+        documented, served,
+        "docs/API.md (left) against /v1/openapi.json (right)"
+    );
+}
+
 /// Messaging's gRPC health service answers from its readiness check, and the gateway's
 /// readiness asks it: with messaging's database gone both say so, and both recover with it. The
 /// gateway's public `/readyz` tells no internals.

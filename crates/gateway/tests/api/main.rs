@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod bodies;
 mod conversations;
 mod errors;
 mod messages;
