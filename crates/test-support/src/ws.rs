@@ -145,3 +145,22 @@ impl Socket {
         }
     }
 }
+
+/// The status and JSON body of a handshake the server refused (before the upgrade).
+///
+/// # Panics
+/// When the handshake failed some other way.
+pub fn refusal(error: tungstenite::Error) -> (u16, Value) {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            (status, body)
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}

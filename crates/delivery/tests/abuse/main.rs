@@ -12,30 +12,11 @@ use serde_json::json;
 use test_support::{TestApp, counter_value, ws::Socket};
 use uuid::Uuid;
 
-use serde_json::Value;
-use tokio_tungstenite::tungstenite;
-
 /// How long a test waits for something that should take milliseconds.
 const SOON: Duration = Duration::from_secs(20);
 
 /// Held by the tests that count membership checks in the process-wide metrics.
 static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The status and body of a WebSocket handshake the server refused.
-fn refused_status(error: tungstenite::Error) -> (u16, Value) {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
-            (status, body)
-        }
-        other => panic!("expected an HTTP refusal, got {other}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_past_the_budget_are_answered_rate_limited_and_a_flood_is_closed_with_1008() {
@@ -213,7 +194,7 @@ async fn sockets_per_user_are_capped_across_replicas_before_the_upgrade() {
         let refused = Socket::try_connect(&url, Some(&user.access_token))
             .await
             .unwrap_err();
-        let (status, body) = refused_status(refused);
+        let (status, body) = test_support::ws::refusal(refused);
         assert_eq!(status, 429, "replica {replica}");
         assert_eq!(body["error"]["code"], "rate_limited");
     }
@@ -244,7 +225,7 @@ async fn without_redis_each_replica_still_holds_a_user_to_the_cap() {
     let url = format!("ws://{}/v1/ws", app.delivery[0].addr);
     let _first = Socket::connect(&url, &user.access_token).await;
     let _second = Socket::connect(&url, &user.access_token).await;
-    let (status, body) = refused_status(
+    let (status, body) = test_support::ws::refusal(
         Socket::try_connect(&url, Some(&user.access_token))
             .await
             .unwrap_err(),

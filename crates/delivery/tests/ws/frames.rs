@@ -9,17 +9,18 @@ use test_support::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{SOON, refused_status};
+use crate::SOON;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_bad_token_is_refused_with_401_before_the_upgrade() {
     let app = TestApp::builder().delivery_replicas(1).spawn().await;
     let direct = format!("ws://{}/v1/ws", app.delivery[0].addr);
     for url in [app.ws_url(), direct] {
-        let (status, body) = refused_status(Socket::try_connect(&url, None).await.unwrap_err());
+        let (status, body) =
+            test_support::ws::refusal(Socket::try_connect(&url, None).await.unwrap_err());
         assert_eq!(status, 401, "{url}");
         assert_eq!(body["error"]["code"], "unauthenticated");
-        let (status, body) = refused_status(
+        let (status, body) = test_support::ws::refusal(
             Socket::try_connect(&url, Some("not.a.jwt"))
                 .await
                 .unwrap_err(),
@@ -142,7 +143,8 @@ async fn an_origin_not_on_the_list_is_refused() {
             tokio_tungstenite::connect_async(request).await
         }
     };
-    let (status, body) = refused_status(connect("https://evil.example").await.unwrap_err());
+    let (status, body) =
+        test_support::ws::refusal(connect("https://evil.example").await.unwrap_err());
     assert_eq!(status, 403);
     assert_eq!(body["error"]["code"], "forbidden");
     assert!(connect("https://chat.example").await.is_ok());
@@ -210,7 +212,7 @@ async fn logging_out_closes_that_session_s_sockets_with_1008_and_no_other() {
     // Both replicas close the session's sockets, and refuse its token from then on.
     assert_eq!(first.closed(SOON).await, 1008);
     assert_eq!(second.closed(SOON).await, 1008);
-    let (status, body) = refused_status(
+    let (status, body) = test_support::ws::refusal(
         Socket::try_connect(&url(1), Some(&user.access_token))
             .await
             .unwrap_err(),
