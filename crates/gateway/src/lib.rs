@@ -342,6 +342,7 @@ impl Service {
         serve_options.drain_timeout = shutdown.grace();
         let readiness = state.readiness.clone();
         let proxies = state.proxies.clone();
+        let handshakes = state.delivery.handshakes.clone();
         // Tokens of revoked sessions are refused from the next poll on.
         let verifier = Arc::clone(&state.verifier);
         let revocations_token = token.clone();
@@ -360,6 +361,7 @@ impl Service {
         shutdown.spawn("websocket-proxies", async move {
             proxies_token.cancelled().await;
             proxies.close().await;
+            handshakes.drained().await;
             Ok(())
         });
         shutdown.spawn("admin-server", admin::serve(admin, readiness, token));

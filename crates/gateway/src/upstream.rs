@@ -32,7 +32,13 @@ pub(crate) struct Delivery {
     next: AtomicUsize,
     /// Kept-alive HTTP/1.1 connections for requests that are not upgrades.
     pooled: Client<HttpConnector, Empty<Bytes>>,
+    /// The tasks that drive an upgrade's connection until the socket takes it over: bounded,
+    /// and waited for at shutdown.
+    pub(crate) handshakes: realchat_runtime::shutdown::Background,
 }
+
+/// Upgrades being handed over at once, at most; past it an upgrade is answered 503.
+const HANDSHAKES: usize = 10_000;
 
 /// Longest wait for a replica to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -68,6 +74,10 @@ impl Delivery {
             replicas,
             next: AtomicUsize::new(0),
             pooled,
+            handshakes: realchat_runtime::shutdown::Background::new(
+                "gateway_handshakes",
+                HANDSHAKES,
+            ),
         }))
     }
 
@@ -139,11 +149,16 @@ impl Delivery {
                 ApiError::unavailable("delivery is unavailable, retry shortly")
             })?;
         let replica = replica.to_owned();
-        tokio::spawn(async move {
+        let driving = self.handshakes.spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(replica, %error, "delivery connection ended");
             }
         });
+        if !driving {
+            return Err(ApiError::unavailable(
+                "too many sockets opening at once, retry shortly",
+            ));
+        }
         sender.send_request(request).await.map_err(|error| {
             tracing::warn!(%error, "a delivery replica did not answer");
             ApiError::unavailable("delivery is unavailable, retry shortly")
