@@ -48,11 +48,125 @@ impl Default for ServeOptions {
     }
 }
 
-/// Loads a PEM certificate chain and private key into a rustls server configuration.
+/// Loads a PEM certificate chain and private key into a rustls server configuration (TLS 1.2
+/// and 1.3 with rustls' safe cipher suites only). The files are watched: when either changes (a
+/// renewal), new connections get the new certificate without a restart; a pair that does not
+/// load (half written, or not matching) is logged and the one in use is kept.
 pub fn load_tls(
     cert_path: &std::path::Path,
     key_path: &std::path::Path,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::load(cert_path, key_path, Arc::clone(&provider))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How often, at most, the certificate files are looked at for a change.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A certificate and key from files, read again when the files change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    state: std::sync::RwLock<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// The files' modification times when `key` was read.
+    stamps: Stamps,
+    /// Those of a pair that did not load, so it is reported once.
+    refused: Option<Stamps>,
+    checked_at: std::time::Instant,
+}
+
+type Stamps = (Option<std::time::SystemTime>, Option<std::time::SystemTime>);
+
+impl ReloadingCert {
+    fn load(
+        cert_path: &std::path::Path,
+        key_path: &std::path::Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> anyhow::Result<Self> {
+        let stamps = stamps(cert_path, key_path);
+        let key = certified_key(cert_path, key_path, &provider)?;
+        Ok(Self {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            provider,
+            state: std::sync::RwLock::new(CertState {
+                key: Arc::new(key),
+                stamps,
+                refused: None,
+                checked_at: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The certificate to serve, read again first if the files changed since.
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if state.checked_at.elapsed() < CERT_CHECK_INTERVAL {
+                return Arc::clone(&state.key);
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if state.checked_at.elapsed() >= CERT_CHECK_INTERVAL {
+            state.checked_at = std::time::Instant::now();
+            let now = stamps(&self.cert_path, &self.key_path);
+            if now != state.stamps && state.refused != Some(now) {
+                match certified_key(&self.cert_path, &self.key_path, &self.provider) {
+                    Ok(key) => {
+                        tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                        state.key = Arc::new(key);
+                        state.stamps = now;
+                    }
+                    // Perhaps half written: read again once either file changes again.
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "the changed TLS certificate does not load; still serving the previous one"
+                        );
+                        state.refused = Some(now);
+                    }
+                }
+            }
+        }
+        Arc::clone(&state.key)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+fn stamps(cert_path: &std::path::Path, key_path: &std::path::Path) -> Stamps {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    (modified(cert_path), modified(key_path))
+}
+
+/// The chain and key in two PEM files, checked to belong together.
+fn certified_key(
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> anyhow::Result<rustls::sign::CertifiedKey> {
     use anyhow::Context as _;
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
         std::fs::File::open(cert_path)
@@ -60,21 +174,18 @@ pub fn load_tls(
     ))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("reading certificates from {}", cert_path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {}",
+        cert_path.display()
+    );
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
         std::fs::File::open(key_path).with_context(|| format!("opening {}", key_path.display()))?,
     ))
     .with_context(|| format!("reading the private key from {}", key_path.display()))?
     .with_context(|| format!("no private key in {}", key_path.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the TLS certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    rustls::sign::CertifiedKey::from_der(certs, key, provider)
+        .context("the TLS certificate and key do not match")
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.

@@ -99,12 +99,7 @@ async fn probes_and_the_openapi_document_are_served() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
     assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
-    let doc: serde_json::Value = app
-        .get("/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi(&app).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     for path in [
         "/v1/auth/register",
@@ -124,17 +119,20 @@ async fn probes_and_the_openapi_document_are_served() {
     }
 }
 
+async fn openapi(app: &TestApp) -> serde_json::Value {
+    app.get("/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `docs/API.md` and `/v1/openapi.json` name the same operations: a route added to the code and
 /// not to the contract (or the other way round) fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_api_md_and_the_openapi_document_name_the_same_operations() {
     let app = TestApp::spawn().await;
-    let doc: serde_json::Value = app
-        .get("/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi(&app).await;
     let mut served: Vec<String> = Vec::new();
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
@@ -331,4 +329,77 @@ async fn past_its_limit_of_requests_in_progress_the_gateway_answers_503_at_once(
     let first = held.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+}
+
+/// Slowloris and its body-trickling cousin: hundreds of connections that send their headers (or
+/// their bodies) a byte at a time do not keep other clients from being served promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_by_the_hundred_do_not_keep_others_from_being_served() {
+    // The slow clients and the good one all come from 127.0.0.1 here; the good one comes
+    // through a proxy that names its own address, so the per-address limits tell them apart.
+    let app = TestApp::builder()
+        .gateway(|o| {
+            o.header_timeout_secs = 5;
+            o.trusted_proxy_hops = 1;
+        })
+        .spawn()
+        .await;
+    let session = app.signed_up().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut slow = Vec::new();
+    for i in 0..300 {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        // Two in three trickle headers; the rest send a login's headers and trickle its body.
+        let start: Vec<u8> = if i % 3 == 0 {
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{".to_vec()
+        } else {
+            b"GET /v1/auth/me HTTP/1.1\r\nHost: x\r\n".to_vec()
+        };
+        slow.push(tokio::spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                return;
+            };
+            if stream.write_all(&start).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+                let byte: &[u8] = if i % 3 == 0 { b" " } else { b"X" };
+                if stream.write_all(byte).await.is_err() {
+                    return; // the gateway gave up on it, as it should
+                }
+            }
+        }));
+    }
+    // Let them all connect and start trickling.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let me = app.get("/v1/auth/me", Some(&session.access_token)).await;
+        assert_eq!(me.status(), StatusCode::OK);
+        let login = app
+            .http
+            .post(format!("{}/v1/auth/login", app.base))
+            .header("x-forwarded-for", "198.51.100.7")
+            .json(&json!({"username": session.username, "password": session.password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a well-behaved client waited {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    for task in slow {
+        let _ = task.await;
+    }
 }
