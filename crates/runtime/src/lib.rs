@@ -34,7 +34,6 @@ pub mod net;
 #[cfg(feature = "redis")]
 pub mod redis_client;
 pub mod rules;
-#[cfg(feature = "postgres")]
 pub mod service;
 pub mod settings;
 pub mod shutdown;
