@@ -17,10 +17,15 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Credentials {
     /// 3 to 32 characters of `[a-z0-9_]`, case-insensitive (stored lower-cased).
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_]{3,32}$"
+    )]
     username: String,
     /// 8 to 128 characters.
-    #[schema(example = "correct horse battery")]
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
     password: String,
 }
 

@@ -22,7 +22,8 @@ pub(crate) struct NewConversation {
     kind: String,
     /// The other members; listing yourself is harmless.
     member_ids: Vec<String>,
-    /// Groups only: 1 to 200 characters.
+    /// Groups only: up to 200 characters.
+    #[schema(max_length = 200)]
     title: Option<String>,
 }
 
@@ -42,9 +43,12 @@ pub(crate) struct NewMember {
 /// A message to send.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewMessage {
-    /// Your idempotency key: a retry with the same one returns the original message.
+    /// Your idempotency key: a retry with the same one returns the original message. 1 to 128
+    /// bytes, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     client_msg_id: String,
     /// 1 to 4,000 characters.
+    #[schema(min_length = 1, max_length = 4000)]
     body: String,
 }
 
@@ -57,15 +61,19 @@ pub(crate) struct MessagePage {
 /// Which messages: after a seq (ascending), before one (descending), or the newest (descending).
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct HistoryParams {
+    #[param(minimum = 0)]
     after_seq: Option<i64>,
+    #[param(minimum = 1)]
     before_seq: Option<i64>,
     /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
 /// A read position.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct ReadPosition {
+    #[schema(minimum = 0)]
     seq: i64,
 }
 

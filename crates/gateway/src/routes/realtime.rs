@@ -190,6 +190,7 @@ pub(crate) struct PresenceList {
 #[allow(dead_code)] // documents the query delivery reads
 pub(crate) struct PresenceQuery {
     /// Comma-separated user ids, 1 to 100.
+    #[param(pattern = "^[0-9a-fA-F-]{36}(,[0-9a-fA-F-]{36}){0,99}$")]
     user_ids: String,
 }
 

@@ -58,15 +58,15 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 pub(crate) struct ProfileEdit {
     /// 1 to 64 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64)]
     display_name: Option<Option<String>>,
     /// Up to 500 characters; `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 500)]
     bio: Option<Option<String>>,
     /// An `https` URL of up to 2,048 characters; `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = "^https://")]
     avatar_url: Option<Option<String>>,
 }
 
@@ -79,8 +79,10 @@ fn nullable(field: Option<Option<String>>) -> Option<NullableString> {
 pub(crate) struct Search {
     /// Username prefix, case-insensitive; empty lists everyone.
     #[serde(default)]
+    #[param(max_length = 32)]
     prefix: String,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
