@@ -85,13 +85,13 @@ pub(crate) fn run(settings: Settings, cargo_test_args: &[String]) -> Result<Exit
     }
 
     step!(
-        "[6/6] Soak: {} s of mixed load while faults come and go (seed {SOAK_SEED}), checked throughout",
+        "[6/6] Soak: {} s of mixed load while faults come and go (seed {SOAK_SEED}), checked throughout; then the dashboards and the API contract against its topology",
         SOAK_SECONDS
     );
     let status = soak(settings)?;
     if !status.success() {
         ui::warning!(
-            "the soak failed ({status}); its topology's logs are in {}",
+            "the soak or a check against its topology failed ({status}); its topology's logs are in {}",
             settings.display_path(&settings.data_dir.join("soak/logs"))
         );
     }
@@ -140,6 +140,18 @@ fn live_dashboards_check(settings: &Settings) -> Result<ExitStatus> {
         .current_dir(&settings.root)
         .status()
         .context("cannot run dashboards/check.sh")
+}
+
+/// `contract/check.sh` (Schemathesis) against the soak's gateway, after the soak: the API as the
+/// OpenAPI document describes it, from a gateway that lived through every fault.
+fn contract_check(settings: &Settings) -> Result<ExitStatus> {
+    step!("The API against its OpenAPI document, with Schemathesis");
+    Command::new("bash")
+        .arg(settings.root.join("contract/check.sh"))
+        .arg(format!("http://127.0.0.1:{}", 8080 + SOAK_PORT_OFFSET))
+        .current_dir(&settings.root)
+        .status()
+        .context("cannot run contract/check.sh")
 }
 
 /// The soak's topology runs this many ports above the default one.
@@ -220,7 +232,10 @@ fn soak(settings: &Settings) -> Result<ExitStatus> {
         match soaked {
             // The dashboards and alerts against the metrics of a topology that just lived
             // through every fault: every name they use is scraped, every query evaluates.
-            Ok(status) if status.success() => live_dashboards_check(settings),
+            Ok(status) if status.success() => match live_dashboards_check(settings) {
+                Ok(status) if status.success() => contract_check(settings),
+                other => other,
+            },
             other => other,
         }
     } else {
