@@ -9,6 +9,7 @@
 use std::{future::Future, net::SocketAddr};
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
 use crate::{Shutdown, config::CommonOptions, settings, telemetry};
 
 #[cfg(feature = "postgres")]
