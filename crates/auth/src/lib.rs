@@ -121,15 +121,7 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database: DatabaseOptions::new(database_url),
-            access_token_ttl_secs: 900,
-            refresh_token_ttl_days: 30,
-            key_rotation_days: 30,
-            key_encryption_key: None,
-            key_encryption_key_file: None,
-            old_key_encryption_keys: None,
-            old_key_encryption_keys_file: None,
-            hash_concurrency: 0,
-            kafka: KafkaOptions::new("127.0.0.1:9092", ""),
+            ..realchat_runtime::config::defaults()
         }
     }
 }

@@ -145,24 +145,11 @@ impl Options {
         Self {
             addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
-            node_id: "delivery".into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
             redis: RedisOptions::new(redis_url),
-            redis_prefix: "realchat:".into(),
-            consumer_group: "delivery".into(),
-            allowed_origins: Vec::new(),
-            idle_timeout_secs: 90,
-            ping_interval_secs: 30,
-            send_queue: 1024,
-            socket_send_buffer: 64 * 1024,
-            presence_max_members: 100,
-            heartbeat_secs: 5,
-            token_leeway_secs: 5,
-            frames_per_second: 10,
-            frame_burst: 40,
-            max_sockets_per_user: 10,
             kafka,
+            ..realchat_runtime::config::defaults()
         }
     }
 }

@@ -109,11 +109,8 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database: DatabaseOptions::new(database_url),
-            send_writers: 4,
-            relay: true,
-            auth_endpoint: "http://127.0.0.1:7051".into(),
-            consumer_group: "messaging".into(),
             kafka,
+            ..realchat_runtime::config::defaults()
         }
     }
 }

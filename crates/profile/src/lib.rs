@@ -94,9 +94,8 @@ impl Options {
             grpc_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             database: DatabaseOptions::new(database_url),
-            auth_endpoint: "http://127.0.0.1:7051".into(),
-            consumer_group: "profile".into(),
             kafka,
+            ..realchat_runtime::config::defaults()
         }
     }
 }

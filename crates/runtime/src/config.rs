@@ -95,6 +95,27 @@ pub fn secret_or_file(
     Ok(Some(Secret::new(content.to_owned())))
 }
 
+/// The options `O` declares, each at the default its attribute gives (or unset), whatever the
+/// environment holds: what tests and embedders start from, so that a default is written once,
+/// where the option is declared.
+///
+/// # Panics
+/// When `O` declares an option that is required: a bug in the declaration.
+pub fn defaults<O: clap::Args + clap::FromArgMatches>() -> O {
+    let mut command = O::augment_args(clap::Command::new("defaults"));
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |arg| arg.env(None::<&'static str>));
+    }
+    command
+        .try_get_matches_from(["defaults"])
+        .and_then(|matches| O::from_arg_matches(&matches))
+        .unwrap_or_else(|error| panic!("the options' defaults do not parse: {error}"))
+}
+
 /// Parses a duration given in whole seconds, for `clap` value parsers.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
