@@ -43,7 +43,11 @@ pub struct Conversation {
     pub id: String,
     pub kind: String,
     pub title: Option<String>,
+    /// Every member, except in a list of conversations: the first 100 there.
     pub member_ids: Vec<String>,
+    /// How many members it has (absent from servers before it was added).
+    #[serde(default)]
+    pub member_count: Option<u32>,
     pub created_at: String,
     pub last_seq: i64,
 }

@@ -76,7 +76,7 @@ pub(crate) struct Hub {
     users: RwLock<HashMap<Uuid, Vec<Handle>>>,
     next_id: AtomicU64,
     queue: usize,
-    members: Mutex<HashMap<Uuid, Arc<[Uuid]>>>,
+    members: Mutex<MemberCache>,
     /// Users whose route could not be claimed when their session opened.
     unrouted: Mutex<std::collections::HashSet<Uuid>>,
     /// Sockets being opened per user (admitted, the upgrade under way): counted with the open
@@ -106,6 +106,16 @@ impl Drop for Opening {
 
 /// Conversations whose members the hub remembers, at most; past it the cache starts over.
 const MAX_CACHED_CONVERSATIONS: usize = 200_000;
+/// Member ids the hub remembers in all, at most (16 bytes each: 64 MiB); past it the cache starts
+/// over. What bounds the memory is the ids, not the conversations: a group holds up to 1,000.
+const MAX_CACHED_MEMBER_IDS: usize = 4_000_000;
+
+/// Conversations' members, and how many ids that is.
+#[derive(Debug, Default)]
+struct MemberCache {
+    by_conversation: HashMap<Uuid, Arc<[Uuid]>>,
+    ids: usize,
+}
 
 impl Hub {
     /// A hub whose sessions queue at most `queue` pushes each.
@@ -114,7 +124,7 @@ impl Hub {
             users: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(MemberCache::default()),
             unrouted: Mutex::new(std::collections::HashSet::new()),
             opening: Mutex::new(HashMap::new()),
         }
@@ -321,10 +331,23 @@ impl Hub {
     /// Remembers a conversation's members.
     pub(crate) fn set_members(&self, conversation: Uuid, members: Arc<[Uuid]>) {
         let mut cache = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED_CONVERSATIONS && !cache.contains_key(&conversation) {
-            cache.clear();
+        let replaced = cache
+            .by_conversation
+            .get(&conversation)
+            .map_or(0, |m| m.len());
+        let new_conversation = replaced == 0 && !cache.by_conversation.contains_key(&conversation);
+        if (new_conversation && cache.by_conversation.len() >= MAX_CACHED_CONVERSATIONS)
+            || cache.ids - replaced + members.len() > MAX_CACHED_MEMBER_IDS
+        {
+            cache.by_conversation.clear();
+            cache.ids = 0;
         }
-        cache.insert(conversation, members);
+        let replaced = cache
+            .by_conversation
+            .get(&conversation)
+            .map_or(0, |m| m.len());
+        cache.ids = cache.ids - replaced + members.len();
+        cache.by_conversation.insert(conversation, members);
     }
 
     /// A conversation's members, if known.
@@ -332,8 +355,15 @@ impl Hub {
         self.members
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .by_conversation
             .get(conversation)
             .cloned()
+    }
+
+    /// Member ids remembered in all.
+    #[cfg(test)]
+    fn cached_member_ids(&self) -> usize {
+        self.members.lock().unwrap_or_else(|p| p.into_inner()).ids
     }
 }
 
@@ -399,5 +429,27 @@ mod tests {
         assert!(hub.unregister(user, second.id));
         assert!(!hub.is_here(&user));
         assert_eq!(hub.session_count(), 0);
+    }
+
+    #[test]
+    fn the_member_cache_is_bounded_by_ids_not_conversations() {
+        let hub = Hub::new(8);
+        let group: Arc<[Uuid]> = (0..1000).map(|_| Uuid::new_v4()).collect::<Vec<_>>().into();
+        let fill = MAX_CACHED_MEMBER_IDS / 1000;
+        for _ in 0..fill {
+            hub.set_members(Uuid::new_v4(), Arc::clone(&group));
+        }
+        assert_eq!(hub.cached_member_ids(), MAX_CACHED_MEMBER_IDS);
+        // Replacing one counts its ids once.
+        let known = Uuid::new_v4();
+        hub.set_members(known, Arc::from(vec![Uuid::new_v4()]));
+        assert_eq!(
+            hub.cached_member_ids(),
+            1,
+            "past the bound the cache started over"
+        );
+        hub.set_members(known, Arc::from(vec![Uuid::new_v4(), Uuid::new_v4()]));
+        assert_eq!(hub.cached_member_ids(), 2);
+        assert_eq!(hub.members(&known).unwrap().len(), 2);
     }
 }

@@ -151,6 +151,7 @@ pub(crate) async fn run(socket: WebSocket, claims: Claims, shared: Arc<Shared>, 
         .serve(registration.rx, registration.first_here, token_expires_at)
         .await;
     ::metrics::counter!(metrics::SESSIONS_CLOSED, "reason" => closing.label).increment(1);
+    tracing::debug!(user.id = %user, reason = closing.label, code = ?closing.code, "session closed");
     if let Some(code) = closing.code {
         let frame = CloseFrame {
             code,
@@ -522,12 +523,15 @@ impl Session {
             let Ok(id) = conversation.id.parse::<Uuid>() else {
                 continue;
             };
-            let members: Vec<Uuid> = conversation
-                .member_ids
-                .iter()
-                .filter_map(|m| m.parse().ok())
-                .collect();
-            self.shared.hub.set_members(id, members.into());
+            // A list carries only the first members of a big group: remembered only whole.
+            if conversation.member_ids.len() == conversation.member_count as usize {
+                let members: Vec<Uuid> = conversation
+                    .member_ids
+                    .iter()
+                    .filter_map(|m| m.parse().ok())
+                    .collect();
+                self.shared.hub.set_members(id, members.into());
+            }
             if first {
                 self.cursors.insert(id, conversation.last_seq);
                 continue;

@@ -126,6 +126,15 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_GATEWAY_USER_BURST", default_value_t = 200)]
     pub user_burst: u32,
 
+    /// Sustained conversations created and members added per second per user: each puts people
+    /// into a conversation, which every list and socket of theirs then carries.
+    #[arg(long, env = "REALCHAT_GATEWAY_MEMBERSHIP_RATE", default_value_t = 0.2)]
+    pub membership_rate: f64,
+
+    /// Burst of conversations created and members added per user.
+    #[arg(long, env = "REALCHAT_GATEWAY_MEMBERSHIP_BURST", default_value_t = 30)]
+    pub membership_burst: u32,
+
     /// Proxies in front of the gateway that append to `X-Forwarded-For` (a load balancer: 1). The
     /// client is the address the farthest of them saw; what is left of it in the header is the
     /// client's own say and is ignored. 0: the TCP peer is the client.
@@ -176,22 +185,8 @@ impl Options {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             auth_endpoint: auth_endpoint.into(),
             messaging_endpoint: messaging_endpoint.into(),
-            profile_endpoint: "http://127.0.0.1:7053".into(),
-            delivery_endpoints: vec!["ws://127.0.0.1:8081".into()],
             redis: RedisOptions::new(redis_url),
-            redis_prefix: "realchat:".into(),
-            rate_limits: true,
-            auth_ip_rate: 5.0,
-            auth_ip_burst: 50,
-            user_rate: 50.0,
-            user_burst: 200,
-            trusted_proxy_hops: 0,
-            request_timeout_secs: 30,
-            max_in_flight: 1024,
-            header_timeout_secs: 10,
-            token_leeway_secs: 5,
-            tls_cert: None,
-            tls_key: None,
+            ..realchat_runtime::config::defaults()
         }
     }
 }
@@ -201,6 +196,7 @@ impl Options {
 pub(crate) struct Limits {
     pub(crate) auth_ip: Limit,
     pub(crate) user: Limit,
+    pub(crate) membership: Limit,
 }
 
 /// What every handler can reach.
@@ -295,6 +291,10 @@ impl Service {
                     rate_per_sec: options.user_rate,
                     burst: options.user_burst,
                 },
+                membership: Limit {
+                    rate_per_sec: options.membership_rate,
+                    burst: options.membership_burst,
+                },
             },
             trusted_proxy_hops: options.trusted_proxy_hops,
             request_timeout: Duration::from_secs(options.request_timeout_secs),
@@ -385,7 +385,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}", get(routes::conversations::get))
         .route(
             "/v1/conversations/{id}/members",
-            post(routes::conversations::add_member),
+            get(routes::conversations::members).post(routes::conversations::add_member),
         )
         .route(
             "/v1/conversations/{id}/members/{user_id}",

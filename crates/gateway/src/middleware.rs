@@ -51,6 +51,25 @@ pub(crate) async fn verify_and_limit(
     Ok(claims.sub)
 }
 
+/// Takes one from `user`'s membership bucket (creating a conversation, adding a member).
+pub(crate) async fn limit_membership(state: &AppState, user: uuid::Uuid) -> Result<(), ApiError> {
+    match state
+        .limiter
+        .check(
+            Scope::Membership,
+            &user.to_string(),
+            state.limits.membership,
+        )
+        .await
+    {
+        Decision::Allow => Ok(()),
+        Decision::Deny { retry_after_secs } => Err(ApiError {
+            message: "too many conversations created or members added, slow down".to_owned(),
+            ..ApiError::rate_limited(retry_after_secs)
+        }),
+    }
+}
+
 fn bearer_token(request: &Request) -> Result<&str, ApiError> {
     match realchat_runtime::bearer::from_headers(request.headers()) {
         Token::Present(token) => Ok(token),

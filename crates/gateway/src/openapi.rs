@@ -23,6 +23,7 @@ use crate::{error, routes};
         routes::conversations::create,
         routes::conversations::list,
         routes::conversations::get,
+        routes::conversations::members,
         routes::conversations::add_member,
         routes::conversations::remove_member,
         routes::conversations::send,

@@ -48,6 +48,9 @@ pub enum Scope {
     AuthIp,
     /// Per user, on every authenticated request.
     User,
+    /// Per user, on creating conversations and adding members: each can put others into a
+    /// conversation, and every conversation someone is in costs their lists and sockets.
+    Membership,
 }
 
 impl Scope {
@@ -55,6 +58,7 @@ impl Scope {
         match self {
             Scope::AuthIp => "auth_ip",
             Scope::User => "user",
+            Scope::Membership => "membership",
         }
     }
 }

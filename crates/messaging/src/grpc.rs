@@ -5,9 +5,9 @@ use std::time::Instant;
 use realchat_proto::messaging::v1::{
     self as pb, AddMemberRequest, CreateConversationRequest, CreateConversationResponse,
     GetConversationRequest, HistoryRequest, HistoryResponse, ListConversationsRequest,
-    ListConversationsResponse, MarkReadRequest, MarkReadResponse, RemoveMemberRequest,
-    RemoveMemberResponse, SendRequest, SendResponse, SharedWithRequest, SharedWithResponse,
-    messaging_server::Messaging,
+    ListConversationsResponse, ListMembersRequest, ListMembersResponse, MarkReadRequest,
+    MarkReadResponse, RemoveMemberRequest, RemoveMemberResponse, SendRequest, SendResponse,
+    SharedWithRequest, SharedWithResponse, messaging_server::Messaging,
 };
 use realchat_runtime::{
     clients::{self, AuthClient},
@@ -30,6 +30,9 @@ use crate::{
 const MAX_LISTED_CONVERSATIONS: i64 = 500;
 /// Most users one `SharedWith` may ask about (a presence query's limit).
 const MAX_SHARED_WITH: usize = 100;
+/// Members one ListMembers page holds by default, and at most.
+const DEFAULT_MEMBERS_PAGE: u32 = 100;
+const MAX_MEMBERS_PAGE: u32 = 1000;
 
 /// The messaging service's request handlers.
 #[derive(Clone, Debug)]
@@ -50,7 +53,11 @@ fn conversation_id(raw: &str) -> Result<Uuid, Error> {
 }
 
 fn to_pb_conversation(conversation: Conversation) -> pb::Conversation {
-    let Conversation { row, members } = conversation;
+    let Conversation {
+        row,
+        members,
+        member_count,
+    } = conversation;
     pb::Conversation {
         id: row.id.to_string(),
         kind: row.kind,
@@ -59,6 +66,7 @@ fn to_pb_conversation(conversation: Conversation) -> pb::Conversation {
         member_ids: members.iter().map(Uuid::to_string).collect(),
         created_at_ms: unix_ms(row.created_at),
         last_seq: row.last_seq,
+        member_count: u32::try_from(member_count).unwrap_or(u32::MAX),
     }
 }
 
@@ -253,6 +261,35 @@ impl Messaging for MessagingApi {
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersResponse>, Status> {
+        let request = request.into_inner();
+        let caller = caller(&request.caller_id)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let after = match request.after_user_id.as_str() {
+            "" => None,
+            after => Some(domain::parse_user_id(after, "after").map_err(Error::from)?),
+        };
+        let limit = match request.limit {
+            0 => DEFAULT_MEMBERS_PAGE,
+            n if n <= MAX_MEMBERS_PAGE => n,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "limit must be 1..={MAX_MEMBERS_PAGE}"
+                ))
+                .into());
+            }
+        };
+        let (page, count) =
+            store::members_page(&self.pool, caller, conversation, after, i64::from(limit)).await?;
+        Ok(Response::new(ListMembersResponse {
+            member_ids: page.iter().map(Uuid::to_string).collect(),
+            member_count: u32::try_from(count).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn shared_with(

@@ -51,10 +51,10 @@ pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
     ))
 }
 
-/// The largest answer a messaging client takes. A conversation list may hold 500
-/// conversations of up to 1,000 members each, about 20 MB of member ids: past tonic's default of
-/// 4 MiB, which would turn a big list into an error.
-pub const MAX_MESSAGING_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// The largest answer a messaging client takes. A page of history may hold 200 messages of
+/// 4,000 characters (up to 16 KB each in UTF-8), past tonic's default of 4 MiB; a conversation
+/// list holds at most 100 member ids per conversation, about 2 MB for 500 of them.
+pub const MAX_MESSAGING_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// A messaging client on `channel` (which [`serving`] can ask about too).
 pub fn messaging(channel: Channel) -> MessagingClient {

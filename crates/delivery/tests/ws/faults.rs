@@ -73,7 +73,9 @@ async fn a_poison_event_goes_to_the_dlq_without_blocking_its_partition() {
 async fn a_slow_reader_is_cut_off_while_the_others_keep_their_latency() {
     let app = TestApp::builder()
         .delivery_replicas(1)
-        .delivery(|o| o.send_queue = 16)
+        // Room for a batch the consumer hands over at once (a relay round under load carries
+        // dozens): a reader that keeps up must never overflow, one that stopped reading must.
+        .delivery(|o| o.send_queue = 128)
         .gateway(|o| o.user_burst = 10_000)
         .spawn()
         .await;

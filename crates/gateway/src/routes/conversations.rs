@@ -3,7 +3,8 @@
 use axum::{extract::State, http::StatusCode};
 use realchat_proto::messaging::v1::{
     AddMemberRequest, CreateConversationRequest, GetConversationRequest, HistoryRequest,
-    ListConversationsRequest, MarkReadRequest, RemoveMemberRequest, SendRequest,
+    ListConversationsRequest, ListMembersRequest, MarkReadRequest, RemoveMemberRequest,
+    SendRequest,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,6 +91,7 @@ pub(crate) async fn create(
     user: AuthUser,
     Json(body): Json<NewConversation>,
 ) -> Result<(StatusCode, axum::Json<ConversationView>), ApiError> {
+    crate::middleware::limit_membership(&state, user.user_id).await?;
     let response = state
         .messaging
         .clone()
@@ -154,6 +156,56 @@ pub(crate) async fn get(
     Ok(axum::Json(conversation.into()))
 }
 
+/// Which members: those after a user id, ordered by id.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct MembersParams {
+    /// The last member id of the previous page; absent for the first.
+    #[param(format = Uuid)]
+    after: Option<String>,
+    /// 1 to 1,000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// A page of members.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MemberPage {
+    /// Member ids, ascending; fewer than `limit` on the last page.
+    member_ids: Vec<String>,
+    /// How many members the conversation has.
+    member_count: u32,
+}
+
+/// The members of a conversation the caller belongs to, a page at a time.
+#[utoipa::path(get, path = "/v1/conversations/{id}/members", tag = "conversations", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid), MembersParams),
+    responses((status = 200, body = MemberPage), (status = 404, body = ErrorBody)))]
+pub(crate) async fn members(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Query(params): Query<MembersParams>,
+) -> Result<axum::Json<MemberPage>, ApiError> {
+    if params.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::invalid_argument("limit must be 1..=1000"));
+    }
+    let page = state
+        .messaging
+        .clone()
+        .list_members(ListMembersRequest {
+            caller_id: user.user_id.to_string(),
+            conversation_id: id,
+            after_user_id: params.after.unwrap_or_default(),
+            limit: params.limit.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(MemberPage {
+        member_ids: page.member_ids,
+        member_count: page.member_count,
+    }))
+}
+
 /// Adds a member to a group.
 #[utoipa::path(post, path = "/v1/conversations/{id}/members", tag = "conversations", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)), request_body = NewMember,
@@ -169,6 +221,7 @@ pub(crate) async fn add_member(
     Path(id): Path<String>,
     Json(body): Json<NewMember>,
 ) -> Result<axum::Json<ConversationView>, ApiError> {
+    crate::middleware::limit_membership(&state, user.user_id).await?;
     let conversation = state
         .messaging
         .clone()

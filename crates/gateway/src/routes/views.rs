@@ -13,7 +13,11 @@ pub(crate) struct ConversationView {
     /// `direct` or `group`.
     kind: String,
     title: Option<String>,
+    /// The members by id: every one, except in the list of conversations, which shows the first
+    /// 100 (`GET /v1/conversations/{id}/members` pages through them all).
     member_ids: Vec<String>,
+    /// How many members it has.
+    member_count: u32,
     #[schema(format = DateTime)]
     created_at: String,
     /// The seq of the newest message, 0 when there is none.
@@ -26,6 +30,7 @@ impl From<pb::Conversation> for ConversationView {
             id: c.id,
             kind: c.kind,
             title: c.has_title.then_some(c.title),
+            member_count: c.member_count,
             member_ids: c.member_ids,
             created_at: timestamp(c.created_at_ms),
             last_seq: c.last_seq,

@@ -465,3 +465,166 @@ async fn a_user_messaging_cannot_confirm_with_auth_is_503_not_unknown() {
     assert!(refused.headers().contains_key("retry-after"));
     assert_error(refused, 503, "unavailable").await;
 }
+
+/// Makes `count` users known to messaging directly (registering them through auth would spend
+/// most of the test on password hashes); their ids.
+async fn known_users(app: &TestApp, count: usize) -> Vec<uuid::Uuid> {
+    let users: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::now_v7()).collect();
+    let mut conn = app.messaging_db.connect().await;
+    sqlx::query("INSERT INTO known_users (id, username, registered_at) SELECT u, u::text, now() FROM unnest($1::uuid[]) u")
+        .bind(&users)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    users
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_names_the_first_members_and_the_members_page_through_all_of_them() {
+    let app = TestApp::spawn().await;
+    let owner = app.member().await;
+    let others = known_users(&app, 299).await;
+    let created = json_of(
+        app.post_as(
+            &owner.access_token,
+            "/v1/conversations",
+            &json!({"kind": "group", "member_ids": others, "title": "big"}),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut everyone: Vec<String> = others.iter().map(ToString::to_string).collect();
+    everyone.push(owner.user_id.clone());
+    everyone.sort();
+
+    // The list: the count, and the first 100 ids.
+    let list = json_of(
+        app.get("/v1/conversations", Some(&owner.access_token))
+            .await,
+    )
+    .await;
+    let listed = &list["conversations"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["member_count"], 300);
+    let first: Vec<String> = serde_json::from_value(listed["member_ids"].clone()).unwrap();
+    assert_eq!(first, everyone[..100]);
+
+    // One conversation: all of them.
+    let one = json_of(
+        app.get(
+            &format!("/v1/conversations/{id}"),
+            Some(&owner.access_token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (
+            one["member_count"].as_u64(),
+            one["member_ids"].as_array().unwrap().len()
+        ),
+        (Some(300), 300)
+    );
+
+    // Paged: every member once, in order.
+    let mut paged: Vec<String> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let query = if after.is_empty() {
+            "limit=128".to_owned()
+        } else {
+            format!("limit=128&after={after}")
+        };
+        let page = json_of(
+            app.get(
+                &format!("/v1/conversations/{id}/members?{query}"),
+                Some(&owner.access_token),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(page["member_count"], 300);
+        let ids: Vec<String> = serde_json::from_value(page["member_ids"].clone()).unwrap();
+        let last_page = ids.len() < 128;
+        after = ids.last().cloned().unwrap_or_default();
+        paged.extend(ids);
+        if last_page {
+            break;
+        }
+    }
+    assert_eq!(paged, everyone);
+
+    // Not a member: as if there were no such conversation. Bad paging: 400.
+    let stranger = app.signed_up().await;
+    let path = format!("/v1/conversations/{id}/members");
+    assert_error(
+        app.get(&path, Some(&stranger.access_token)).await,
+        404,
+        "not_found",
+    )
+    .await;
+    for bad in ["limit=0", "limit=1001", "after=nope"] {
+        assert_error(
+            app.get(&format!("{path}?{bad}"), Some(&owner.access_token))
+                .await,
+            400,
+            "invalid_argument",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_conversations_and_adding_members_is_limited_per_user() {
+    let app = TestApp::builder()
+        .gateway(|o| {
+            o.membership_burst = 3;
+            o.membership_rate = 0.01;
+        })
+        .spawn()
+        .await;
+    let (alice, bob) = (app.member().await, app.member().await);
+    let others = known_users(&app, 3).await;
+    let group = |member: uuid::Uuid| json!({"kind": "group", "member_ids": [member], "title": "g"});
+    let first = json_of(
+        app.post_as(&alice.access_token, "/v1/conversations", &group(others[0]))
+            .await,
+    )
+    .await;
+    for member in &others[1..] {
+        let created = app
+            .post_as(&alice.access_token, "/v1/conversations", &group(*member))
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    // The fourth, a new group or a member added, waits.
+    let refused = app
+        .post_as(&alice.access_token, "/v1/conversations", &group(others[0]))
+        .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_error(refused, 429, "rate_limited").await;
+    let id = first["id"].as_str().unwrap();
+    assert_error(
+        app.post_as(
+            &alice.access_token,
+            &format!("/v1/conversations/{id}/members"),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    // Another user is not held back, and reading is not limited by it.
+    let theirs = app
+        .post_as(&bob.access_token, "/v1/conversations", &group(others[1]))
+        .await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.get("/v1/conversations", Some(&alice.access_token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -8,8 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    CONVERSATION_COLUMNS, Conversation, ConversationRow, MESSAGE_COLUMNS, MessageRow, Summary, ids,
-    lock_as_member, members_in,
+    CONVERSATION_COLUMNS, Conversation, ConversationRow, LISTED_MEMBERS, MESSAGE_COLUMNS,
+    MessageRow, Summary, ids, lock_as_member, members_in,
 };
 use crate::{
     domain::{Kind, direct_key},
@@ -53,13 +53,7 @@ pub async fn create(
         .await?;
         let members = members_in(&mut tx, existing.id).await?;
         tx.commit().await?;
-        return Ok((
-            Conversation {
-                row: existing,
-                members,
-            },
-            false,
-        ));
+        return Ok((Conversation::whole(existing, members), false));
     };
     sqlx::query("INSERT INTO members (conversation_id, user_id) SELECT $1, unnest($2::uuid[])")
         .bind(row.id)
@@ -79,13 +73,7 @@ pub async fn create(
     });
     enqueue(&mut tx, Topic::Messages, &key, event).await?;
     tx.commit().await?;
-    Ok((
-        Conversation {
-            row,
-            members: members.to_vec(),
-        },
-        true,
-    ))
+    Ok((Conversation::whole(row, members.to_vec()), true))
 }
 
 /// The conversation, if `caller` is a member.
@@ -105,7 +93,43 @@ pub async fn conversation(
     .await?;
     let row = row.ok_or(Error::NotFound)?;
     let members = members_in(&mut conn, row.id).await?;
-    Ok(Conversation { row, members })
+    Ok(Conversation::whole(row, members))
+}
+
+/// Up to `limit` members of `conversation` after `after` (by id), and how many it has in all, if
+/// `caller` is a member.
+pub async fn members_page(
+    pool: &PgPool,
+    caller: Uuid,
+    conversation: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<(Vec<Uuid>, i64), Error> {
+    let mut conn = pool.acquire().await?;
+    let is_member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)",
+    )
+    .bind(conversation)
+    .bind(caller)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !is_member {
+        return Err(Error::NotFound);
+    }
+    let page: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM members WHERE conversation_id = $1 AND user_id > $2
+         ORDER BY user_id LIMIT $3",
+    )
+    .bind(conversation)
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE conversation_id = $1")
+        .bind(conversation)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((page, count))
 }
 
 /// Adds `user` to a group `caller` belongs to. Adding a member twice changes nothing.
@@ -128,7 +152,7 @@ pub async fn add_member(
     let mut members = members_in(&mut tx, conversation).await?;
     if members.binary_search(&user).is_ok() {
         tx.commit().await?;
-        return Ok(Conversation { row, members });
+        return Ok(Conversation::whole(row, members));
     }
     if members.len() >= max_members {
         return Err(Error::InvalidArgument(format!(
@@ -153,7 +177,7 @@ pub async fn add_member(
     });
     enqueue(&mut tx, Topic::Messages, &key, event).await?;
     tx.commit().await?;
-    Ok(Conversation { row, members })
+    Ok(Conversation::whole(row, members))
 }
 
 /// Removes `user` from a group. A member may remove themself; removing others is for the
@@ -217,12 +241,27 @@ pub async fn list(pool: &PgPool, caller: Uuid, limit: i64) -> Result<Vec<Summary
     .fetch_all(&mut *conn)
     .await?;
     let conversation_ids: Vec<Uuid> = rows.iter().map(|r| r.conversation.id).collect();
+    // The first members of each, by the primary key: a list of 500 groups of 1,000 reads (and
+    // sends) 50,000 ids, not 500,000.
     let member_rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT conversation_id, user_id FROM members WHERE conversation_id = ANY($1) ORDER BY conversation_id, user_id",
+        "SELECT c.id, m.user_id FROM unnest($1::uuid[]) AS c(id)
+         CROSS JOIN LATERAL (
+             SELECT user_id FROM members WHERE conversation_id = c.id ORDER BY user_id LIMIT $2
+         ) AS m",
+    )
+    .bind(&conversation_ids)
+    .bind(LISTED_MEMBERS)
+    .fetch_all(&mut *conn)
+    .await?;
+    let counts: std::collections::HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+        "SELECT conversation_id, count(*) FROM members WHERE conversation_id = ANY($1)
+         GROUP BY conversation_id",
     )
     .bind(&conversation_ids)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .collect();
     let last_messages: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m
          WHERE (m.conversation_id, m.seq) IN (SELECT c.id, c.last_seq FROM conversations c WHERE c.id = ANY($1))"
@@ -247,6 +286,7 @@ pub async fn list(pool: &PgPool, caller: Uuid, limit: i64) -> Result<Vec<Summary
                 last_message: last.remove(&id),
                 conversation: Conversation {
                     members: members.remove(&id).unwrap_or_default(),
+                    member_count: counts.get(&id).copied().unwrap_or(0),
                     row: row.conversation,
                 },
             }

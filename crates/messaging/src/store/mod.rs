@@ -18,7 +18,7 @@ mod reads;
 mod sends;
 mod users;
 
-pub use conversations::{add_member, conversation, create, list, remove_member};
+pub use conversations::{add_member, conversation, create, list, members_page, remove_member};
 pub use history::history;
 pub use reads::mark_read;
 pub use sends::{NewMessage, Sent, send, send_all};
@@ -39,8 +39,27 @@ pub struct ConversationRow {
 #[derive(Debug, Clone)]
 pub struct Conversation {
     pub row: ConversationRow,
+    /// Its members by id: all of them, or in a list the first [`LISTED_MEMBERS`].
     pub members: Vec<Uuid>,
+    /// How many members it has.
+    pub member_count: i64,
 }
+
+impl Conversation {
+    /// A conversation with every member.
+    pub fn whole(row: ConversationRow, members: Vec<Uuid>) -> Self {
+        Self {
+            row,
+            member_count: members.len() as i64,
+            members,
+        }
+    }
+}
+
+/// Members a conversation list carries per conversation, at most: enough for what a list shows
+/// and for delivery to know the contacts in groups small enough for presence; the rest is paged
+/// with [`members_page`].
+pub const LISTED_MEMBERS: i64 = 100;
 
 /// A message as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
