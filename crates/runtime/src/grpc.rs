@@ -41,6 +41,12 @@ where
     S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
+    metrics::describe_counter!(SERVER_REQUESTS, "gRPC calls answered, by method and code");
+    metrics::describe_histogram!(
+        SERVER_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from a gRPC call's arrival to its response, by method"
+    );
     let health = Readied {
         service: S::NAME,
         readiness,
@@ -48,6 +54,10 @@ where
     };
     tonic::transport::Server::builder()
         .trace_fn(propagation::grpc_server_span)
+        .layer(tower::layer::layer_fn(|inner| Red {
+            inner,
+            service: S::NAME,
+        }))
         .add_service(service)
         .add_service(HealthServer::new(health))
         .serve_with_incoming_shutdown(
@@ -56,6 +66,70 @@ where
         )
         .await
         .context("gRPC server")
+}
+
+/// Calls answered by a gRPC server, by `method` and `code` (the gRPC status name).
+pub const SERVER_REQUESTS: &str = "grpc_server_requests_total";
+/// Seconds from a call's arrival to its response's head, by `method`.
+pub const SERVER_SECONDS: &str = "grpc_server_request_duration_seconds";
+
+/// Counts and times every call (RED): a method of the server's service or of the health
+/// service is its own label; any other path, which only a stranger sends, is `other`, so
+/// labels stay bounded. A unary call's status is in its response head when it failed
+/// (`grpc-status`, trailers-only) and `OK` otherwise.
+#[derive(Clone)]
+struct Red<S> {
+    inner: S,
+    service: &'static str,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Red<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let ours = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(service, _)| {
+                service == self.service || service == "grpc.health.v1.Health"
+            });
+        let method: std::borrow::Cow<'static, str> = if ours {
+            path.to_owned().into()
+        } else {
+            "other".into()
+        };
+        let started = std::time::Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            metrics::histogram!(SERVER_SECONDS, "method" => method.clone())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(SERVER_REQUESTS, "method" => method, "code" => format!("{code:?}"))
+                .increment(1);
+            Ok(response)
+        })
+    }
 }
 
 /// The health service of a server whose one service is `service`: `SERVING` while its readiness

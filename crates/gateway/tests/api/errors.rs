@@ -403,3 +403,35 @@ async fn slow_clients_by_the_hundred_do_not_keep_others_from_being_served() {
         let _ = task.await;
     }
 }
+
+/// Every service's gRPC calls are counted and timed by method and status (RED), on its metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_counted_by_method_and_status() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up().await;
+    let missing = uuid::Uuid::now_v7();
+    let answer = app
+        .get(
+            &format!("/v1/conversations/{missing}"),
+            Some(&user.access_token),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let metrics = app.metrics().await;
+    let calls = test_support::counter_value(
+        &metrics,
+        "grpc_server_requests_total",
+        "method=\"/realchat.messaging.v1.Messaging/GetConversation\",code=\"NotFound\"",
+    );
+    assert!(calls >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("grpc_server_request_duration_seconds"),
+        "{metrics}"
+    );
+    let logins = test_support::counter_value(
+        &metrics,
+        "grpc_server_requests_total",
+        "method=\"/realchat.auth.v1.Auth/Login\",code=\"Ok\"",
+    );
+    assert!(logins >= 1.0, "{metrics}");
+}
