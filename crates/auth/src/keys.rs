@@ -98,7 +98,11 @@ impl KeyRing {
         rotation: Duration,
         token_ttl: Duration,
         sealing: KeyEncryption,
+        discard_unopenable: bool,
     ) -> Result<Self, Error> {
+        if discard_unopenable {
+            Self::discard_unopenable(&pool, &sealing).await?;
+        }
         if sealing.current_id().is_none() {
             tracing::warn!(
                 "signing keys are stored unsealed: a copy of the auth database can mint tokens; \
@@ -114,6 +118,27 @@ impl KeyRing {
         };
         ring.maintain().await?;
         Ok(ring)
+    }
+
+    /// Deletes the keys sealed under a key-encryption key that was not given: for a throwaway
+    /// topology whose key-encryption key was lost with its data directory while its database
+    /// stayed (`cargo xtask up` after the directory was removed). Tokens they signed stop
+    /// working; new keys are made.
+    async fn discard_unopenable(pool: &PgPool, sealing: &KeyEncryption) -> Result<(), Error> {
+        let discarded = sqlx::query(
+            "DELETE FROM signing_keys WHERE kek_id IS NOT NULL AND NOT (kek_id = ANY($1))",
+        )
+        .bind(sealing.known_ids())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if discarded > 0 {
+            tracing::warn!(
+                keys = discarded,
+                "discarded signing keys sealed under a key-encryption key that was not given"
+            );
+        }
+        Ok(())
     }
 
     /// Creates keys that are due, drops retired ones and reloads. Safe to call from every replica.

@@ -106,6 +106,13 @@ pub struct Options {
     #[arg(long, env = "REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS_FILE")]
     pub old_key_encryption_keys_file: Option<PathBuf>,
 
+    /// Delete, at startup, signing keys sealed under a key-encryption key that was not given,
+    /// instead of refusing to start: for a local, throwaway topology only (`cargo xtask up` sets
+    /// it), where the key-encryption key can be lost with the data directory while the database
+    /// stays. Tokens those keys signed stop working.
+    #[arg(long, env = "REALCHAT_AUTH_DISCARD_UNOPENABLE_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub discard_unopenable_keys: bool,
+
     /// Password hashes computed at once (each takes 19 MiB); 0 means one per CPU.
     #[arg(long, env = "REALCHAT_AUTH_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
@@ -150,8 +157,9 @@ impl Options {
         let access_ttl = Duration::from_secs(self.access_token_ttl_secs);
         let rotation = Duration::from_secs(self.key_rotation_days * 86_400);
         let sealing = self.key_encryption();
+        let discard = self.discard_unopenable_keys;
         async move {
-            keys::KeyRing::load(pool, rotation, access_ttl, sealing?)
+            keys::KeyRing::load(pool, rotation, access_ttl, sealing?, discard)
                 .await
                 .context("loading the signing keys")
         }

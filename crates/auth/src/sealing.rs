@@ -106,6 +106,15 @@ impl KeyEncryption {
         Ok(Self { current, old })
     }
 
+    /// The fingerprints of every KEK given, the current one first.
+    pub fn known_ids(&self) -> Vec<String> {
+        self.current
+            .iter()
+            .chain(&self.old)
+            .map(|k| k.id.clone())
+            .collect()
+    }
+
     /// The fingerprint of the KEK that seals, if there is one.
     pub fn current_id(&self) -> Option<&str> {
         self.current.as_ref().map(|k| k.id.as_str())

@@ -403,6 +403,9 @@ impl Topology {
                 own("KEY_ENCRYPTION_KEY_FILE"),
                 settings.key_encryption_key_file().display().to_string(),
             ));
+            // The key lives in the data directory, the database on a shared server: removing
+            // the one leaves the other's keys unopenable. Locally that is no reason to stop.
+            env.push((own("DISCARD_UNOPENABLE_KEYS"), "true".to_owned()));
         }
         // The topology's broker is Tansu, which stores every record header as a SQLite row: the
         // headers that repeat the envelope's id, type and trace context would double what each

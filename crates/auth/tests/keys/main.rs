@@ -63,6 +63,19 @@ async fn a_copy_of_the_database_without_the_key_encryption_key_cannot_load_the_s
     // With it, the same keys sign.
     let again = Service::build(options(&db, Some(1), None)).await.unwrap();
     assert_eq!(published(&again).await, kids);
+    drop(again);
+
+    // A throwaway topology that lost its KEK, told so, discards what it cannot open and makes
+    // new keys instead of refusing to start.
+    let mut lost = options(&db, Some(3), None);
+    lost.discard_unopenable_keys = true;
+    let fresh = Service::build(lost).await.unwrap();
+    let new_kids = published(&fresh).await;
+    assert!(!new_kids.is_empty());
+    assert!(
+        new_kids.iter().all(|kid| !kids.contains(kid)),
+        "{new_kids:?} {kids:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
