@@ -24,7 +24,11 @@ use anyhow::Context as _;
 use realchat_events::KafkaOptions;
 use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::auth::v1::auth_server::AuthServer;
-use realchat_runtime::{Shutdown, admin, config::Secret};
+use realchat_runtime::{
+    Shutdown, admin,
+    config::Secret,
+    tls::{InternalTls, InternalTlsOptions},
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -119,7 +123,14 @@ pub struct Options {
 
     #[command(flatten)]
     pub kafka: KafkaOptions,
+
+    #[command(flatten)]
+    pub internal_tls: InternalTlsOptions,
 }
+
+/// The services that call auth's gRPC, and the only ones it accepts under mutual TLS: the gateway
+/// (accounts, tokens), delivery (keys, revocations), messaging and profile (registered users).
+pub const CALLERS: &[&str] = &["gateway", "delivery", "messaging", "profile"];
 
 impl Options {
     /// Defaults, with the given database; for tests and embedding.
@@ -180,6 +191,7 @@ pub struct Service {
     admin: TcpListener,
     api: AuthApi,
     pool: PgPool,
+    tls: InternalTls,
     kafka: KafkaOptions,
 }
 
@@ -188,6 +200,7 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
+        let tls = options.internal_tls.load("auth", CALLERS)?;
         let pool = options.database.as_database().open(&migrators()).await?;
         let access_ttl = Duration::from_secs(options.access_token_ttl_secs);
         let keys = options.key_ring(pool.clone()).await?;
@@ -211,6 +224,7 @@ impl Service {
             admin,
             api,
             pool,
+            tls,
             kafka: options.kafka,
         })
     }
@@ -250,6 +264,7 @@ impl Service {
             admin,
             api,
             pool,
+            tls,
             kafka,
         } = self;
 
@@ -261,6 +276,7 @@ impl Service {
                 grpc,
                 AuthServer::new(api.clone()),
                 readiness.clone(),
+                tls,
                 token.clone(),
             ),
         );

@@ -77,9 +77,15 @@ impl Service {
     pub async fn build(mut options: Options) -> anyhow::Result<Self> {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
-        let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
-        let messaging_channel =
-            clients::channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        // Delivery serves no gRPC: it calls, and accepts no callers.
+        let internal = options.internal_tls.load("delivery", &[])?;
+        let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint, &internal)?;
+        let messaging_channel = clients::channel(
+            "REALCHAT_MESSAGING_ENDPOINT",
+            &options.messaging_endpoint,
+            &internal,
+            "messaging",
+        )?;
         let messaging = clients::messaging(messaging_channel.clone());
         let verifier = Arc::new(Verifier::new(
             Arc::new(clients::AuthKeySource::new(auth)),

@@ -41,6 +41,10 @@ pub struct Options {
     )]
     pub messaging_endpoint: String,
 
+    /// Mutual TLS on the calls to auth and messaging.
+    #[command(flatten)]
+    pub internal_tls: realchat_runtime::tls::InternalTlsOptions,
+
     /// Redis for session routes, presence and forwarding between replicas.
     #[command(flatten)]
     pub redis: RedisOptions,

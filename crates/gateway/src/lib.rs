@@ -35,6 +35,7 @@ use realchat_runtime::{
     http::ServeOptions,
     jwt::Verifier,
     redis_client::RedisOptions,
+    tls::InternalTlsOptions,
 };
 use tokio::net::TcpListener;
 
@@ -83,6 +84,10 @@ pub struct Options {
         default_value = "http://127.0.0.1:7053"
     )]
     pub profile_endpoint: String,
+
+    /// Mutual TLS on the calls to auth, messaging and profile.
+    #[command(flatten)]
+    pub internal_tls: InternalTlsOptions,
 
     /// Delivery replicas that serve `/v1/ws` and `/v1/presence`, comma-separated; each new
     /// socket goes to the next one that answers.
@@ -239,11 +244,21 @@ impl Service {
     /// Binds the listeners (port 0 picks a free one) and prepares the clients.
     pub async fn build(options: Options) -> anyhow::Result<Self> {
         metrics::describe();
-        let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
-        let messaging_channel =
-            clients::channel("REALCHAT_MESSAGING_ENDPOINT", &options.messaging_endpoint)?;
+        // The gateway serves no gRPC: it calls, and accepts no callers.
+        let internal = options.internal_tls.load("gateway", &[])?;
+        let auth = clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint, &internal)?;
+        let messaging_channel = clients::channel(
+            "REALCHAT_MESSAGING_ENDPOINT",
+            &options.messaging_endpoint,
+            &internal,
+            "messaging",
+        )?;
         let messaging = clients::messaging(messaging_channel.clone());
-        let profile = clients::profile("REALCHAT_PROFILE_ENDPOINT", &options.profile_endpoint)?;
+        let profile = clients::profile(
+            "REALCHAT_PROFILE_ENDPOINT",
+            &options.profile_endpoint,
+            &internal,
+        )?;
         let verifier = Arc::new(Verifier::new(
             Arc::new(clients::AuthKeySource::new(auth.clone())),
             Duration::from_secs(options.token_leeway_secs),
@@ -255,7 +270,7 @@ impl Service {
         };
         let tls = match (&options.tls_cert, &options.tls_key) {
             (Some(cert), Some(key)) => Some(
-                realchat_runtime::http::load_tls(cert, key)
+                realchat_runtime::tls::load_tls(cert, key)
                     .context("REALCHAT_GATEWAY_TLS_CERT/KEY")?,
             ),
             _ => None,

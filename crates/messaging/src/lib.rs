@@ -27,7 +27,10 @@ use realchat_events::{
 };
 use realchat_outbox::relay::{Relay, RelayOptions};
 use realchat_proto::messaging::v1::messaging_server::MessagingServer;
-use realchat_runtime::{Shutdown, admin};
+use realchat_runtime::{
+    Shutdown, admin,
+    tls::{InternalTls, InternalTlsOptions},
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -100,7 +103,13 @@ pub struct Options {
 
     #[command(flatten)]
     pub kafka: KafkaOptions,
+
+    #[command(flatten)]
+    pub internal_tls: InternalTlsOptions,
 }
+
+/// The services that call messaging's gRPC, and the only ones it accepts under mutual TLS.
+pub const CALLERS: &[&str] = &["gateway", "delivery"];
 
 impl Options {
     /// Defaults with the given database and broker, on free ports; for tests and embedding.
@@ -128,6 +137,7 @@ pub struct Service {
     grpc: TcpListener,
     admin: TcpListener,
     pool: PgPool,
+    tls: InternalTls,
     options: Options,
 }
 
@@ -137,8 +147,9 @@ impl Service {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
         let pool = options.database.as_database().open(&migrators()).await?;
+        let tls = options.internal_tls.load("messaging", CALLERS)?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
-        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
+        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint, &tls)?;
         let grpc =
             realchat_runtime::net::bind("REALCHAT_MESSAGING_GRPC_ADDR", options.grpc_addr).await?;
         let admin =
@@ -148,6 +159,7 @@ impl Service {
             grpc,
             admin,
             pool,
+            tls,
             options,
         })
     }
@@ -176,6 +188,7 @@ impl Service {
             grpc,
             admin,
             pool,
+            tls,
             options,
         } = self;
 
@@ -199,6 +212,7 @@ impl Service {
             auth: realchat_runtime::clients::auth(
                 "REALCHAT_AUTH_ENDPOINT",
                 &options.auth_endpoint,
+                &tls,
             )?,
         };
         // One readiness check behind `/readyz` and the gRPC health service.
@@ -209,6 +223,7 @@ impl Service {
                 grpc,
                 MessagingServer::new(api),
                 readiness.clone(),
+                tls.clone(),
                 token.clone(),
             ),
         );

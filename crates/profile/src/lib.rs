@@ -22,7 +22,10 @@ use realchat_events::{
     consumer::{self, ConsumerOptions},
 };
 use realchat_proto::profile::v1::profiles_server::ProfilesServer;
-use realchat_runtime::{Shutdown, admin};
+use realchat_runtime::{
+    Shutdown, admin,
+    tls::{InternalTls, InternalTlsOptions},
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -85,7 +88,13 @@ pub struct Options {
 
     #[command(flatten)]
     pub kafka: KafkaOptions,
+
+    #[command(flatten)]
+    pub internal_tls: InternalTlsOptions,
 }
+
+/// The services that call profile's gRPC, and the only ones it accepts under mutual TLS.
+pub const CALLERS: &[&str] = &["gateway"];
 
 impl Options {
     /// Defaults with the given database and broker, on free ports; for tests and embedding.
@@ -113,6 +122,7 @@ pub struct Service {
     grpc: TcpListener,
     admin: TcpListener,
     pool: PgPool,
+    tls: InternalTls,
     options: Options,
 }
 
@@ -122,8 +132,9 @@ impl Service {
         metrics::describe();
         options.kafka = options.kafka.prepare().await?;
         let pool = options.database.as_database().open(&migrators()).await?;
+        let tls = options.internal_tls.load("profile", CALLERS)?;
         // Checked here so a malformed endpoint stops the process before it binds anything.
-        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint)?;
+        realchat_runtime::clients::auth("REALCHAT_AUTH_ENDPOINT", &options.auth_endpoint, &tls)?;
         let grpc =
             realchat_runtime::net::bind("REALCHAT_PROFILE_GRPC_ADDR", options.grpc_addr).await?;
         let admin =
@@ -132,6 +143,7 @@ impl Service {
             grpc,
             admin,
             pool,
+            tls,
             options,
         })
     }
@@ -160,6 +172,7 @@ impl Service {
             grpc,
             admin,
             pool,
+            tls,
             options,
         } = self;
 
@@ -168,6 +181,7 @@ impl Service {
             auth: realchat_runtime::clients::auth(
                 "REALCHAT_AUTH_ENDPOINT",
                 &options.auth_endpoint,
+                &tls,
             )?,
         };
         // One readiness check behind `/readyz` and the gRPC health service.
@@ -178,6 +192,7 @@ impl Service {
                 grpc,
                 ProfilesServer::new(api),
                 readiness.clone(),
+                tls.clone(),
                 token.clone(),
             ),
         );

@@ -163,6 +163,10 @@ impl From<tonic::Status> for ApiError {
                 tracing::warn!(grpc.message = %message, "a backend refused the call while stopping");
                 Self::unavailable("a backend service is unavailable, retry shortly")
             }
+            (Code::Unknown | Code::Internal, None) if crate::grpc::failed_in_transport(&status) => {
+                tracing::warn!(grpc.code = ?status.code(), grpc.message = %message, error = ?std::error::Error::source(&status), "backend unreachable");
+                Self::unavailable("a backend service is unavailable, retry shortly")
+            }
             (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
                 tracing::warn!(grpc.code = ?status.code(), grpc.message = %message, "backend unavailable");
                 Self::unavailable("a backend service is unavailable, retry shortly")

@@ -20,6 +20,7 @@ use tonic_health::pb::{
 use crate::{
     jwt::{KeySource, PublicKey, Revoked},
     telemetry::propagation::GrpcClientPropagation,
+    tls::InternalTls,
 };
 
 /// The gRPC client of the auth service.
@@ -33,20 +34,54 @@ pub type MessagingClient =
 pub type ProfileClient =
     profiles_client::ProfilesClient<InterceptedService<Channel, GrpcClientPropagation>>;
 
-/// A lazily connecting channel to `endpoint`; `variable` names the setting in errors.
-pub fn channel(variable: &str, endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(endpoint.to_owned())
+/// A lazily connecting channel to service `service` at `endpoint` (the value of `variable`, named
+/// in errors). With mutual TLS ([`InternalTls`]), each connection is TLS with this service's
+/// certificate, and the server must prove it is `service` ([`crate::tls::identity`]) whatever
+/// address `endpoint` names.
+pub fn channel(
+    variable: &str,
+    endpoint: &str,
+    tls: &InternalTls,
+    service: &str,
+) -> anyhow::Result<Channel> {
+    let endpoint = Channel::from_shared(endpoint.to_owned())
         .with_context(|| format!("{variable}={endpoint:?} is not a URL"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    let Some(config) = tls.client() else {
+        return Ok(endpoint.connect_lazy());
+    };
+    let name = rustls::pki_types::ServerName::try_from(crate::tls::identity(service))
+        .with_context(|| format!("{service:?} is not a service name"))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+            let connector = connector.clone();
+            let name = name.clone();
+            async move {
+                let host = uri.host().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = uri
+                    .port_u16()
+                    .unwrap_or(if uri.scheme_str() == Some("https") {
+                        443
+                    } else {
+                        80
+                    });
+                let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+                tcp.set_nodelay(true)?;
+                let stream = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        })),
+    )
 }
 
 /// An auth client on `endpoint` (the value of `variable`).
-pub fn auth(variable: &str, endpoint: &str) -> anyhow::Result<AuthClient> {
+pub fn auth(variable: &str, endpoint: &str, tls: &InternalTls) -> anyhow::Result<AuthClient> {
     Ok(auth_client::AuthClient::with_interceptor(
-        channel(variable, endpoint)?,
+        channel(variable, endpoint, tls, "auth")?,
         GrpcClientPropagation,
     ))
 }
@@ -128,9 +163,9 @@ pub async fn registered_users(
 }
 
 /// A profile client on `endpoint` (the value of `variable`).
-pub fn profile(variable: &str, endpoint: &str) -> anyhow::Result<ProfileClient> {
+pub fn profile(variable: &str, endpoint: &str, tls: &InternalTls) -> anyhow::Result<ProfileClient> {
     Ok(profiles_client::ProfilesClient::with_interceptor(
-        channel(variable, endpoint)?,
+        channel(variable, endpoint, tls, "profile")?,
         GrpcClientPropagation,
     ))
 }

@@ -20,15 +20,20 @@ use tonic_health::pb::{
     health_server::{Health, HealthServer},
 };
 
-use crate::{admin::Readiness, telemetry::propagation};
+use crate::{admin::Readiness, telemetry::propagation, tls::InternalTls};
 
 /// Serves one gRPC service on `listener` until `shutdown`, then finishes in-flight calls, with
 /// the health service beside it answering from `readiness`. Every call gets a span that
 /// continues the caller's trace.
+///
+/// With mutual TLS ([`InternalTls`]), only connections that complete the handshake (a
+/// certificate of one of the server's callers) reach the server; the others are counted in
+/// [`SERVER_HANDSHAKE_FAILURES`] and logged.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     readiness: Readiness,
+    tls: InternalTls,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -52,20 +57,78 @@ where
         readiness,
         shutdown: shutdown.clone(),
     };
-    tonic::transport::Server::builder()
+    metrics::describe_counter!(
+        SERVER_HANDSHAKE_FAILURES,
+        "Connections to a gRPC server refused in the TLS handshake (no certificate, another \
+         authority's, or not one of the server's callers)"
+    );
+    let router = tonic::transport::Server::builder()
         .trace_fn(propagation::grpc_server_span)
         .layer(tower::layer::layer_fn(|inner| Red {
             inner,
             service: S::NAME,
         }))
         .add_service(service)
-        .add_service(HealthServer::new(health))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
-        .await
-        .context("gRPC server")
+        .add_service(HealthServer::new(health));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = match tls.server() {
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(
+                    handshaken(incoming, config),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        }
+    };
+    served.context("gRPC server")
+}
+
+/// Connections refused in the TLS handshake of a gRPC server.
+pub const SERVER_HANDSHAKE_FAILURES: &str = "grpc_server_tls_handshake_failures_total";
+
+/// How many handshakes a gRPC server runs at once; past that, accepting waits.
+const CONCURRENT_HANDSHAKES: usize = 256;
+
+/// The connections of `incoming` that complete a TLS handshake with `config`, in the order they
+/// complete. Handshakes run side by side, each bounded in time, so a peer that stalls holds
+/// neither the others nor the accept loop.
+fn handshaken(
+    incoming: tonic::transport::server::TcpIncoming,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> impl futures::Stream<
+    Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    use futures::StreamExt as _;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    incoming
+        .filter_map(|accepted| std::future::ready(accepted.ok()))
+        .map(move |tcp| {
+            let peer = tcp.peer_addr().ok();
+            let handshake = acceptor.accept(tcp);
+            async move {
+                match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+                    Ok(Ok(stream)) => Some(stream),
+                    Ok(Err(error)) => {
+                        metrics::counter!(SERVER_HANDSHAKE_FAILURES).increment(1);
+                        tracing::warn!(?peer, %error, "internal TLS handshake refused");
+                        None
+                    }
+                    Err(_) => {
+                        metrics::counter!(SERVER_HANDSHAKE_FAILURES).increment(1);
+                        tracing::warn!(?peer, "internal TLS handshake timed out");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENT_HANDSHAKES)
+        .filter_map(|stream| std::future::ready(stream.map(Ok)))
 }
 
 /// Calls answered by a gRPC server, by `method` and `code` (the gRPC status name).
@@ -247,6 +310,12 @@ pub fn api_code(status: &tonic::Status) -> Option<&str> {
         .metadata()
         .get(ERROR_CODE_METADATA)
         .and_then(|v| v.to_str().ok())
+}
+
+/// Whether a call failed in the transport, with no answer from the service: the connection broke,
+/// or was refused (a TLS handshake the server or the client turned down included).
+pub fn failed_in_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
 /// Whether a call failed because the server was shutting down and refused it: an HTTP/2 GOAWAY

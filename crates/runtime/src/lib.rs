@@ -15,6 +15,7 @@
 //! - [`format`]: how API.md writes timestamps.
 //! - [`rules`]: API.md's rules that several services apply (usernames).
 //! - [`clients`]: lazily connecting gRPC clients of the services, and auth's keys for a verifier.
+//! - [`tls`]: certificates reloaded from files; mutual TLS between the services.
 //! - [`settings`]: the environment variables a binary reads, printed by `<binary> settings`.
 
 #![forbid(unsafe_code)]
@@ -38,5 +39,6 @@ pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use shutdown::Shutdown;

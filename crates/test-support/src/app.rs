@@ -109,6 +109,7 @@ impl TestAppBuilder {
         auth_options.hash_concurrency = 2;
         auth_options.database.max_connections = TEST_POOL;
         auth_options.kafka = kafka.clone();
+        auth_options.internal_tls = crate::tls::internal("auth");
         for tweak in self.auth {
             tweak(&mut auth_options);
         }
@@ -123,6 +124,7 @@ impl TestAppBuilder {
         messaging_options.consumer_group = crate::unique("messaging-");
         messaging_options.database.max_connections = TEST_POOL;
         messaging_options.auth_endpoint = format!("http://{auth_addr}");
+        messaging_options.internal_tls = crate::tls::internal("messaging");
         for tweak in self.messaging {
             tweak(&mut messaging_options);
         }
@@ -142,6 +144,7 @@ impl TestAppBuilder {
             options.consumer_group = crate::unique("profile-");
             options.database.max_connections = TEST_POOL;
             options.auth_endpoint = format!("http://{auth_addr}");
+            options.internal_tls = crate::tls::internal("profile");
             let service = realchat_profile::Service::build(options).await.unwrap();
             profile_addr = Some(service.grpc_addr());
             let shutdown = Shutdown::new(Duration::from_secs(5));
@@ -165,6 +168,7 @@ impl TestAppBuilder {
             options.redis_prefix = delivery_prefix.clone();
             options.consumer_group = delivery_group.clone();
             options.heartbeat_secs = 1;
+            options.internal_tls = crate::tls::internal("delivery");
             for tweak in &self.delivery {
                 tweak(&mut options);
             }
@@ -177,6 +181,7 @@ impl TestAppBuilder {
             crate::redis_url(),
         );
         gateway_options.redis_prefix = crate::unique("rctest:") + ":";
+        gateway_options.internal_tls = crate::tls::internal("gateway");
         if let Some(addr) = profile_addr {
             gateway_options.profile_endpoint = format!("http://{addr}");
         }

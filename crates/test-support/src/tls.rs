@@ -60,8 +60,28 @@ impl TestCa {
 
     /// A server certificate for `localhost` and 127.0.0.1, signed by this CA.
     pub fn issue(&self, server: &str) -> ServerCert {
-        let base = self.dir.join(format!("{}-{server}", self.name));
-        let (cert, key, request, extensions) = (
+        self.sign(
+            server,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+    }
+
+    /// The internal certificate of RealChat service `service`: it names
+    /// `<service>.realchat.internal`, and serves and calls with it.
+    pub fn issue_service(&self, service: &str) -> ServerCert {
+        self.sign(
+            service,
+            &format!(
+                "subjectAltName=DNS:{}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                realchat_runtime::tls::identity(service)
+            ),
+        )
+    }
+
+    /// A certificate this CA signs, with `extensions` (OpenSSL's syntax) beside the usual ones.
+    fn sign(&self, subject: &str, extensions: &str) -> ServerCert {
+        let base = self.dir.join(format!("{}-{subject}", self.name));
+        let (cert, key, request, extfile) = (
             base.with_extension("pem"),
             base.with_extension("key"),
             base.with_extension("csr"),
@@ -77,16 +97,17 @@ impl TestCa {
                     "-pkeyopt",
                     "ec_paramgen_curve:P-256",
                 ])
-                .args(["-nodes", "-subj", "/CN=localhost"])
+                .args(["-nodes", "-subj", &format!("/CN={subject}")])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
                 .arg(&request),
         );
         std::fs::write(
-            &extensions,
-            "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            &extfile,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}"
+            ),
         )
         .unwrap();
         openssl(
@@ -99,12 +120,53 @@ impl TestCa {
                 .arg("-CAkey")
                 .arg(&self.key)
                 .arg("-extfile")
-                .arg(&extensions)
+                .arg(&extfile)
                 .arg("-out")
                 .arg(&cert),
         );
         ServerCert { cert, key }
     }
+}
+
+/// The variables that hand a service binary the files of [`internal`].
+pub fn internal_env(service: &str) -> [(&'static str, PathBuf); 3] {
+    let options = internal(service);
+    let file = |f: Option<PathBuf>| f.expect("internal() names all three files");
+    [
+        (
+            "REALCHAT_INTERNAL_TLS_CA_FILE",
+            file(options.internal_tls_ca_file),
+        ),
+        (
+            "REALCHAT_INTERNAL_TLS_CERT_FILE",
+            file(options.internal_tls_cert_file),
+        ),
+        (
+            "REALCHAT_INTERNAL_TLS_KEY_FILE",
+            file(options.internal_tls_key_file),
+        ),
+    ]
+}
+
+/// The internal TLS files of RealChat service `service` (`auth`, `messaging`, `profile`,
+/// `gateway`, `delivery`): one certificate authority per test process, and that service's
+/// certificate. Every [`crate::TestApp`] runs its services with these, as production does.
+pub fn internal(service: &str) -> realchat_runtime::tls::InternalTlsOptions {
+    static PKI: std::sync::OnceLock<(PathBuf, TestCa)> = std::sync::OnceLock::new();
+    let (dir, ca) = PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(crate::unique("realchat-internal-tls-"));
+        let ca = TestCa::new(&dir, "internal");
+        for service in ["auth", "messaging", "profile", "gateway", "delivery"] {
+            ca.issue_service(service);
+        }
+        (dir, ca)
+    });
+    let base = dir.join(format!("internal-{service}"));
+    realchat_runtime::tls::InternalTlsOptions::files(
+        ca.cert.clone(),
+        base.with_extension("pem"),
+        base.with_extension("key"),
+    )
 }
 
 fn openssl(command: &mut Command) {

@@ -206,6 +206,80 @@ impl Settings {
         Ok(path)
     }
 
+    /// The internal certificate authority and each service's certificate and key, with which
+    /// the services talk mutual TLS to each other (`<service>.pem`, `<service>.key`, `ca.pem`).
+    pub(crate) fn internal_tls_dir(&self) -> PathBuf {
+        self.data_dir.join("secrets").join("internal-tls")
+    }
+
+    /// Makes what [`Settings::internal_tls_dir`] lacks on first use, with `openssl`: a
+    /// certificate authority of this data directory's own, and a certificate for `service` that
+    /// names `<service>.realchat.internal` (see `runtime::tls`).
+    pub(crate) fn ensure_internal_tls(&self, service: &str) -> Result<()> {
+        let dir = self.internal_tls_dir();
+        let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if !ca_cert.is_file() || !ca_key.is_file() {
+            fs::create_dir_all(&dir)?;
+            openssl(
+                std::process::Command::new("openssl")
+                    .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                    .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "825"])
+                    .args(["-subj", "/CN=RealChat local internal CA"])
+                    .args(["-addext", "basicConstraints=critical,CA:TRUE,pathlen:0"])
+                    .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                    .arg("-keyout")
+                    .arg(&ca_key)
+                    .arg("-out")
+                    .arg(&ca_cert),
+            )?;
+        }
+        let (cert, key) = (
+            dir.join(format!("{service}.pem")),
+            dir.join(format!("{service}.key")),
+        );
+        if cert.is_file() && key.is_file() {
+            return Ok(());
+        }
+        let request = dir.join(format!("{service}.csr"));
+        let extensions = dir.join(format!("{service}.ext"));
+        openssl(
+            std::process::Command::new("openssl")
+                .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes"])
+                .args(["-subj", &format!("/CN={service}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&request),
+        )?;
+        fs::write(
+            &extensions,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n\
+                 subjectAltName=DNS:{service}.realchat.internal\n"
+            ),
+        )?;
+        openssl(
+            std::process::Command::new("openssl")
+                .args(["x509", "-req", "-days", "825", "-CAcreateserial"])
+                .arg("-in")
+                .arg(&request)
+                .arg("-CA")
+                .arg(&ca_cert)
+                .arg("-CAkey")
+                .arg(&ca_key)
+                .arg("-extfile")
+                .arg(&extensions)
+                .arg("-out")
+                .arg(&cert),
+        )?;
+        for leftover in [request, extensions] {
+            fs::remove_file(leftover).ok();
+        }
+        Ok(())
+    }
+
     /// Directory of the `<name>.pid` files.
     pub(crate) fn run_dir(&self) -> PathBuf {
         self.data_dir.join("run")
@@ -404,6 +478,20 @@ impl RunOptions {
     }
 }
 
+/// Runs an `openssl` command, failing with what it printed.
+fn openssl(command: &mut std::process::Command) -> Result<()> {
+    let output = command.output().context(
+        "running openssl (Debian: apt-get install openssl), which makes the local certificates",
+    )?;
+    if !output.status.success() {
+        bail!(
+            "openssl failed making the local certificates: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +518,47 @@ mod tests {
             url.with_database("profile"),
             "postgresql://postgres@[::1]/profile"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn internal_certificates_are_made_once_and_name_their_service() -> Result<()> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            env: EnvArgs,
+        }
+        let dir = std::env::temp_dir().join(format!("xtask-internal-tls-{}", std::process::id()));
+        let settings = Settings::resolve(
+            Cli::try_parse_from(["xtask", "--data-dir", dir.to_str().unwrap_or_default()])?.env,
+        )?;
+        settings.ensure_internal_tls("messaging")?;
+        let ca = fs::read(settings.internal_tls_dir().join("ca.pem"))?;
+        settings.ensure_internal_tls("gateway")?;
+        // The authority stays: the first service's certificate still chains to it.
+        assert_eq!(fs::read(settings.internal_tls_dir().join("ca.pem"))?, ca);
+        let text = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName,extendedKeyUsage",
+                "-in",
+            ])
+            .arg(settings.internal_tls_dir().join("messaging.pem"))
+            .output()?;
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("DNS:messaging.realchat.internal"), "{text}");
+        assert!(text.contains("TLS Web Client Authentication"), "{text}");
+        let verified = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(settings.internal_tls_dir().join("ca.pem"))
+            .arg(settings.internal_tls_dir().join("messaging.pem"))
+            .output()?;
+        assert!(verified.status.success(), "{verified:?}");
+        fs::remove_dir_all(dir).ok();
         Ok(())
     }
 

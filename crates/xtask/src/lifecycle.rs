@@ -235,6 +235,7 @@ impl System {
         if spec.name == "auth" {
             self.settings.ensure_key_encryption_key()?;
         }
+        self.settings.ensure_internal_tls(spec.name)?;
         Ok(Launch::new(binary, &self.settings.root)
             .envs(self.topology.service_env(&self.settings, &component)))
     }

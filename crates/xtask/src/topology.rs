@@ -407,6 +407,21 @@ impl Topology {
             // the one leaves the other's keys unopenable. Locally that is no reason to stop.
             env.push((own("DISCARD_UNOPENABLE_KEYS"), "true".to_owned()));
         }
+        // Internal gRPC is mutual TLS, as in production (certificates from `ensure_internal_tls`).
+        let tls = settings.internal_tls_dir();
+        for (variable, file) in [
+            ("REALCHAT_INTERNAL_TLS_CA_FILE", "ca.pem".to_owned()),
+            (
+                "REALCHAT_INTERNAL_TLS_CERT_FILE",
+                format!("{}.pem", spec.name),
+            ),
+            (
+                "REALCHAT_INTERNAL_TLS_KEY_FILE",
+                format!("{}.key", spec.name),
+            ),
+        ] {
+            env.push((variable.to_owned(), tls.join(file).display().to_string()));
+        }
         // The topology's broker is Tansu, which stores every record header as a SQLite row: the
         // headers that repeat the envelope's id, type and trace context would double what each
         // event costs it. Set the variable to keep them.
@@ -656,6 +671,16 @@ mod tests {
         );
         assert!(get("REALCHAT_REDIS_URL").is_some());
         assert_eq!(get("REALCHAT_GATEWAY_DATABASE_URL"), None);
+        // Its calls are mutual TLS, as the gateway.
+        let tls = settings.internal_tls_dir();
+        assert_eq!(
+            get("REALCHAT_INTERNAL_TLS_CERT_FILE"),
+            Some(tls.join("gateway.pem").to_str().unwrap_or_default())
+        );
+        assert_eq!(
+            get("REALCHAT_INTERNAL_TLS_CA_FILE"),
+            Some(tls.join("ca.pem").to_str().unwrap_or_default())
+        );
         Ok(())
     }
 

@@ -91,6 +91,7 @@ async fn two_clients_chat_and_a_socket_survives_its_replica_going_away() {
         options.addr = app.delivery[0].addr;
         options.redis_prefix = app.delivery_prefix.clone();
         options.consumer_group = test_support::unique("delivery-");
+        options.internal_tls = test_support::tls::internal("delivery");
         options
     })
     .await;

@@ -272,6 +272,7 @@ impl Replica {
                 "REALCHAT_MESSAGING_ENDPOINT",
                 format!("http://{}", app.messaging_addr),
             )
+            .envs(test_support::tls::internal_env("delivery"))
             .env("REALCHAT_REDIS_URL", test_support::redis_url())
             .env("REALCHAT_DELIVERY_REDIS_PREFIX", prefix)
             .env("REALCHAT_DELIVERY_CONSUMER_GROUP", group)

@@ -172,7 +172,16 @@ async fn readiness_follows_messagings_health_service_through_a_database_outage()
     use realchat_runtime::clients;
 
     let app = TestApp::spawn().await;
-    let channel = clients::channel("messaging", &format!("http://{}", app.messaging_addr)).unwrap();
+    let tls = test_support::tls::internal("gateway")
+        .load("gateway", &[])
+        .unwrap();
+    let channel = clients::channel(
+        "messaging",
+        &format!("http://{}", app.messaging_addr),
+        &tls,
+        "messaging",
+    )
+    .unwrap();
     let wait = Duration::from_secs(5);
     assert_eq!(
         clients::serving("messaging", channel.clone(), wait).await,

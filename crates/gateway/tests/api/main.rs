@@ -7,6 +7,7 @@ mod auth;
 mod bodies;
 mod conversations;
 mod errors;
+mod internal;
 mod messages;
 mod rate_limit;
 mod shutdown;

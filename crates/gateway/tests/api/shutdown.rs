@@ -32,6 +32,7 @@ fn gateway_binary(app: &TestApp, port: u16) -> tokio::process::Child {
             "REALCHAT_MESSAGING_ENDPOINT",
             format!("http://{}", app.messaging_addr),
         )
+        .envs(test_support::tls::internal_env("gateway"))
         .env("REALCHAT_REDIS_URL", test_support::redis_url())
         .env(
             "REALCHAT_GATEWAY_REDIS_PREFIX",

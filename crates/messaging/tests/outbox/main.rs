@@ -266,6 +266,7 @@ async fn with_two_replicas_every_conversation_reaches_kafka_in_seq_order() {
     // A second messaging replica on the same database and topics: a second relay competing.
     let mut options = realchat_messaging::Options::new(app.messaging_db.url(), app.kafka.clone());
     options.consumer_group = test_support::unique("messaging-");
+    options.internal_tls = test_support::tls::internal("messaging");
     let replica = realchat_messaging::Service::build(options).await.unwrap();
     let replica_shutdown = realchat_runtime::Shutdown::new(Duration::from_secs(5));
     tokio::spawn(replica.run(replica_shutdown.clone()));

@@ -318,6 +318,7 @@ async fn replaying_the_users_topic_into_a_fresh_database_rebuilds_the_same_profi
     let fresh = test_support::TestDatabase::new("profile");
     let mut options = realchat_profile::Options::new(fresh.url(), app.kafka.clone());
     options.consumer_group = test_support::unique("replay-");
+    options.internal_tls = test_support::tls::internal("profile");
     let service = realchat_profile::Service::build(options).await.unwrap();
     let shutdown = realchat_runtime::Shutdown::new(Duration::from_secs(5));
     tokio::spawn(service.run(shutdown.clone()));
