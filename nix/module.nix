@@ -3,8 +3,8 @@
 # Every service is configured the way its binary is: through `REALCHAT_*` environment variables
 # (`<binary> --help` lists them, `<binary> settings` prints them as JSON). The options people
 # change are typed here; every other variable goes through the free-form `settings`, and secrets
-# through `environmentFile` (or, for auth's key-encryption key, a systemd credential) so they stay
-# out of the world-readable Nix store.
+# through `environmentFile` (or, for auth's key-encryption key and the internal TLS certificates
+# and keys, systemd credentials) so they stay out of the world-readable Nix store.
 #
 # The module uses nothing but `lib`, so it can be evaluated on its own (nixos-tests/check.sh
 # does, against the settings each binary reports).
@@ -29,6 +29,7 @@ let
     nameValuePair
     optional
     optionalAttrs
+    optionalString
     optionals
     splitString
     toInt
@@ -40,7 +41,8 @@ let
   # What the module needs to know about each binary: its listeners, their defaults (the binary's
   # own, so a unit nobody configured behaves like the binary run by hand), and what it talks to.
   # `listenVar` is the binary's main listener; `prefix` is the infix of its own variables;
-  # `keyEncryptionKey` whether it seals keys at rest under a key-encryption key.
+  # `keyEncryptionKey` whether it seals keys at rest under a key-encryption key; `callers` the
+  # services its internal gRPC server accepts under mutual TLS (none: it serves no gRPC).
   specs = {
     auth = {
       description = "RealChat auth service (users, passwords, tokens, signing keys)";
@@ -53,6 +55,7 @@ let
       redis = false;
       upstreams = { };
       deliveryEndpoints = false;
+      callers = [ "gateway" "delivery" "messaging" "profile" ];
       keyEncryptionKey = true;
     };
     messaging = {
@@ -69,6 +72,7 @@ let
         auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
+      callers = [ "gateway" "delivery" ];
       keyEncryptionKey = false;
     };
     profile = {
@@ -85,6 +89,7 @@ let
         auth = "http://127.0.0.1:7051";
       };
       deliveryEndpoints = false;
+      callers = [ "gateway" ];
       keyEncryptionKey = false;
     };
     delivery = {
@@ -101,6 +106,7 @@ let
         messaging = "http://127.0.0.1:7052";
       };
       deliveryEndpoints = false;
+      callers = [ ];
       keyEncryptionKey = false;
     };
     gateway = {
@@ -118,6 +124,7 @@ let
         profile = "http://127.0.0.1:7053";
       };
       deliveryEndpoints = true;
+      callers = [ ];
       keyEncryptionKey = false;
     };
   };
@@ -147,6 +154,26 @@ let
 
   portOf = address: toInt (last (splitString ":" address));
 
+  # Mutual TLS between the services (`internalTls`): each file reaches the unit as a systemd
+  # credential of this name, and the binary reads it through the variable. The variables that take
+  # the PEM text itself (`REALCHAT_INTERNAL_TLS_CA`, `_CERT`, `_KEY`) are the options' too: from
+  # `settings` the key would land in the store, and next to the files they would be ignored; a
+  # host that must use them has `environmentFile`.
+  internalTlsFiles = {
+    caFile = { credential = "internal-tls-ca"; variable = "REALCHAT_INTERNAL_TLS_CA_FILE"; };
+    certFile = { credential = "internal-tls-cert"; variable = "REALCHAT_INTERNAL_TLS_CERT_FILE"; };
+    keyFile = { credential = "internal-tls-key"; variable = "REALCHAT_INTERNAL_TLS_KEY_FILE"; };
+  };
+  internalTlsTextVariables = [ "REALCHAT_INTERNAL_TLS_CA" "REALCHAT_INTERNAL_TLS_CERT" "REALCHAT_INTERNAL_TLS_KEY" ];
+
+  # What the description of `internalTls.certFile` says of a server's callers.
+  callersNote = spec: optionalString (spec.callers != [ ])
+    " Its own gRPC server takes calls from ${wordList spec.callers} alone.";
+  # `a`, `a and b`, `a, b and c`.
+  wordList = words:
+    if builtins.length words < 2 then concatStringsSep "" words
+    else "${concatStringsSep ", " (lib.init words)} and ${last words}";
+
   renderValue = value:
     if builtins.isBool value then lib.boolToString value else toString value;
 
@@ -163,7 +190,9 @@ let
     ++ optional spec.redis "REALCHAT_REDIS_URL"
     ++ mapAttrsToList (upstream: _: "REALCHAT_${lib.toUpper upstream}_ENDPOINT") spec.upstreams
     ++ optional spec.deliveryEndpoints "REALCHAT_DELIVERY_ENDPOINTS"
-    ++ optional spec.keyEncryptionKey "REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE";
+    ++ optional spec.keyEncryptionKey "REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE"
+    ++ mapAttrsToList (_: file: file.variable) internalTlsFiles
+    ++ internalTlsTextVariables;
 
   serviceOptions = name: spec: { config, ... }: {
     options = {
@@ -232,6 +261,48 @@ let
         type = types.bool;
         default = false;
         description = "Open the main listener's TCP port in the firewall.";
+      };
+
+      # Strings, never Nix paths: a path would be copied into the world-readable store.
+      internalTls = {
+        caFile = mkOption {
+          type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+          default = null;
+          example = "/run/secrets/realchat-internal-ca.pem";
+          description = ''
+            PEM file with the internal certificate authority that issues the services'
+            certificates (`REALCHAT_INTERNAL_TLS_CA_FILE`), read at start; it may hold the old and
+            the new one while the services move to another. With `certFile` and `keyFile`, every
+            internal gRPC connection of ${name} is mutual TLS 1.3; with none of the three,
+            plaintext (the service warns). All three or none. systemd hands each of them to the
+            unit as a credential (`LoadCredential=`).
+          '';
+        };
+        certFile = mkOption {
+          type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+          default = null;
+          example = "/run/secrets/realchat-${name}.pem";
+          description = ''
+            PEM file with ${name}'s certificate chain (`REALCHAT_INTERNAL_TLS_CERT_FILE`), issued by
+            `caFile`'s authority, with the DNS name `${name}.realchat.internal` and the extended
+            key usages serverAuth and clientAuth. ${name} presents it to the services it calls, and
+            each of them must present the name of the service ${name} meant to call, whatever
+            address it was reached at.${callersNote spec} The binary reads the file again when it
+            changes, but systemd hands it over as a credential (`LoadCredential=`), copied as the
+            unit starts: a renewed certificate takes effect on `systemctl restart realchat-${name}`.
+          '';
+        };
+        keyFile = mkOption {
+          type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+          default = null;
+          example = "/run/secrets/realchat-${name}.key";
+          description = ''
+            PEM file with the private key of `certFile` (`REALCHAT_INTERNAL_TLS_KEY_FILE`).
+            systemd hands it to the unit as a credential (`LoadCredential=`), so it may stay
+            readable by root alone; like the certificate, a new key takes effect on
+            `systemctl restart realchat-${name}`.
+          '';
+        };
       };
     }
     // optionalAttrs spec.database {
@@ -323,6 +394,16 @@ let
   keyEncryptionKeyCredential = "key-encryption-key";
   hasKeyEncryptionKey = spec: svc: spec.keyEncryptionKey && svc.keyEncryptionKeyFile != null;
 
+  # The `internalTls` files left unset; all three or none, as an assertion demands.
+  internalTlsUnset = svc: builtins.filter (option: svc.internalTls.${option} == null) (builtins.attrNames internalTlsFiles);
+  hasInternalTls = svc: internalTlsUnset svc == [ ];
+
+  # `LoadCredential=` entries: `<credential name>:<file>`.
+  credentialsOf = spec: svc:
+    optional (hasKeyEncryptionKey spec svc) "${keyEncryptionKeyCredential}:${svc.keyEncryptionKeyFile}"
+    ++ optionals (hasInternalTls svc)
+      (mapAttrsToList (option: file: "${file.credential}:${svc.internalTls.${option}}") internalTlsFiles);
+
   # The unit's environment: the typed options, then `settings`.
   environmentOf = spec: svc:
     {
@@ -345,6 +426,9 @@ let
       # %d is the unit's credentials directory, where LoadCredential= puts the file.
       "REALCHAT_${spec.prefix}_KEY_ENCRYPTION_KEY_FILE" = "%d/${keyEncryptionKeyCredential}";
     }
+    # The internal TLS files, from the same directory.
+    // optionalAttrs (hasInternalTls svc)
+      (mapAttrs' (_: file: nameValuePair file.variable "%d/${file.credential}") internalTlsFiles)
     // mapAttrs (_: renderValue) svc.settings;
 
   enabled = filterAttrs (name: _: cfg.${name}.enable) specs;
@@ -407,9 +491,7 @@ let
         RemoveIPC = true;
       }
       // optionalAttrs (svc.environmentFile != null) { EnvironmentFile = svc.environmentFile; }
-      // optionalAttrs (hasKeyEncryptionKey spec svc) {
-        LoadCredential = [ "${keyEncryptionKeyCredential}:${svc.keyEncryptionKeyFile}" ];
-      };
+      // optionalAttrs (credentialsOf spec svc != [ ]) { LoadCredential = credentialsOf spec svc; };
     };
 
   localDatabases = filterAttrs (name: spec: spec.database && cfg.${name}.createLocalDatabase) enabled;
@@ -440,6 +522,7 @@ in
             svc = cfg.${name};
             owned = builtins.filter (variable: svc.settings ? ${variable}) (typedVariables specs.${name});
             foreign = builtins.filter (variable: !(hasPrefix "REALCHAT_" variable)) (builtins.attrNames svc.settings);
+            tlsUnset = internalTlsUnset svc;
           in
           [
             {
@@ -449,6 +532,11 @@ in
             {
               assertion = foreign == [ ];
               message = "services.realchat.${name}.settings may only hold REALCHAT_* variables, not ${concatStringsSep ", " foreign}.";
+            }
+            {
+              # All three or none.
+              assertion = builtins.elem (builtins.length tlsUnset) [ 0 3 ];
+              message = "services.realchat.${name}.internalTls needs caFile, certFile and keyFile, or none of them; not set: ${concatStringsSep ", " tlsUnset}.";
             }
           ]
           ++ optional (specs.${name}.database && svc.createLocalDatabase) {

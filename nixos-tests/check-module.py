@@ -16,6 +16,14 @@ SERVICES = ["auth", "messaging", "profile", "delivery", "gateway"]
 READ_OUTSIDE_OPTIONS = {"OTEL_EXPORTER_OTLP_ENDPOINT"}
 LOCAL_DEPENDENCIES = ("postgresql.target", "apache-kafka.service", "redis-realchat.service")
 ALLOWED_FAMILIES = {"AF_INET", "AF_INET6", "AF_UNIX"}
+# Mutual TLS between the services: each file's variable, and the credential it is loaded as.
+INTERNAL_TLS = {
+    "REALCHAT_INTERNAL_TLS_CA_FILE": "internal-tls-ca",
+    "REALCHAT_INTERNAL_TLS_CERT_FILE": "internal-tls-cert",
+    "REALCHAT_INTERNAL_TLS_KEY_FILE": "internal-tls-key",
+}
+# Where each VM test machine keeps its copies of the internal TLS files (common.nix).
+VM_INTERNAL_TLS = "/etc/realchat/internal-tls"
 
 failures: list[str] = []
 passes = 0
@@ -62,12 +70,20 @@ def load_settings(directory: Path) -> dict[str, dict[str, dict[str, object]]]:
 
 def typed(name: str) -> bool:
     """Variables the issue asks typed options for: addresses, database URL, brokers, Redis URL,
-    endpoints, log format, OTLP endpoint."""
+    endpoints, log format, OTLP endpoint, the internal TLS files."""
     return (
         name.endswith(("_ADDR", "_DATABASE_URL", "_ENDPOINT", "_ENDPOINTS"))
         or name in {"REALCHAT_KAFKA_BROKERS", "REALCHAT_REDIS_URL", "REALCHAT_LOG_FORMAT"}
         or name == "OTEL_EXPORTER_OTLP_ENDPOINT"
+        or (name.startswith("REALCHAT_INTERNAL_TLS_") and name.endswith("_FILE"))
     )
+
+
+def credential_names(config: dict[str, object]) -> list[str]:
+    """The names of the credentials a unit loads (`LoadCredential=<name>:<file>`)."""
+    entries = config.get("LoadCredential") or []
+    assert isinstance(entries, list)
+    return [str(entry).split(":", 1)[0] for entry in entries]
 
 
 def known(service: str, name: str, settings: dict[str, dict[str, dict[str, object]]]) -> bool:
@@ -104,7 +120,7 @@ def main() -> None:
         check(unit["after"] == ["network-online.target"], f"defaults: realchat-{service} orders after nothing local: {unit['after']}")
     check(cases["defaults"]["firewall"] == [], "defaults: no port opened without openFirewall")
 
-    print("typed options cover every address, URL, endpoint, the log format and OTLP")
+    print("typed options cover every address, URL, endpoint, the log format, OTLP and internal TLS")
     local = cases["local"]["units"]
     for service in SERVICES:
         environment = local[f"realchat-{service}"]["environment"]
@@ -134,9 +150,26 @@ def main() -> None:
         "local: keyEncryptionKeyFile is read from the unit's credentials directory",
     )
     check(
-        local["realchat-auth"]["serviceConfig"].get("LoadCredential") == ["key-encryption-key:/run/secrets/auth-kek"],
+        "key-encryption-key:/run/secrets/auth-kek" in local["realchat-auth"]["serviceConfig"].get("LoadCredential", []),
         "local: keyEncryptionKeyFile is loaded as a systemd credential, never copied into the store",
     )
+    for service in SERVICES:
+        unit = local[f"realchat-{service}"]
+        for variable, credential in INTERNAL_TLS.items():
+            check(
+                unit["environment"].get(variable) == f"%d/{credential}",
+                f"local: realchat-{service} reads {variable} from the unit's credentials directory",
+            )
+        want = [
+            "internal-tls-ca:/run/secrets/internal-ca.pem",
+            f"internal-tls-cert:/run/secrets/{service}.pem",
+            f"internal-tls-key:/run/secrets/{service}.key",
+        ]
+        loaded = unit["serviceConfig"].get("LoadCredential", [])
+        check(
+            [entry for entry in loaded if entry.startswith("internal-tls-")] == want,
+            f"local: realchat-{service} loads internalTls as systemd credentials: {loaded}",
+        )
     check(
         local["realchat-messaging"]["environment"]["REALCHAT_MESSAGING_DATABASE_URL"]
         == "postgres:///chat_messages?host=/run/postgresql&user=realchat-messaging",
@@ -185,11 +218,20 @@ def main() -> None:
             check(config.get("AmbientCapabilities") == want_caps, f"{case}: {unit} AmbientCapabilities={config.get('AmbientCapabilities')!r}")
             check(config.get("Restart") == "on-failure", f"{case}: {unit} Restart=on-failure")
             has_file = case == "local" and service == "auth"
+            has_tls = case != "defaults"
             check(("EnvironmentFile" in config) == has_file, f"{case}: {unit} EnvironmentFile only when environmentFile is set")
-            check(("LoadCredential" in config) == has_file, f"{case}: {unit} LoadCredential only when keyEncryptionKeyFile is set")
+            want_credentials = (["key-encryption-key"] if has_file else []) + (list(INTERNAL_TLS.values()) if has_tls else [])
+            check(
+                credential_names(config) == want_credentials,
+                f"{case}: {unit} LoadCredential only for keyEncryptionKeyFile and internalTls: {config.get('LoadCredential')}",
+            )
             check(
                 any(name.endswith("_KEY_ENCRYPTION_KEY_FILE") for name in data["environment"]) == has_file,
                 f"{case}: {unit} names a key-encryption key file only when keyEncryptionKeyFile is set",
+            )
+            check(
+                all((name in data["environment"]) == has_tls for name in INTERNAL_TLS),
+                f"{case}: {unit} names internal TLS files only when internalTls is set",
             )
 
     print("createLocalDatabase")
@@ -217,8 +259,21 @@ def main() -> None:
                 any("REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE" in m for m in messages),
                 "settingsConflict: the key-encryption key file goes through keyEncryptionKeyFile, not settings",
             )
+            check(
+                any("messaging.settings" in m and "REALCHAT_INTERNAL_TLS_KEY_FILE" in m for m in messages),
+                "settingsConflict: the internal TLS files go through internalTls, not settings",
+            )
+            check(
+                any("profile.settings" in m and re.search(r"\bREALCHAT_INTERNAL_TLS_KEY\b", m) for m in messages),
+                "settingsConflict: an internal TLS key as PEM text stays out of settings (and the store)",
+            )
         elif case == "databaseWithoutPostgres":
             check(any("createLocalDatabase" in m for m in messages), "databaseWithoutPostgres: refused")
+        elif case == "internalTlsPartial":
+            check(
+                any("messaging.internalTls" in m and "keyFile" in m for m in messages),
+                f"internalTlsPartial: a CA and a certificate without a key are refused: {messages}",
+            )
         else:
             check(messages == [], f"{case}: no failed assertion: {messages}")
 
@@ -232,6 +287,28 @@ def main() -> None:
     delivery = cases["vmDelivery"]["units"]["realchat-delivery"]["environment"]
     check(delivery["REALCHAT_DELIVERY_NODE_ID"] == "delivery1", "delivery1: its node id is its host name")
     check(delivery["REALCHAT_KAFKA_BROKERS"] == "backend:9092", "delivery1: brokers on the backend")
+    vm_units = {**backend, **cases["vmDelivery"]["units"]}
+    for unit, data in sorted(vm_units.items()):
+        service = unit.removeprefix("realchat-")
+        want = [
+            f"internal-tls-ca:{VM_INTERNAL_TLS}/ca.pem",
+            f"internal-tls-cert:{VM_INTERNAL_TLS}/{service}.pem",
+            f"internal-tls-key:{VM_INTERNAL_TLS}/{service}.key",
+        ]
+        check(
+            data["serviceConfig"].get("LoadCredential") == want,
+            f"VM tests: {unit} calls and serves over mutual TLS with its own certificate, from outside the store",
+        )
+    # The machines copy their files out of the store (a mode other than `symlink`), the keys
+    # readable by root alone.
+    for case, services in (("vmBackend", ["auth", "profile", "messaging", "gateway"]), ("vmDelivery", ["delivery"])):
+        etc = cases[case]["etc"]
+        want_files = {"realchat/internal-tls/ca.pem": "0444"}
+        for service in services:
+            want_files[f"realchat/internal-tls/{service}.pem"] = "0444"
+            want_files[f"realchat/internal-tls/{service}.key"] = "0400"
+        got = {name: mode for name, mode in etc.items() if name.startswith("realchat/internal-tls/")}
+        check(got == want_files, f"{case}: the internal TLS files are copies, the keys root's alone: {got}")
 
     total = passes + len(failures)
     if failures:

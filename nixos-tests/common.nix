@@ -1,17 +1,72 @@
 # The machines both VM tests boot: `backend` runs PostgreSQL, Redis, Apache Kafka (KRaft) and
 # auth, profile, messaging and the gateway; `delivery1` and `delivery2` run one delivery replica
 # each; `client` only has the `realchat` command line. Every RealChat service is configured
-# through the NixOS module, as on a real host.
+# through the NixOS module, as on a real host, and the services call each other over mutual TLS.
 { module, packages }:
 
 let
   # A KRaft cluster id is 16 bytes in URL-safe base64; these are the bytes of "realchat-vm-test".
   clusterId = "cmVhbGNoYXQtdm0tdGVzdA";
   kafkaBrokers = [ "backend:9092" ];
+
+  # The internal certificate authority and a certificate for each service naming it
+  # (`<service>.realchat.internal`, for serverAuth and clientAuth), made when the test is built.
+  # Test keys only: the derivation puts them in the world-readable store, which is why the
+  # machines copy them out (below) for the options, which refuse store paths.
+  internalPki = pkgs: pkgs.runCommand "realchat-internal-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
+    mkdir -p $out
+    cd $out
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+      -subj "/CN=RealChat internal CA (VM tests)" \
+      -addext basicConstraints=critical,CA:TRUE,pathlen:0 \
+      -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.pem
+    serial=1
+    for service in auth messaging profile delivery gateway; do
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=$service.realchat.internal" -keyout $service.key -out $service.csr
+      printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
+        extendedKeyUsage=serverAuth,clientAuth "subjectAltName=DNS:$service.realchat.internal" \
+        >$service.ext
+      openssl x509 -req -in $service.csr -CA ca.pem -CAkey ca.key -set_serial $serial -days 825 \
+        -extfile $service.ext -out $service.pem
+      serial=$((serial + 1))
+    done
+    # Nothing else is issued: the authority's key goes.
+    rm ca.key ./*.csr ./*.ext
+  '';
+
+  # A machine's copies of the authority and of its services' certificates and keys, in
+  # /etc/realchat/internal-tls (`environment.etc` with a mode copies a file instead of linking
+  # it to the store; the keys readable by root alone, as systemd loads them as credentials), and
+  # those services' `internalTls` pointed at them.
+  internalTls = services: { pkgs, ... }:
+    let
+      pki = internalPki pkgs;
+      dir = "/etc/realchat/internal-tls";
+      copy = file: mode: {
+        name = "realchat/internal-tls/${file}";
+        value = { source = "${pki}/${file}"; inherit mode; };
+      };
+    in
+    {
+      environment.etc = builtins.listToAttrs ([ (copy "ca.pem" "0444") ]
+        ++ builtins.concatMap (service: [ (copy "${service}.pem" "0444") (copy "${service}.key" "0400") ]) services);
+      services.realchat = builtins.listToAttrs (map
+        (service: {
+          name = service;
+          value.internalTls = {
+            caFile = "${dir}/ca.pem";
+            certFile = "${dir}/${service}.pem";
+            keyFile = "${dir}/${service}.key";
+          };
+        })
+        services);
+    };
 in
 {
   backend = { pkgs, ... }: {
-    imports = [ module ];
+    imports = [ module (internalTls [ "auth" "profile" "messaging" "gateway" ]) ];
 
     virtualisation.memorySize = 3072;
     virtualisation.cores = 2;
@@ -94,7 +149,7 @@ in
   };
 
   delivery = { config, pkgs, ... }: {
-    imports = [ module ];
+    imports = [ module (internalTls [ "delivery" ]) ];
 
     virtualisation.memorySize = 1024;
 

@@ -20,7 +20,9 @@ let
     outPath = "/nix/store/00000000000000000000000000000000-${name}";
   };
   packages = lib.genAttrs (services ++ [ "realchat" "bench" ]) (name: fakePackage "realchat-${name}");
-  pkgs = lib.genAttrs [ "curl" ] fakePackage;
+  pkgs = lib.genAttrs [ "curl" "openssl" ] fakePackage // {
+    runCommand = name: _: _: fakePackage name;
+  };
 
   # systemd unit values as NixOS types them (nixos/lib/systemd-unit-options.nix): a primitive or
   # a list of primitives; lists from several definitions are concatenated.
@@ -120,9 +122,18 @@ let
       };
       failedAssertions = map (assertion: assertion.message)
         (builtins.filter (assertion: !assertion.assertion) config.assertions);
+      # Files under /etc and their modes (`symlink`, NixOS' default, links into the store).
+      etc = lib.mapAttrs (_: file: file.mode or "symlink") (config.environment.etc or { });
     };
 
   everyService = lib.genAttrs services (_: { enable = true; });
+
+  # A service's internal TLS files, outside the store.
+  internalTlsOf = service: {
+    caFile = "/run/secrets/internal-ca.pem";
+    certFile = "/run/secrets/${service}.pem";
+    keyFile = "/run/secrets/${service}.key";
+  };
 
   # Whether evaluating a configuration fails (a value refused by its option's type, say).
   refused = configuration:
@@ -156,6 +167,7 @@ in
           openFirewall = true;
           environmentFile = "/run/secrets/auth.env";
           keyEncryptionKeyFile = "/run/secrets/auth-kek";
+          internalTls = internalTlsOf "auth";
           settings = {
             REALCHAT_LOG = "info,realchat_auth=debug";
             REALCHAT_AUTH_MIGRATE = false;
@@ -171,10 +183,12 @@ in
           endpoints.auth = "http://10.0.0.1:7051";
           otlpEndpoint = "http://127.0.0.1:4317";
           settings.REALCHAT_MESSAGING_SEND_WRITERS = 8;
+          internalTls = internalTlsOf "messaging";
         };
         profile = {
           enable = true;
           databaseUrl = "postgres://profile@db.internal:5432/profile";
+          internalTls = internalTlsOf "profile";
           kafkaBrokers = [ "127.0.0.1:9092" ];
           endpoints.auth = "http://10.0.0.1:7051";
           otlpEndpoint = "http://127.0.0.1:4317";
@@ -187,6 +201,7 @@ in
           redisUrl = "redis://127.0.0.1:6379";
           endpoints = { auth = "http://10.0.0.1:7051"; messaging = "http://10.0.0.1:7052"; };
           settings = { REALCHAT_DELIVERY_NODE_ID = "delivery-a"; REALCHAT_KAFKA_RECORD_HEADERS = true; };
+          internalTls = internalTlsOf "delivery";
         };
         gateway = {
           enable = true;
@@ -201,6 +216,7 @@ in
           deliveryEndpoints = [ "ws://10.0.0.11:8081" "ws://10.0.0.12:8081" ];
           otlpEndpoint = "http://127.0.0.1:4317";
           settings.REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS = 1;
+          internalTls = internalTlsOf "gateway";
         };
       };
     };
@@ -215,6 +231,16 @@ in
       services.realchat.auth = {
         enable = true;
         settings = { PATH = "/usr/bin"; REALCHAT_AUTH_KEY_ENCRYPTION_KEY_FILE = "/run/secrets/auth-kek"; };
+      };
+      services.realchat.messaging = { enable = true; settings.REALCHAT_INTERNAL_TLS_KEY_FILE = "/run/secrets/messaging.key"; };
+      # The key as PEM text would land in the store.
+      services.realchat.profile = { enable = true; settings.REALCHAT_INTERNAL_TLS_KEY = "-----BEGIN PRIVATE KEY-----"; };
+    };
+    # Internal TLS needs an authority, a certificate and a key: two of them are refused.
+    internalTlsPartial = facts {
+      services.realchat.messaging = {
+        enable = true;
+        internalTls = { inherit (internalTlsOf "messaging") caFile certFile; };
       };
     };
     # createLocalDatabase turns the local PostgreSQL on, unless it is forced off.
@@ -247,6 +273,11 @@ in
     keyEncryptionKeyInStore = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "/nix/store/00000000000000000000000000000000-kek"; }; };
     keyEncryptionKeyNixPath = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = ./auth-kek; }; };
     keyEncryptionKeyRelative = refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "secrets/auth-kek"; }; };
+    # So must the internal TLS files, the keys above all.
+    internalTlsKeyInStore = refused { services.realchat.messaging = { enable = true; internalTls = internalTlsOf "messaging" // { keyFile = "/nix/store/00000000000000000000000000000000-messaging.key"; }; }; };
+    internalTlsCertNixPath = refused { services.realchat.gateway = { enable = true; internalTls = internalTlsOf "gateway" // { certFile = ./gateway.pem; }; }; };
+    internalTlsCaRelative = refused { services.realchat.delivery = { enable = true; internalTls = internalTlsOf "delivery" // { caFile = "internal-ca.pem"; }; }; };
+    internalTlsUnknownFile = refused { services.realchat.profile = { enable = true; internalTls.chainFile = "/run/secrets/profile-chain.pem"; }; };
   };
 
   # A well-typed value next to each refused one, so a check that refuses everything is noticed.
@@ -255,6 +286,7 @@ in
     brokerByName = !(refused { services.realchat.messaging = { enable = true; kafkaBrokers = [ "kafka-1.internal:9092" ]; }; });
     rediss = !(refused { services.realchat.gateway = { enable = true; redisUrl = "rediss://cache.internal:6380"; }; });
     keyEncryptionKeyOutsideStore = !(refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "/run/keys/auth-kek"; }; });
+    internalTlsOutsideStore = !(refused { services.realchat.profile = { enable = true; internalTls = internalTlsOf "profile"; }; });
   };
 
   # Node names of each VM test, for the type check of its script.

@@ -1,6 +1,7 @@
 # testScript of topology.nix. The driver provides the machines (backend, delivery1, delivery2,
 # client) and its helpers as globals; nixos-tests/check.sh type-checks this file against a stub of
 # that API.
+import re
 import shlex
 
 GATEWAY = "http://backend:8080"
@@ -15,12 +16,38 @@ BACKEND_SERVICES = {
 }
 DELIVERY_ADMIN_PORT = 9184
 
+# The services' certificates and keys on each machine (common.nix); messaging's gRPC port on the
+# backend, reached under the name its certificate carries and checked against the authority.
+INTERNAL_TLS = "/etc/realchat/internal-tls"
+MESSAGING_TLS = (
+    "curl --silent --max-time 10 --http2 --output /dev/null "
+    f"--cacert {INTERNAL_TLS}/ca.pem --resolve messaging.realchat.internal:7052:127.0.0.1 "
+    "https://messaging.realchat.internal:7052/"
+)
+MESSAGING_METRICS = "http://127.0.0.1:9182/metrics"
+
 
 def wait_ready(machine: "BaseMachine", unit: str, admin_port: int) -> None:
     machine.wait_for_unit(f"{unit}.service")
     machine.wait_until_succeeds(
         f"curl --fail --silent http://127.0.0.1:{admin_port}/readyz", timeout=180
     )
+
+
+def refused_handshakes() -> int:
+    """Connections messaging's gRPC server refused in the TLS handshake, from its metrics."""
+    metrics = backend.succeed(f"curl --fail --silent {MESSAGING_METRICS}")
+    count = 0.0
+    for line in metrics.splitlines():
+        match = re.match(r"^grpc_server_tls_handshake_failures_total(\{[^}]*\})?\s+(\S+)$", line)
+        if match:
+            count += float(match.group(2))
+    return int(count)
+
+
+def messaging_as(service: str) -> str:
+    """A TLS call to messaging with `service`'s certificate."""
+    return f"{MESSAGING_TLS} --cert {INTERNAL_TLS}/{service}.pem --key {INTERNAL_TLS}/{service}.key"
 
 
 def realchat(user: str, args: str) -> str:
@@ -77,6 +104,20 @@ with subtest("the units run hardened, as dynamic users"):
         assert user == unit, f"{unit} runs as {user!r}"
         assert backend.get_unit_property(f"{unit}.service", "DynamicUser") == "yes"
         assert backend.get_unit_property(f"{unit}.service", "NoNewPrivileges") == "yes"
+
+with subtest("internal gRPC is mutual TLS, and messaging takes only its callers"):
+    refused_before = refused_handshakes()
+    # Plaintext HTTP/2 from another machine, as a service without a certificate would call.
+    delivery1.fail(
+        "curl --silent --max-time 10 --http2-prior-knowledge --output /dev/null http://backend:7052/"
+    )
+    # TLS without a certificate, and with profile's, which never calls messaging.
+    backend.fail(MESSAGING_TLS)
+    backend.fail(messaging_as("profile"))
+    # Each one counted by messaging as refused in the handshake.
+    retry(lambda _last_try: refused_handshakes() - refused_before >= 3, timeout_seconds=30)
+    # The gateway's certificate is taken, and messaging proves its own name.
+    backend.succeed(messaging_as("gateway"))
 
 with subtest("two users register and log in with the command line"):
     client.wait_until_succeeds(f"curl --fail --silent {GATEWAY}/v1/openapi.json", timeout=120)
