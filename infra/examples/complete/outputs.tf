@@ -37,3 +37,8 @@ output "kafka_bootstrap_brokers" {
   description = "SASL/SCRAM TLS bootstrap servers of MSK (reachable only from inside the VPC)."
   value       = module.kafka.bootstrap_brokers
 }
+
+output "internal_certificates_expire" {
+  description = "When each service's internal TLS certificate expires (RFC 3339); an apply in its last 90 days renews it and rolls the service."
+  value       = { for name, identity in module.services.internal_tls : name => identity.expires }
+}

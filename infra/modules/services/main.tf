@@ -70,6 +70,7 @@ locals {
       ]
       environment            = [for key in sort(keys(local.settings[name].environment)) : { name = key, value = local.settings[name].environment[key] }]
       secrets                = [for key in sort(keys(local.settings[name].secrets)) : { name = key, valueFrom = local.settings[name].secrets[key] }]
+      dockerLabels           = lookup(local.internal_tls_labels, name, null)
       readonlyRootFilesystem = true
       mountPoints            = [local.trust_volume]
       dependsOn              = [{ containerName = "trust", condition = "SUCCESS" }]
@@ -180,7 +181,10 @@ locals {
       ))
     },
   )
-  secret_keys = distinct([var.postgres.kms_key_arn, var.kafka.kms_key_arn, var.redis.kms_key_arn, aws_kms_key.auth_kek.arn])
+  secret_keys = distinct(concat(
+    [var.postgres.kms_key_arn, var.kafka.kms_key_arn, var.redis.kms_key_arn, aws_kms_key.auth_kek.arn],
+    local.internal_tls_kms_key_arn == null ? [] : [local.internal_tls_kms_key_arn],
+  ))
 }
 
 data "aws_iam_policy_document" "execution" {
@@ -280,9 +284,10 @@ data "aws_iam_policy_document" "auth_kek" {
 }
 
 # A key of its own rather than the database's: whoever may decrypt the database's snapshots must
-# not thereby hold the other half needed to open the signing keys in them.
+# not thereby hold the other half needed to open the signing keys in them. It encrypts the other
+# secrets this module makes as well, the services' internal TLS identities (internal_tls.tf).
 resource "aws_kms_key" "auth_kek" {
-  description             = "${var.name}: secret of auth's key-encryption keys"
+  description             = "${var.name}: secrets of the services (auth's key-encryption keys, internal TLS identities)"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.auth_kek.json
@@ -540,8 +545,15 @@ resource "aws_ecs_service" "this" {
   }
 
   # Roles, databases, topics and migrations come first (see bootstrap.tf), the listener must exist
-  # before a target group can be attached, and auth's keys must be in their secret before it starts.
-  depends_on = [terraform_data.bootstrap, aws_lb_listener.https, aws_iam_role_policy.execution, aws_secretsmanager_secret_version.auth_kek]
+  # before a target group can be attached, and auth's keys and every service's internal TLS
+  # identity must be in their secrets before the tasks start.
+  depends_on = [
+    terraform_data.bootstrap,
+    aws_lb_listener.https,
+    aws_iam_role_policy.execution,
+    aws_secretsmanager_secret_version.auth_kek,
+    aws_secretsmanager_secret_version.internal_tls,
+  ]
 }
 
 resource "aws_appautoscaling_target" "this" {

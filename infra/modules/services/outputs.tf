@@ -53,3 +53,13 @@ output "setting_names" {
     }
   }
 }
+
+output "internal_tls" {
+  description = "Per service: the Secrets Manager secret of its internal TLS identity (JSON keys ca, cert, key) and, when generated here, when its certificate expires (RFC 3339); an apply in its last 90 days renews it."
+  value = {
+    for name in local.services : name => {
+      secret_arn = local.internal_tls_secret_arn[name]
+      expires    = try(tls_locally_signed_cert.internal[name].validity_end_time, null)
+    }
+  }
+}

@@ -1,10 +1,11 @@
 # What every container that runs a RealChat binary is given: plain settings in `environment`, and in
 # `secrets` the ones that carry credentials, as Secrets Manager ARNs (`<arn>:<json-key>::` picks one
-# key of a JSON secret). This is the only place that names REALCHAT_* variables; the task
-# definitions are built from it, and infra/tests checks every name here against what the binary
-# prints with `<binary> settings`: each one must be read by that binary, each secret setting must
-# come from `secrets`, and each setting whose default only works on one machine (127.0.0.1) must be
-# set.
+# key of a JSON secret); every service gets its internal TLS identity that way (internal_tls.tf):
+# the authorities it trusts, its certificate and its key. This is the only place that names
+# REALCHAT_* variables; the task definitions are built from it, and infra/tests checks every name
+# here against what the binary prints with `<binary> settings`: each one must be read by that
+# binary, each secret setting must come from `secrets`, and each setting whose default only works
+# on one machine (127.0.0.1) must be set.
 
 locals {
   trust_dir     = var.trust_dir
@@ -41,7 +42,10 @@ locals {
         REALCHAT_GATEWAY_TRUSTED_PROXY_HOPS = "1"
       }
       secrets = {
-        REALCHAT_REDIS_URL = var.redis.url_secret_arn
+        REALCHAT_REDIS_URL         = var.redis.url_secret_arn
+        REALCHAT_INTERNAL_TLS_CA   = "${local.internal_tls_secret_arn.gateway}:ca::"
+        REALCHAT_INTERNAL_TLS_CERT = "${local.internal_tls_secret_arn.gateway}:cert::"
+        REALCHAT_INTERNAL_TLS_KEY  = "${local.internal_tls_secret_arn.gateway}:key::"
       }
     }
 
@@ -71,6 +75,9 @@ locals {
         # The key-encryption keys that seal the signing keys in the database (see main.tf).
         REALCHAT_AUTH_KEY_ENCRYPTION_KEY      = "${aws_secretsmanager_secret.auth_kek.arn}:current::"
         REALCHAT_AUTH_OLD_KEY_ENCRYPTION_KEYS = "${aws_secretsmanager_secret.auth_kek.arn}:old::"
+        REALCHAT_INTERNAL_TLS_CA              = "${local.internal_tls_secret_arn.auth}:ca::"
+        REALCHAT_INTERNAL_TLS_CERT            = "${local.internal_tls_secret_arn.auth}:cert::"
+        REALCHAT_INTERNAL_TLS_KEY             = "${local.internal_tls_secret_arn.auth}:key::"
       }
     }
 
@@ -100,6 +107,9 @@ locals {
       secrets = {
         REALCHAT_MESSAGING_DATABASE_URL = var.postgres.databases.messaging.url_secret_arn
         REALCHAT_KAFKA_SASL_PASSWORD    = "${var.kafka.users.messaging.secret_arn}:password::"
+        REALCHAT_INTERNAL_TLS_CA        = "${local.internal_tls_secret_arn.messaging}:ca::"
+        REALCHAT_INTERNAL_TLS_CERT      = "${local.internal_tls_secret_arn.messaging}:cert::"
+        REALCHAT_INTERNAL_TLS_KEY       = "${local.internal_tls_secret_arn.messaging}:key::"
       }
     }
 
@@ -128,6 +138,9 @@ locals {
       secrets = {
         REALCHAT_PROFILE_DATABASE_URL = var.postgres.databases.profile.url_secret_arn
         REALCHAT_KAFKA_SASL_PASSWORD  = "${var.kafka.users.profile.secret_arn}:password::"
+        REALCHAT_INTERNAL_TLS_CA      = "${local.internal_tls_secret_arn.profile}:ca::"
+        REALCHAT_INTERNAL_TLS_CERT    = "${local.internal_tls_secret_arn.profile}:cert::"
+        REALCHAT_INTERNAL_TLS_KEY     = "${local.internal_tls_secret_arn.profile}:key::"
       }
     }
 
@@ -159,6 +172,9 @@ locals {
       secrets = {
         REALCHAT_REDIS_URL           = var.redis.url_secret_arn
         REALCHAT_KAFKA_SASL_PASSWORD = "${var.kafka.users.delivery.secret_arn}:password::"
+        REALCHAT_INTERNAL_TLS_CA     = "${local.internal_tls_secret_arn.delivery}:ca::"
+        REALCHAT_INTERNAL_TLS_CERT   = "${local.internal_tls_secret_arn.delivery}:cert::"
+        REALCHAT_INTERNAL_TLS_KEY    = "${local.internal_tls_secret_arn.delivery}:key::"
       }
     }
 

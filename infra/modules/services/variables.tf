@@ -364,9 +364,37 @@ variable "auth_key_encryption_key_generations" {
   }
 }
 
+variable "internal_tls_authorities" {
+  type        = list(string)
+  description = "Names of the internal certificate authorities Terraform generates, the one that issues the services' certificates first; each gets a P-256 key once, and every service trusts all of them. To change authorities, append a name, apply; move it first, apply; drop the old one, apply (infra/README.md). Unused with internal_tls_secrets."
+  default     = ["1"]
+
+  validation {
+    condition     = length(var.internal_tls_authorities) >= 1 && length(distinct(var.internal_tls_authorities)) == length(var.internal_tls_authorities) && alltrue([for name in var.internal_tls_authorities : can(regex("^[A-Za-z0-9_-]+$", name))])
+    error_message = "internal_tls_authorities must name at least one authority, each once, in letters, digits, - and _."
+  }
+}
+
+variable "internal_tls_secrets" {
+  type = object({
+    secret_arns = map(string)
+    kms_key_arn = optional(string)
+  })
+  description = "The operator's own internal TLS identities instead of generated ones: per service (gateway, auth, messaging, profile, delivery) a Secrets Manager secret with the JSON keys ca, cert and key (PEM; the certificate naming `<service>.realchat.internal`), and the KMS key they are encrypted with (null for aws/secretsmanager). null generates them, keys in the Terraform state."
+  default     = null
+
+  validation {
+    condition = var.internal_tls_secrets == null ? true : (
+      length(setsubtract(toset(["gateway", "auth", "messaging", "profile", "delivery"]), toset(keys(var.internal_tls_secrets.secret_arns)))) == 0 &&
+      alltrue([for arn in values(var.internal_tls_secrets.secret_arns) : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[^:]+$", arn))])
+    )
+    error_message = "internal_tls_secrets.secret_arns must name a Secrets Manager secret ARN (without a JSON key) for each of gateway, auth, messaging, profile and delivery."
+  }
+}
+
 variable "secret_recovery_window_days" {
   type        = number
-  description = "Days a deleted secret (auth's key-encryption keys) can still be restored (0 deletes at once, for throw-away environments)."
+  description = "Days a deleted secret (auth's key-encryption keys, the internal TLS identities) can still be restored (0 deletes at once, for throw-away environments)."
   default     = 7
 
   validation {

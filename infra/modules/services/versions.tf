@@ -12,5 +12,10 @@ terraform {
       source  = "hashicorp/random"
       version = "~> 3.6"
     }
+    # The internal TLS identities; a certificate due for early renewal is seen on refresh since 4.0.4.
+    tls = {
+      source  = "hashicorp/tls"
+      version = ">= 4.0.4, < 5.0.0"
+    }
   }
 }
