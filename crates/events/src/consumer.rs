@@ -40,6 +40,7 @@ use crate::{
     metrics,
     retry::{backoff, sleep_or_cancel},
     stall::{self, StallWatch},
+    stats::Reporting,
 };
 
 /// A decoded event and where it came from.
@@ -185,18 +186,19 @@ pub async fn run<H: Handler>(
     // Replaces the member with a new client that joins the group as a new member. The old one
     // commits what it stored (if it can) and leaves the group as it closes, on a thread of its
     // own: closing waits on the broker, for ever if it is gone.
-    let rebuild = |consumer: &mut StreamConsumer, reason: &'static str| -> anyhow::Result<()> {
-        let old = std::mem::replace(consumer, subscribe(kafka, &group, &names)?);
-        ::metrics::counter!(metrics::REBUILDS, "group" => group.clone(), "reason" => reason)
-            .increment(1);
-        close_on_own_thread(move || {
-            if reason != "brokers_lost" {
-                let _ = old.commit_consumer_state(CommitMode::Sync);
-            }
-            drop(old);
-        });
-        Ok(())
-    };
+    let rebuild =
+        |consumer: &mut StreamConsumer<Reporting>, reason: &'static str| -> anyhow::Result<()> {
+            let old = std::mem::replace(consumer, subscribe(kafka, &group, &names)?);
+            ::metrics::counter!(metrics::REBUILDS, "group" => group.clone(), "reason" => reason)
+                .increment(1);
+            close_on_own_thread(move || {
+                if reason != "brokers_lost" {
+                    let _ = old.commit_consumer_state(CommitMode::Sync);
+                }
+                drop(old);
+            });
+            Ok(())
+        };
     let mut check = tokio::time::interval(stall::CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // An error met while gathering a batch, dealt with before receiving again.
@@ -338,7 +340,7 @@ const FINAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A consumer that lost every broker is replaced at most this often.
 const REJOIN_AFTER: Duration = Duration::from_secs(5);
 
-fn store_offset(consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
+fn store_offset(consumer: &StreamConsumer<Reporting>, message: &BorrowedMessage<'_>) {
     if let Err(error) = consumer.store_offset_from_message(message) {
         // The partition was probably revoked in a rebalance; its new owner re-reads.
         tracing::warn!(%error, "could not store an offset");
@@ -349,8 +351,11 @@ fn subscribe(
     kafka: &KafkaOptions,
     group_id: &str,
     topic_names: &[String],
-) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = kafka.consumer_config(group_id).create()?;
+) -> anyhow::Result<StreamConsumer<Reporting>> {
+    let consumer: StreamConsumer<Reporting> = kafka
+        .consumer_config(group_id)
+        .set("statistics.interval.ms", crate::stats::INTERVAL_MS)
+        .create_with_context(Reporting::consumer(group_id))?;
     consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;
     Ok(consumer)
 }

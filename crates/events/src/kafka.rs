@@ -397,12 +397,28 @@ pub(crate) fn on_own_thread(name: &str, work: impl FnOnce() + Send + 'static) {
 /// Producers that outlive a broker restart present their old producer id to the restarted
 /// broker; the local broker (Tansu 0.6) cannot take that and stops serving. So a producer that
 /// lost every broker is replaced before it is used again (see [`WatchedProducer`]).
-#[derive(Debug, Clone, Default)]
+///
+/// It also reports the producer's statistics as metrics ([`crate::stats`]).
+#[derive(Debug, Clone)]
 pub struct BrokerWatch {
     lost: Arc<AtomicBool>,
+    reporting: Arc<crate::stats::Reporting>,
+}
+
+impl Default for BrokerWatch {
+    fn default() -> Self {
+        Self {
+            lost: Arc::default(),
+            reporting: Arc::new(crate::stats::Reporting::producer()),
+        }
+    }
 }
 
 impl ClientContext for BrokerWatch {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.reporting.record(&statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(
             error.rdkafka_error_code(),
@@ -441,7 +457,10 @@ impl WatchedProducer {
     pub fn new(kafka: &KafkaOptions) -> anyhow::Result<Self> {
         let watch = BrokerWatch::default();
         Ok(Self {
-            producer: kafka.producer_config().create_with_context(watch.clone())?,
+            producer: kafka
+                .producer_config()
+                .set("statistics.interval.ms", crate::stats::INTERVAL_MS)
+                .create_with_context(watch.clone())?,
             kafka: kafka.clone(),
             watch,
         })
@@ -461,6 +480,7 @@ impl WatchedProducer {
         match self
             .kafka
             .producer_config()
+            .set("statistics.interval.ms", crate::stats::INTERVAL_MS)
             .create_with_context(watch.clone())
         {
             Ok(producer) => {

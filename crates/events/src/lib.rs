@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod retry;
 #[cfg(feature = "kafka")]
 mod stall;
+#[cfg(feature = "kafka")]
+pub mod stats;
 
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaOptions;

@@ -13,6 +13,7 @@ pub const REBUILDS: &str = "consumer_rebuilds_total";
 
 /// Registers the descriptions with the recorder.
 pub fn describe() {
+    crate::stats::describe();
     metrics::describe_counter!(CONSUMED, "Consumed events by outcome");
     metrics::describe_histogram!(
         HANDLE_SECONDS,

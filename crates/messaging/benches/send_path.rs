@@ -213,15 +213,35 @@ async fn main() {
         "commit -> readable on Kafka",
         delays.lock().unwrap().clone(),
     );
-    // The relay's side of that: commit to the broker's acknowledgement.
+    // The relay's side of that: commit to the broker's acknowledgement, from its histogram (the
+    // smallest bucket bound under which each quantile of the rows falls).
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in metrics.render().lines() {
-        if let Some(rest) = line.strip_prefix("outbox_publish_delay_seconds{quantile=") {
-            let (quantile, seconds) = rest.split_once(' ').unwrap_or_default();
-            let seconds: f64 = seconds.parse().unwrap_or(f64::NAN);
+        let Some(rest) = line.strip_prefix("outbox_publish_delay_seconds_bucket{") else {
+            continue;
+        };
+        let (labels, count) = rest.rsplit_once(' ').unwrap_or_default();
+        let Some(le) = labels
+            .split("le=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+        else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        buckets.push((le, count.parse().unwrap_or(0.0)));
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    for quantile in [0.5, 0.9, 0.99] {
+        if let Some((le, _)) = buckets.iter().find(|(_, n)| *n >= quantile * total) {
             println!(
-                "relay commit -> broker ack   q={:<8} {:>8.2}ms",
-                quantile.trim_end_matches('}'),
-                seconds * 1000.0
+                "relay commit -> broker ack   q={quantile:<5} <= {:>8.2}ms",
+                le * 1000.0
             );
         }
     }

@@ -60,6 +60,7 @@ pub async fn serve(
 }
 
 async fn metrics() -> impl IntoResponse {
+    crate::collectors::collect();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics_handle().render(),

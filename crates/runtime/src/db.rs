@@ -47,7 +47,16 @@ impl Database<'_> {
         if self.migrate {
             self.migrate_with(&url, migrators).await?;
         }
-        pool(url.expose(), self.max_connections, Duration::from_secs(3)).context(self.variable)
+        let pool = pool(url.expose(), self.max_connections, Duration::from_secs(3))
+            .context(self.variable)?;
+        let database = url
+            .expose()
+            .parse::<PgConnectOptions>()
+            .ok()
+            .and_then(|o| o.get_database().map(str::to_owned))
+            .unwrap_or_default();
+        observe(&pool, database);
+        Ok(pool)
     }
 
     /// Creates the database if missing and applies `migrators` (`<binary> migrate`).
@@ -153,6 +162,34 @@ macro_rules! database_options {
             }
         }
     };
+}
+
+/// Connections of a service's pool, by `state` (`in_use`, `idle`), read at each scrape.
+pub const POOL_CONNECTIONS: &str = "db_pool_connections";
+/// The most connections the pool opens; `in_use` at this means requests wait for one.
+pub const POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
+
+/// Reports `pool`'s connections at each scrape, labelled with its `database`.
+fn observe(pool: &PgPool, database: String) {
+    metrics::describe_gauge!(
+        POOL_CONNECTIONS,
+        "Connections of the database pool, by state (in_use, idle)"
+    );
+    metrics::describe_gauge!(
+        POOL_MAX_CONNECTIONS,
+        "The most connections the database pool opens"
+    );
+    let pool = pool.clone();
+    crate::collectors::register(move || {
+        let (size, idle) = (pool.size(), pool.num_idle());
+        let in_use = size.saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX));
+        metrics::gauge!(POOL_CONNECTIONS, "database" => database.clone(), "state" => "in_use")
+            .set(f64::from(in_use));
+        metrics::gauge!(POOL_CONNECTIONS, "database" => database.clone(), "state" => "idle")
+            .set(f64::from(u32::try_from(idle).unwrap_or(u32::MAX)));
+        metrics::gauge!(POOL_MAX_CONNECTIONS, "database" => database.clone())
+            .set(f64::from(pool.options().get_max_connections()));
+    });
 }
 
 /// A pool that connects lazily and gives up on a connection after `acquire_timeout`, so a request

@@ -14,6 +14,7 @@
 //! - [`grpc`]: how an API error code travels inside a gRPC status.
 //! - [`format`]: how API.md writes timestamps.
 //! - [`rules`]: API.md's rules that several services apply (usernames).
+//! - [`collectors`]: gauges read at each scrape (the process's; pools, breakers).
 //! - [`clients`]: lazily connecting gRPC clients of the services, and auth's keys for a verifier.
 //! - [`tls`]: certificates reloaded from files; mutual TLS between the services.
 //! - [`settings`]: the environment variables a binary reads, printed by `<binary> settings`.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod api_error;
 pub mod bearer;
 pub mod clients;
+pub mod collectors;
 pub mod config;
 #[cfg(feature = "postgres")]
 pub mod db;

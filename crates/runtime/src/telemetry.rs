@@ -98,13 +98,35 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = buckets(PrometheusBuilder::new()).build_recorder();
+            crate::collectors::describe();
             let handle = recorder.handle();
             // Another recorder can only be installed by a test harness; the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);
             handle
         })
         .clone()
+}
+
+/// Bucket bounds of every duration histogram, in seconds: from a fast path's milliseconds to a
+/// broker outage's minute. Histograms, not summaries: buckets add up across replicas, so a
+/// dashboard's `histogram_quantile` over `sum by (le)` is the fleet's quantile.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Bucket bounds of every other histogram (counts: a batch's sends, a fan-out's sockets).
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+fn buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
+    use metrics_exporter_prometheus::Matcher;
+    builder
+        .set_buckets(COUNT_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS))
+        .unwrap_or_else(|error| unreachable!("the bucket lists are not empty: {error}"))
 }
 
 /// Trace context propagation across gRPC, HTTP and Kafka headers.

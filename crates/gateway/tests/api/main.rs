@@ -9,6 +9,7 @@ mod conversations;
 mod errors;
 mod internal;
 mod messages;
+mod metrics;
 mod rate_limit;
 mod shutdown;
 mod tls;
