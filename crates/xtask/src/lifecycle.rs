@@ -285,7 +285,12 @@ impl System {
 }
 
 /// `cargo xtask up`.
-pub(crate) fn up(settings: Settings, options: RunOptions, build: bool) -> Result<()> {
+pub(crate) fn up(
+    settings: Settings,
+    options: RunOptions,
+    build: bool,
+    with_prometheus: bool,
+) -> Result<()> {
     step!("Checking prerequisites");
     check_postgres(&settings)?;
     detail!("PostgreSQL is reachable at {}", settings.postgres.server());
@@ -326,7 +331,17 @@ pub(crate) fn up(settings: Settings, options: RunOptions, build: bool) -> Result
         running.push(component);
     }
 
+    if with_prometheus {
+        crate::prometheus::start(settings, &running)?;
+    }
     print_endpoints(settings, &running);
+    if with_prometheus {
+        detail!(
+            "{:<20} http://{}  (dashboards: README, \"Operating it\")",
+            "Prometheus",
+            crate::prometheus::ADDR
+        );
+    }
     Ok(())
 }
 
@@ -424,7 +439,7 @@ pub(crate) fn down(settings: Settings) -> Result<()> {
         .leftovers()
         .into_iter()
         .chain(system.topology.components().iter().rev().copied());
-    let mut stopped = 0;
+    let mut stopped = usize::from(crate::prometheus::stop(system.settings())?);
     for component in order {
         if system.stop(component, false)? {
             stopped += 1;

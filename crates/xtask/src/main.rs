@@ -23,6 +23,7 @@ mod config;
 mod lifecycle;
 mod probe;
 mod process;
+mod prometheus;
 mod readme_settings;
 mod service_settings;
 mod test;
@@ -75,6 +76,11 @@ enum Cmd {
             value_parser = clap::builder::BoolishValueParser::new()
         )]
         no_build: bool,
+
+        /// Start a Prometheus on 127.0.0.1:9090 too, scraping every instance with the alert
+        /// rules of dashboards/prometheus (for a Grafana of one's own: README, "Operating it").
+        #[arg(long)]
+        with_prometheus: bool,
     },
 
     /// Stop everything: the services (in reverse start order), then Redis and the broker.
@@ -177,13 +183,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             delivery_replicas,
             messaging_replicas,
             no_build,
+            with_prometheus,
         } => {
             let options = RunOptions {
                 release,
                 delivery_replicas,
                 messaging_replicas,
             };
-            lifecycle::up(settings, options, !no_build)?;
+            lifecycle::up(settings, options, !no_build, with_prometheus)?;
         }
         Cmd::Down => lifecycle::down(settings)?,
         Cmd::Status => lifecycle::status(settings)?,
