@@ -6,6 +6,9 @@
 # through `environmentFile` (or, for auth's key-encryption key and the internal TLS certificates
 # and keys, systemd credentials) so they stay out of the world-readable Nix store.
 #
+# `services.realchat.prometheus` has the local Prometheus (`services.prometheus`) scrape the
+# services of this host with the labels and alert rules of dashboards/ (see dashboards/README.md).
+#
 # The module uses nothing but `lib`, so it can be evaluated on its own (nixos-tests/check.sh
 # does, against the settings each binary reports).
 { config, lib, ... }:
@@ -16,6 +19,7 @@ let
     concatStringsSep
     filterAttrs
     hasPrefix
+    hasSuffix
     last
     literalExpression
     mapAttrs
@@ -154,6 +158,30 @@ let
 
   portOf = address: toInt (last (splitString ":" address));
 
+  # Where Prometheus on this host scrapes an admin listener: one on every address is reached over
+  # loopback.
+  scrapeTarget = address:
+    let
+      parts = builtins.match "(.*):([0-9]+)" address;
+      host = builtins.elemAt parts 0;
+      port = builtins.elemAt parts 1;
+    in
+    if host == "0.0.0.0" then "127.0.0.1:${port}"
+    else if host == "[::]" then "[::1]:${port}"
+    else address;
+
+  # The repository's alert rules, every `dashboards/prometheus/rules/*.yml`, read from the tree
+  # this file is in (a checkout, or the flake's source in the store); none when the file was
+  # copied on its own.
+  rulesDirectory = ../dashboards/prometheus/rules;
+  repositoryRuleFiles =
+    if builtins.pathExists rulesDirectory then
+      map (file: rulesDirectory + "/${file}")
+        (builtins.attrNames (filterAttrs
+          (file: type: type == "regular" && hasSuffix ".yml" file)
+          (builtins.readDir rulesDirectory)))
+    else [ ];
+
   # Mutual TLS between the services (`internalTls`): each file reaches the unit as a systemd
   # credential of this name, and the binary reads it through the variable. The variables that take
   # the PEM text itself (`REALCHAT_INTERNAL_TLS_CA`, `_CERT`, `_KEY`) are the options' too: from
@@ -194,6 +222,9 @@ let
     ++ mapAttrsToList (_: file: file.variable) internalTlsFiles
     ++ internalTlsTextVariables;
 
+  # The host name as NixOS knows it; empty when it comes from DHCP.
+  hostName = config.networking.hostName or "";
+
   serviceOptions = name: spec: { config, ... }: {
     options = {
       enable = mkEnableOption spec.description;
@@ -219,6 +250,21 @@ let
         description = ''
           Address of the admin listener: `/metrics`, `/healthz`, `/readyz`
           (`REALCHAT_${spec.prefix}_ADMIN_ADDR`). `openFirewall` does not open it.
+        '';
+      };
+
+      prometheusInstance = mkOption {
+        type = types.nonEmptyStr;
+        default = if hostName == "" then name else "${name}-${hostName}";
+        defaultText = literalExpression ''"${name}-''${config.networking.hostName}"'';
+        example = "${name}-1";
+        description = ''
+          The `instance` label of this service's metrics when `services.realchat.prometheus` has
+          the local Prometheus scrape it (`job` is `${name}`). The dashboards and alerts name a
+          replica by it, and several replicas of one service (on several hosts, seen by one
+          Prometheus through federation or remote write) need different ones: the default
+          names the service and the host, unique across a fleet and across the services of one
+          host, as the overview dashboard lists every instance of every service together.
         '';
       };
 
@@ -495,6 +541,20 @@ let
     };
 
   localDatabases = filterAttrs (name: spec: spec.database && cfg.${name}.createLocalDatabase) enabled;
+
+  # One scrape job per service running here, labelled as dashboards/prometheus/prometheus.yml labels
+  # the local topology: `job` is the service, `instance` its `prometheusInstance`.
+  scrapeConfigs = mapAttrsToList
+    (name: _: {
+      job_name = name;
+      scrape_interval = cfg.prometheus.scrapeInterval;
+      metrics_path = "/metrics";
+      static_configs = [{
+        targets = [ (scrapeTarget cfg.${name}.adminAddress) ];
+        labels.instance = cfg.${name}.prometheusInstance;
+      }];
+    })
+    enabled;
 in
 {
   options.services.realchat =
@@ -511,6 +571,46 @@ in
         default = { };
         defaultText = literalExpression "self.packages.\${system} (set by the flake's module)";
         description = "Where each service's `package` comes from by default, by service name.";
+      };
+
+      prometheus = {
+        enable = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            Have the local Prometheus (`services.prometheus`) scrape the RealChat services of this
+            host: one job per enabled service, named after it (`job`), on its `adminAddress`
+            (`/metrics`; an address on every interface is scraped over loopback), with its
+            `prometheusInstance` as `instance`, and the repository's alert rules
+            (`dashboards/prometheus/rules`, which rely on these two labels). Prometheus itself is
+            not turned on: set `services.prometheus.enable = true` as well (the module warns
+            otherwise). A job of the same name already in `services.prometheus.scrapeConfigs`
+            makes Prometheus refuse its configuration.
+          '';
+        };
+
+        scrapeInterval = mkOption {
+          type = types.strMatching "^([0-9]+(ms|s|m|h|d|w|y))+$" // {
+            description = "Prometheus duration (`10s`, `1m30s`)";
+          };
+          default = "10s";
+          example = "15s";
+          description = ''
+            How often the jobs scrape (`scrape_interval` of each job, whatever the global one). The
+            alert rules assume a sample at least every 30 s (`max_over_time(...[30s])`); the
+            repository's own Prometheus configuration scrapes every 10 s.
+          '';
+        };
+
+        ruleFiles = mkOption {
+          type = types.listOf types.path;
+          default = repositoryRuleFiles;
+          defaultText = literalExpression "every dashboards/prometheus/rules/*.yml of the repository";
+          description = ''
+            Alert rule files added to `services.prometheus.ruleFiles`. Each alert's runbook is in
+            its annotations and in dashboards/README.md.
+          '';
+        };
       };
     };
 
@@ -564,6 +664,21 @@ in
         (mapAttrsToList
           (name: _: "psql -tAc 'ALTER DATABASE \"${cfg.${name}.databaseName}\" OWNER TO \"realchat-${name}\"'")
           localDatabases));
+    })
+
+    # The services only add their jobs and rules to a Prometheus the host runs; they do not turn
+    # it on. `createLocalDatabase` turns the local PostgreSQL on (`mkDefault`) because the service
+    # cannot run without it, as nixpkgs' modules do for a database they create; the services run
+    # without Prometheus, and turning it on would start a server answering on every interface
+    # (nixpkgs' default `listenAddress`) with storage of its own, which is the operator's choice.
+    # nixpkgs' exporters (`services.prometheus.exporters.*`) leave the server to the operator too.
+    (mkIf cfg.prometheus.enable {
+      services.prometheus = {
+        inherit scrapeConfigs;
+        inherit (cfg.prometheus) ruleFiles;
+      };
+      warnings = optional (!config.services.prometheus.enable)
+        "services.realchat.prometheus.enable adds scrape jobs and alert rules to services.prometheus, which is not enabled: set services.prometheus.enable = true, or they are not used.";
     })
   ];
 }

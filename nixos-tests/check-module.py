@@ -24,6 +24,13 @@ INTERNAL_TLS = {
 }
 # Where each VM test machine keeps its copies of the internal TLS files (common.nix).
 VM_INTERNAL_TLS = "/etc/realchat/internal-tls"
+# The alert rules and the scrape configuration of the local topology, whose labels the
+# dashboards and the rules rely on.
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "dashboards" / "prometheus" / "rules"
+PROMETHEUS_YML = REPO / "dashboards" / "prometheus" / "prometheus.yml"
+# The cases whose configuration has services.realchat.prometheus enabled.
+PROMETHEUS_CASES = ("prometheusDefaults", "prometheus", "prometheusSomeServices", "prometheusWithoutServer", "vmTopologyBackend")
 
 failures: list[str] = []
 passes = 0
@@ -84,6 +91,33 @@ def credential_names(config: dict[str, object]) -> list[str]:
     entries = config.get("LoadCredential") or []
     assert isinstance(entries, list)
     return [str(entry).split(":", 1)[0] for entry in entries]
+
+
+def repository_jobs() -> dict[str, str]:
+    """Each job of dashboards/prometheus/prometheus.yml and its first target (comments left out)."""
+    jobs: dict[str, str] = {}
+    job = None
+    for line in PROMETHEUS_YML.read_text().splitlines():
+        line = line.split("#", 1)[0]
+        match = re.match(r"\s*- job_name:\s*(\S+)\s*$", line)
+        if match:
+            job = match.group(1)
+            continue
+        match = re.search(r'targets:\s*\["([^"]+)"', line)
+        if job is not None and job not in jobs and match:
+            jobs[job] = match.group(1)
+    return jobs
+
+
+def scrape_jobs(case: dict) -> dict[str, dict]:
+    """The scrape jobs a case gives Prometheus, by job name."""
+    return {job["job_name"]: job for job in case["prometheus"]["scrapeConfigs"]}
+
+
+def admin_address(unit: dict) -> str:
+    """The admin listener a unit is told (`REALCHAT_<SERVICE>_ADMIN_ADDR`)."""
+    [address] = [value for name, value in unit["environment"].items() if name.endswith("_ADMIN_ADDR")]
+    return str(address)
 
 
 def known(service: str, name: str, settings: dict[str, dict[str, dict[str, object]]]) -> bool:
@@ -242,6 +276,99 @@ def main() -> None:
     for database, role in (("auth", "realchat-auth"), ("chat_messages", "realchat-messaging")):
         check(f'ALTER DATABASE "{database}" OWNER TO "{role}"' in postgresql["setupScript"], f"local: {role} owns {database}")
     check(cases["defaults"]["postgresql"]["ensureDatabases"] == [], "defaults: no database without createLocalDatabase")
+
+    print("Prometheus: one job per service of the host, labelled as the dashboards expect, and the repository's rules")
+    rule_files = sorted(RULES.glob("*.yml"))
+    check(bool(rule_files), f"{RULES} holds rule files")
+    check(
+        Path(facts["ruleFilesDirectory"]).resolve() == RULES.resolve(),
+        f"the module reads the rules from {facts['ruleFilesDirectory']}, the repository's {RULES}",
+    )
+    for case in PROMETHEUS_CASES:
+        prometheus = cases[case]["prometheus"]
+        check(
+            sorted(Path(path).resolve() for path in prometheus["ruleFiles"]) == [path.resolve() for path in rule_files],
+            f"{case}: every rule file of dashboards/prometheus/rules, and only those: {prometheus['ruleFiles']}",
+        )
+        for job in prometheus["scrapeConfigs"]:
+            if job["job_name"] in SERVICES:
+                check(job["metrics_path"] == "/metrics", f"{case}: job {job['job_name']} scrapes /metrics")
+                check(job.get("scheme") in (None, "http"), f"{case}: job {job['job_name']} scrapes over http")
+                check(
+                    isinstance(job["static_configs"], list) and len(job["static_configs"]) == 1,
+                    f"{case}: job {job['job_name']} has one target group",
+                )
+    for case in ("defaults", "local", "vmBackend", "vmDelivery", "settingsConflict"):
+        prometheus = cases[case]["prometheus"]
+        check(
+            prometheus["scrapeConfigs"] == [] and prometheus["ruleFiles"] == [] and prometheus["enable"] is False,
+            f"{case}: without services.realchat.prometheus.enable, no job, no rule file, no Prometheus: {prometheus}",
+        )
+
+    # With nothing else set, the targets and job names of the repository's prometheus.yml.
+    repository = repository_jobs()
+    check(sorted(repository) == sorted(SERVICES), f"prometheus.yml has one job per service: {sorted(repository)}")
+    jobs = scrape_jobs(cases["prometheusDefaults"])
+    check(sorted(jobs) == sorted(SERVICES), f"prometheusDefaults: one job per service, named after it: {sorted(jobs)}")
+    check(cases["prometheusDefaults"]["prometheus"]["enable"] is True, "prometheusDefaults: the operator's Prometheus stays on")
+    for service in SERVICES:
+        unit = cases["prometheusDefaults"]["units"][f"realchat-{service}"]
+        want = [{"targets": [admin_address(unit)], "labels": {"instance": f"{service}-nixos"}}]
+        check(jobs.get(service, {}).get("static_configs") == want, f"prometheusDefaults: job {service} scrapes its admin listener as {service}-nixos: {jobs.get(service)}")
+        check(
+            admin_address(unit) == repository.get(service),
+            f"prometheusDefaults: job {service} has the target of prometheus.yml ({repository.get(service)})",
+        )
+        check(jobs.get(service, {}).get("scrape_interval") == "10s", f"prometheusDefaults: job {service} scrapes every 10 s, as prometheus.yml")
+
+    # Addresses on every interface are scraped over loopback; the operator's instance label and
+    # interval are used, and the operator's own jobs stay.
+    jobs = scrape_jobs(cases["prometheus"])
+    check(sorted(jobs) == sorted(SERVICES + ["node"]), f"prometheus: the services' jobs next to the operator's: {sorted(jobs)}")
+    want_targets = {
+        "gateway": ("127.0.0.1:9280", "gateway-chat1"),
+        "delivery": ("[::1]:9184", "delivery-1"),
+        "auth": ("10.0.0.1:9181", "auth-chat1"),
+        "messaging": ("127.0.0.1:9182", "messaging-chat1"),
+        "profile": ("127.0.0.1:9183", "profile-chat1"),
+    }
+    for service, (target, instance) in want_targets.items():
+        want = [{"targets": [target], "labels": {"instance": instance}}]
+        check(jobs.get(service, {}).get("static_configs") == want, f"prometheus: job {service} scrapes {target} as {instance}: {jobs.get(service)}")
+        check(jobs.get(service, {}).get("scrape_interval") == "15s", f"prometheus: job {service} scrapes at scrapeInterval")
+    units = cases["prometheus"]["units"]
+    check(admin_address(units["realchat-gateway"]) == "0.0.0.0:9280", "prometheus: the gateway still listens on every address")
+    check(admin_address(units["realchat-delivery"]) == "[::]:9184", "prometheus: delivery still listens on every IPv6 address")
+    node = jobs.get("node", {})
+    check(
+        node.get("static_configs") == [{"targets": ["127.0.0.1:9100"], "labels": {}}] and node.get("scrape_interval") is None,
+        f"prometheus: the operator's own job is left as it was: {node}",
+    )
+
+    jobs = scrape_jobs(cases["prometheusSomeServices"])
+    check(sorted(jobs) == ["delivery", "gateway"], f"prometheusSomeServices: jobs only for the services of this host: {sorted(jobs)}")
+    check(
+        jobs.get("gateway", {}).get("static_configs") == [{"targets": ["127.0.0.1:9180"], "labels": {"instance": "gateway-edge"}}],
+        "prometheusSomeServices: the instance label names the service and the host",
+    )
+
+    check(cases["prometheusWithoutServer"]["prometheus"]["enable"] is False, "prometheusWithoutServer: Prometheus is not turned on by the module")
+    check(
+        any("services.prometheus.enable" in warning for warning in cases["prometheusWithoutServer"]["warnings"]),
+        f"prometheusWithoutServer: a warning says the jobs go unused: {cases['prometheusWithoutServer']['warnings']}",
+    )
+    for case, data in cases.items():
+        if case != "prometheusWithoutServer":
+            check(data["warnings"] == [], f"{case}: no warning: {data['warnings']}")
+
+    # The topology test's backend: what topology.py expects of its Prometheus.
+    backend_prometheus = cases["vmTopologyBackend"]["prometheus"]
+    check(backend_prometheus["enable"] is True, "vmTopologyBackend: runs Prometheus")
+    jobs = scrape_jobs(cases["vmTopologyBackend"])
+    check(sorted(jobs) == ["auth", "gateway", "messaging", "profile"], f"vmTopologyBackend: a job per backend service: {sorted(jobs)}")
+    for service, port in (("auth", 9181), ("gateway", 9180), ("messaging", 9182), ("profile", 9183)):
+        want = [{"targets": [f"127.0.0.1:{port}"], "labels": {"instance": f"{service}-backend"}}]
+        check(jobs.get(service, {}).get("static_configs") == want, f"vmTopologyBackend: job {service} scrapes 127.0.0.1:{port} as {service}-backend")
 
     print("option types refuse wrong values, and take right ones")
     for name, was_refused in facts["refused"].items():

@@ -7,7 +7,8 @@
 #   4. the NixOS module (nix/module.nix), evaluated with nixpkgs' lib and declarations of the
 #      NixOS options it sets, produces units whose environment is what each binary reads
 #      (REALCHAT_SETTINGS_DIR: `<binary> settings` JSON per service), with the right ports,
-#      ordering and hardening, and refuses wrong values;
+#      ordering and hardening, gives Prometheus a job per service with the dashboards' labels and
+#      the rules of dashboards/prometheus/rules, and refuses wrong values;
 #   5. each VM test script type-checks (mypy) against a stub of the NixOS test driver's API and
 #      passes pyflakes, as nixpkgs checks them before a VM boots.
 #

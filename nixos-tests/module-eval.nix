@@ -29,6 +29,26 @@ let
   unitPrimitive = types.oneOf [ types.bool types.int types.str types.path ];
   unitValue = types.oneOf [ unitPrimitive (types.listOf unitPrimitive) ];
 
+  # A Prometheus scrape job as nixpkgs types it (nixos/modules/services/monitoring/prometheus):
+  # a submodule of the fields Prometheus knows, each null unless set, so a misspelt or unknown
+  # field is refused. Only the fields the module may set are declared here.
+  staticConfig = types.submodule {
+    options = {
+      targets = mkOption { type = types.listOf types.str; };
+      labels = mkOption { type = types.attrsOf types.str; default = { }; };
+    };
+  };
+  scrapeConfig = types.submodule {
+    options = {
+      job_name = mkOption { type = types.str; };
+      scrape_interval = mkOption { type = types.nullOr types.str; default = null; };
+      scrape_timeout = mkOption { type = types.nullOr types.str; default = null; };
+      metrics_path = mkOption { type = types.nullOr types.str; default = null; };
+      scheme = mkOption { type = types.nullOr (types.enum [ "http" "https" ]); default = null; };
+      static_configs = mkOption { type = types.nullOr (types.listOf staticConfig); default = null; };
+    };
+  };
+
   nixosStubs = {
     options = {
       assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
@@ -77,6 +97,11 @@ let
         };
       };
       services.apache-kafka.enable = mkOption { type = types.bool; default = false; };
+      services.prometheus = {
+        enable = mkOption { type = types.bool; default = false; };
+        scrapeConfigs = mkOption { type = types.listOf scrapeConfig; default = [ ]; };
+        ruleFiles = mkOption { type = types.listOf types.path; default = [ ]; };
+      };
       services.redis.servers = mkOption {
         default = { };
         type = types.attrsOf (types.submodule {
@@ -122,6 +147,12 @@ let
       };
       failedAssertions = map (assertion: assertion.message)
         (builtins.filter (assertion: !assertion.assertion) config.assertions);
+      inherit (config) warnings;
+      prometheus = {
+        inherit (config.services.prometheus) enable scrapeConfigs;
+        # Where each file is read from (a string: `toString` does not copy it to the store).
+        ruleFiles = map toString config.services.prometheus.ruleFiles;
+      };
       # Files under /etc and their modes (`symlink`, NixOS' default, links into the store).
       etc = lib.mapAttrs (_: file: file.mode or "symlink") (config.environment.etc or { });
     };
@@ -144,6 +175,10 @@ let
     module = ../nix/module.nix;
     inherit packages;
   };
+  topologyNodes = (import ./topology.nix {
+    module = ../nix/module.nix;
+    inherit packages;
+  }).nodes;
 in
 {
   cases = {
@@ -224,6 +259,44 @@ in
     # The machines of nixos-tests/, as the VM tests configure them.
     vmBackend = facts vmMachines.backend;
     vmDelivery = facts { imports = [ vmMachines.delivery ]; networking.hostName = "delivery1"; };
+    # The topology test's backend also runs Prometheus.
+    vmTopologyBackend = facts { imports = [ topologyNodes.backend ]; networking.hostName = "backend"; };
+
+    # Prometheus scraping every service with nothing else set: the targets of
+    # dashboards/prometheus/prometheus.yml.
+    prometheusDefaults = facts {
+      services.prometheus.enable = true;
+      services.realchat = everyService // { prometheus.enable = true; };
+    };
+    # Admin listeners on every address, an instance label of the operator's, a scrape interval,
+    # next to a job of the operator's own.
+    prometheus = facts {
+      networking.hostName = "chat1";
+      services.prometheus = {
+        enable = true;
+        scrapeConfigs = [{ job_name = "node"; static_configs = [{ targets = [ "127.0.0.1:9100" ]; }]; }];
+      };
+      services.realchat = everyService // {
+        prometheus = { enable = true; scrapeInterval = "15s"; };
+        gateway = { enable = true; adminAddress = "0.0.0.0:9280"; };
+        delivery = { enable = true; adminAddress = "[::]:9184"; prometheusInstance = "delivery-1"; };
+        auth = { enable = true; adminAddress = "10.0.0.1:9181"; };
+      };
+    };
+    # Only some services on this host: only their jobs.
+    prometheusSomeServices = facts {
+      networking.hostName = "edge";
+      services.prometheus.enable = true;
+      services.realchat = {
+        prometheus.enable = true;
+        gateway.enable = true;
+        delivery.enable = true;
+      };
+    };
+    # Without Prometheus on the host the jobs would go unused: the module says so.
+    prometheusWithoutServer = facts {
+      services.realchat = { prometheus.enable = true; auth.enable = true; };
+    };
 
     # Settings that belong to a typed option, or are no RealChat variable: assertions refuse them.
     settingsConflict = facts {
@@ -278,6 +351,9 @@ in
     internalTlsCertNixPath = refused { services.realchat.gateway = { enable = true; internalTls = internalTlsOf "gateway" // { certFile = ./gateway.pem; }; }; };
     internalTlsCaRelative = refused { services.realchat.delivery = { enable = true; internalTls = internalTlsOf "delivery" // { caFile = "internal-ca.pem"; }; }; };
     internalTlsUnknownFile = refused { services.realchat.profile = { enable = true; internalTls.chainFile = "/run/secrets/profile-chain.pem"; }; };
+    prometheusIntervalNotDuration = refused { services.realchat = { prometheus = { enable = true; scrapeInterval = "10 seconds"; }; auth.enable = true; }; };
+    prometheusInstanceEmpty = refused { services.realchat = { prometheus.enable = true; auth = { enable = true; prometheusInstance = ""; }; }; };
+    prometheusRuleFileRelative = refused { services.realchat.prometheus = { enable = true; ruleFiles = [ "rules/extra.yml" ]; }; };
   };
 
   # A well-typed value next to each refused one, so a check that refuses everything is noticed.
@@ -287,7 +363,11 @@ in
     rediss = !(refused { services.realchat.gateway = { enable = true; redisUrl = "rediss://cache.internal:6380"; }; });
     keyEncryptionKeyOutsideStore = !(refused { services.realchat.auth = { enable = true; keyEncryptionKeyFile = "/run/keys/auth-kek"; }; });
     internalTlsOutsideStore = !(refused { services.realchat.profile = { enable = true; internalTls = internalTlsOf "profile"; }; });
+    prometheusIntervalCompound = !(refused { services.realchat = { prometheus = { enable = true; scrapeInterval = "1m30s"; }; auth.enable = true; }; });
   };
+
+  # The repository's rule files, which `services.realchat.prometheus.ruleFiles` must default to.
+  ruleFilesDirectory = toString ../dashboards/prometheus/rules;
 
   # Node names of each VM test, for the type check of its script.
   vmTestNodes = lib.genAttrs [ "topology" "kafka-outage" ]

@@ -1,6 +1,7 @@
 # The whole topology in VMs: PostgreSQL, Redis, Apache Kafka in KRaft mode and every RealChat
 # service through the NixOS module, with two delivery replicas on two machines. Two users chat
-# with the `realchat` command line, before and after one delivery replica is killed.
+# with the `realchat` command line, before and after one delivery replica is killed. The backend
+# also runs Prometheus, scraping its services with the repository's alert rules.
 { module, packages }:
 
 let
@@ -10,7 +11,12 @@ in
   name = "realchat-topology";
 
   nodes = {
-    inherit (machines) backend client;
+    inherit (machines) client;
+    backend = {
+      imports = [ machines.backend ];
+      services.prometheus.enable = true;
+      services.realchat.prometheus.enable = true;
+    };
     delivery1 = machines.delivery;
     delivery2 = machines.delivery;
   };

@@ -1,8 +1,10 @@
 # testScript of topology.nix. The driver provides the machines (backend, delivery1, delivery2,
 # client) and its helpers as globals; nixos-tests/check.sh type-checks this file against a stub of
 # that API.
+import json
 import re
 import shlex
+from typing import Any
 
 GATEWAY = "http://backend:8080"
 PASSWORD = "correct horse battery staple"
@@ -26,6 +28,14 @@ MESSAGING_TLS = (
 )
 MESSAGING_METRICS = "http://127.0.0.1:9182/metrics"
 
+# Prometheus on the backend (services.realchat.prometheus): one job per service there, named
+# after it, with `instance` = `<service>-<host>` (the module's default).
+PROMETHEUS = "http://127.0.0.1:9090"
+PROMETHEUS_TARGETS = {
+    (service, f"{service}-backend")
+    for service in (unit.removeprefix("realchat-") for unit in BACKEND_SERVICES)
+}
+
 
 def wait_ready(machine: "BaseMachine", unit: str, admin_port: int) -> None:
     machine.wait_for_unit(f"{unit}.service")
@@ -43,6 +53,38 @@ def refused_handshakes() -> int:
         if match:
             count += float(match.group(2))
     return int(count)
+
+
+def prometheus_api(path: str) -> dict[str, Any]:
+    """The `data` of an answer of the backend's Prometheus HTTP API."""
+    answer = json.loads(backend.succeed(f"curl --fail --silent {PROMETHEUS}/api/v1/{path}"))
+    assert answer["status"] == "success", answer
+    data: dict[str, Any] = answer["data"]
+    return data
+
+
+def targets_up(last_try: bool) -> bool:
+    """Whether Prometheus scrapes exactly the expected targets, every one up."""
+    health = {
+        (target["labels"]["job"], target["labels"]["instance"]): target["health"]
+        for target in prometheus_api("targets?state=active")["activeTargets"]
+    }
+    if last_try:
+        print(f"Prometheus targets: {health}")
+    return health == {target: "up" for target in PROMETHEUS_TARGETS}
+
+
+def rules_evaluated(last_try: bool) -> bool:
+    """Whether the repository's rule groups are loaded and each rule evaluated without error."""
+    groups = prometheus_api("rules")["groups"]
+    health = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
+    if last_try:
+        print(f"Prometheus rule groups: {[group['name'] for group in groups]}, rules: {health}")
+    return (
+        bool(groups)
+        and all(group["name"].startswith("realchat-") for group in groups)
+        and all(value == "ok" for value in health.values())
+    )
 
 
 def messaging_as(service: str) -> str:
@@ -97,6 +139,13 @@ with subtest("the infrastructure and every service come up"):
         wait_ready(backend, unit, port)
     for replica in (delivery1, delivery2):
         wait_ready(replica, "realchat-delivery", DELIVERY_ADMIN_PORT)
+
+with subtest("Prometheus scrapes every service on the backend, with the repository's rules"):
+    backend.wait_for_unit("prometheus.service")
+    backend.wait_for_open_port(9090)
+    retry(targets_up, timeout_seconds=120)
+    # Rules are evaluated every minute (nixpkgs' default evaluation interval).
+    retry(rules_evaluated, timeout_seconds=180)
 
 with subtest("the units run hardened, as dynamic users"):
     for unit in BACKEND_SERVICES:
