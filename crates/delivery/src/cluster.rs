@@ -139,6 +139,12 @@ pub(crate) struct Presence {
     pub(crate) last_seen_ms: Option<i64>,
 }
 
+/// The node a replica runs as (`REALCHAT_DELIVERY_NODE_ID`): its id without the suffix each
+/// process adds, so a metric labelled with it keeps one series per node across restarts.
+pub(crate) fn node_of(replica: &str) -> &str {
+    replica.rsplit_once('-').map_or(replica, |(node, _)| node)
+}
+
 /// This replica's view of the shared state.
 #[derive(Clone)]
 pub(crate) struct Cluster {
@@ -244,7 +250,7 @@ impl Cluster {
         self.key(format_args!("fwd:{replica}"))
     }
 
-    /// Runs one Redis call under the timeout and the breaker.
+    /// Runs one Redis call under the timeout and the breaker, and times it.
     async fn call<T>(
         &self,
         op: &'static str,
@@ -255,7 +261,11 @@ impl Cluster {
             ::metrics::counter!(metrics::REDIS_ERRORS, "op" => op).increment(1);
             return Err(Error::BreakerOpen);
         }
-        let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        let started = Instant::now();
+        let answered = tokio::time::timeout(CALL_TIMEOUT, call).await;
+        ::metrics::histogram!(metrics::REDIS_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        let result = match answered {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => Error::Redis(error),
             Err(_) => Error::Timeout,
@@ -612,5 +622,17 @@ impl Cluster {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_s_node_is_its_id_without_the_process_suffix() {
+        assert_eq!(node_of("delivery-2-0a1b2c3d"), "delivery-2");
+        assert_eq!(node_of("survivor-0a1b2c3d"), "survivor");
+        assert_eq!(node_of("plain"), "plain");
     }
 }

@@ -19,7 +19,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{FutureExt as _, StreamExt as _};
@@ -29,11 +29,13 @@ use realchat_proto::{
     delivery::v1::{Forward, forward::Item},
     events::v1::{Envelope, envelope::Payload},
 };
+use realchat_runtime::telemetry::propagation::{self, TraceContext};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
-    cluster::Cluster,
+    cluster::{self, Cluster},
     hub::{Delivered, Hub, Push},
     metrics, protocol,
 };
@@ -75,6 +77,7 @@ pub(crate) fn route(hub: &Hub, envelope: &Envelope) -> Result<Option<Routed>, St
                     seq: m.seq,
                     committed_at_ms: m.created_at_ms,
                     frame: protocol::message_from_event(m),
+                    trace: TraceContext::current(),
                 })),
                 recipients: members,
             }
@@ -145,14 +148,23 @@ pub(crate) async fn spread(
         push,
         item: &item,
     };
-    spread_all(hub, cluster, &[one]).await;
+    spread_all(hub, cluster, &[one], Instant::now()).await;
 }
 
 /// [`spread`] for several pushes at once, in order: local sessions get them back to back
 /// ([`Hub::deliver_all`]), one Redis round trip finds every recipient's replicas, and one more
-/// publishes every forward, in push order per replica.
-pub(crate) async fn spread_all(hub: &Hub, cluster: &Cluster, spreads: &[Spread<'_>]) {
-    let local = hub.deliver_all(spreads.iter().map(|s| (s.recipients, s.push)));
+/// publishes every forward, in push order per replica. `received` is when their events came.
+pub(crate) async fn spread_all(
+    hub: &Hub,
+    cluster: &Cluster,
+    spreads: &[Spread<'_>],
+    received: Instant,
+) {
+    let local = deliver_locally(
+        hub,
+        spreads.iter().map(|s| (s.recipients, s.push)),
+        received,
+    );
     let union;
     let users = match spreads {
         [one] => one.recipients,
@@ -208,20 +220,46 @@ pub(crate) async fn spread_all(hub: &Hub, cluster: &Cluster, spreads: &[Spread<'
             forwards
         }
     };
+    let count_forward = |replica: &str, outcome: &'static str| {
+        let target = cluster::node_of(replica).to_owned();
+        ::metrics::counter!(metrics::FORWARDS, "target" => target, "outcome" => outcome)
+            .increment(1);
+    };
     match cluster.forward_all(&forwards).await {
         Ok(listened) => {
-            for listened in listened {
+            for ((replica, _), listened) in forwards.iter().zip(listened) {
                 // Nobody listening: the replica is gone; its clients reconnect elsewhere and resume.
-                let outcome = if listened { "sent" } else { "no_listener" };
-                ::metrics::counter!(metrics::FORWARDS, "outcome" => outcome).increment(1);
+                count_forward(replica, if listened { "sent" } else { "no_listener" });
             }
         }
         Err(_) => {
             cluster.skipped_forwards();
-            ::metrics::counter!(metrics::FORWARDS, "outcome" => "failed")
-                .increment(forwards.len() as u64);
+            for (replica, _) in &forwards {
+                count_forward(replica, "failed");
+            }
         }
     }
+}
+
+/// Hands each push to this replica's sessions of its users ([`Hub::deliver_all`]) and records
+/// each one's fan-out: the sockets it reached, and the time since its event was `received`.
+/// Returns how many pushes were handed over in all.
+fn deliver_locally<'a>(
+    hub: &Hub,
+    pushes: impl IntoIterator<Item = (&'a [Uuid], &'a Push)>,
+    received: Instant,
+) -> usize {
+    let handed = hub.deliver_all(pushes);
+    let seconds = received.elapsed().as_secs_f64();
+    let (sockets_histogram, seconds_histogram) = (
+        ::metrics::histogram!(metrics::FANOUT_SOCKETS),
+        ::metrics::histogram!(metrics::FANOUT_SECONDS),
+    );
+    for sockets in &handed {
+        sockets_histogram.record(*sockets as f64);
+        seconds_histogram.record(seconds);
+    }
+    handed.iter().sum()
 }
 
 /// The consumer's handler: the partition owner's side of the fan-out.
@@ -236,17 +274,24 @@ impl Handler for Fanout {
         &'a self,
         event: &'a Event,
     ) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
-        Box::pin(async move {
+        // Under the consumer's span, so in the event's trace; what it forwards carries it on.
+        let span = tracing::info_span!("fanout");
+        let handled = async move {
+            let received = Instant::now();
             let routed = route(&self.hub, &event.envelope)
                 .map_err(|reason| HandlerError::Reject(anyhow::anyhow!(reason)))?;
             if let Some(Routed { recipients, push }) = routed {
-                spread(&self.hub, &self.cluster, &recipients, &push, || {
-                    Item::Event(event.envelope.clone())
-                })
-                .await;
+                let item = || Item::Event(forwarded(&event.envelope));
+                let one = Spread {
+                    recipients: &recipients,
+                    push: &push,
+                    item: &item,
+                };
+                spread_all(&self.hub, &self.cluster, &[one], received).await;
             }
             Ok(())
-        })
+        };
+        Box::pin(handled.instrument(span))
     }
 
     /// Routes the leading events that route, then spreads them together, so each session
@@ -256,7 +301,9 @@ impl Handler for Fanout {
         &'a self,
         events: &'a [Event],
     ) -> Pin<Box<dyn Future<Output = usize> + Send + 'a>> {
-        Box::pin(async move {
+        let span = tracing::info_span!("fanout", messaging.batch.message_count = events.len());
+        let handled = async move {
+            let received = Instant::now();
             let mut routed = Vec::with_capacity(events.len());
             for event in events {
                 match route(&self.hub, &event.envelope) {
@@ -271,7 +318,7 @@ impl Handler for Fanout {
                 .collect();
             let items: Vec<_> = routed
                 .iter()
-                .map(|(event, _)| move || Item::Event(event.envelope.clone()))
+                .map(|(event, _)| move || Item::Event(forwarded(&event.envelope)))
                 .collect();
             let spreads: Vec<Spread<'_>> = routed
                 .iter()
@@ -282,10 +329,22 @@ impl Handler for Fanout {
                     item,
                 })
                 .collect();
-            spread_all(&self.hub, &self.cluster, &spreads).await;
+            spread_all(&self.hub, &self.cluster, &spreads, received).await;
             routed_count
-        })
+        };
+        Box::pin(handled.instrument(span))
     }
+}
+
+/// `envelope` as forwarded to another replica: with the current span's trace context (the
+/// fan-out's) in place of the producer's, so the receiving replica's work continues the fan-out.
+fn forwarded(envelope: &Envelope) -> Envelope {
+    let mut envelope = envelope.clone();
+    let traceparent = propagation::current_traceparent();
+    if !traceparent.is_empty() {
+        envelope.traceparent = traceparent;
+    }
+    envelope
 }
 
 /// Tries to claim this replica's users when a subscription comes back, before they resync.
@@ -402,20 +461,21 @@ const RECEIVE_BATCH: usize = 256;
 
 /// Hands what `payloads` forward to this replica's sessions, in order.
 fn receive<'a>(hub: &Hub, replica: &str, payloads: impl IntoIterator<Item = &'a [u8]>) {
+    let received = Instant::now();
     let mut pending: Vec<(Vec<Uuid>, Push)> = Vec::new();
     for payload in payloads {
         match decode_forward(hub, replica, payload) {
             Some(Received::Push(users, push)) => pending.push((users, push)),
             Some(Received::Resync) => {
                 // What came before it first, then every session catches up.
-                hub.deliver_all(pending.iter().map(|(u, p)| (&u[..], p)));
+                deliver_locally(hub, pending.iter().map(|(u, p)| (&u[..], p)), received);
                 pending.clear();
                 hub.broadcast(&Push::Resync);
             }
             None => {}
         }
     }
-    hub.deliver_all(pending.iter().map(|(u, p)| (&u[..], p)));
+    deliver_locally(hub, pending.iter().map(|(u, p)| (&u[..], p)), received);
 }
 
 enum Received {
@@ -438,14 +498,20 @@ fn decode_forward(hub: &Hub, replica: &str, payload: &[u8]) -> Option<Received> 
         .filter_map(|u| u.parse().ok())
         .collect();
     let push = match forward.item {
-        Some(Item::Event(envelope)) => match route(hub, &envelope) {
-            Ok(Some(routed)) => routed.push,
-            Ok(None) => return None,
-            Err(reason) => {
-                tracing::warn!(reason, "ignoring a forwarded event");
-                return None;
+        Some(Item::Event(envelope)) => {
+            // The forwarding replica's fan-out, continued here (the pushes carry it to the
+            // sockets).
+            let span = tracing::info_span!(parent: None, "forward", otel.kind = "consumer");
+            propagation::adopt_traceparent(&span, &envelope.traceparent);
+            match span.in_scope(|| route(hub, &envelope)) {
+                Ok(Some(routed)) => routed.push,
+                Ok(None) => return None,
+                Err(reason) => {
+                    tracing::warn!(reason, "ignoring a forwarded event");
+                    return None;
+                }
             }
-        },
+        }
         Some(Item::Typing(t)) => {
             Push::Frame(protocol::typing(&t.conversation_id, &t.user_id), "typing")
         }

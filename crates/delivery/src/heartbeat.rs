@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    hub,
+    hub, metrics,
     session::{self, Shared},
 };
 
@@ -73,6 +73,8 @@ pub(crate) async fn heartbeat(
         let Ok(swept) = shared.cluster.sweep().await else {
             continue;
         };
+        ::metrics::counter!(metrics::PRESENCE_SWEEPS).increment(1);
+        ::metrics::counter!(metrics::PRESENCE_SWEPT_USERS).increment(swept.offline.len() as u64);
         if swept.found_dead {
             // Make sure the dead replica's partitions move. A broker drops a member that went
             // silent for the session timeout, but only rebalances when a live member asks: so,

@@ -12,12 +12,13 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, Once, RwLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use axum::extract::ws::Utf8Bytes;
+use realchat_runtime::telemetry::propagation::TraceContext;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,6 +33,8 @@ pub(crate) struct Delivered {
     /// When it committed, for the commit-to-socket histogram.
     pub(crate) committed_at_ms: i64,
     pub(crate) frame: Utf8Bytes,
+    /// The trace its socket writes continue: the span that routed it on this replica.
+    pub(crate) trace: TraceContext,
 }
 
 /// What a session can be handed.
@@ -102,6 +105,29 @@ impl Drop for Opening {
             }
         }
     }
+}
+
+/// Reports, at each scrape, the pushes queued in the sessions of `hub` and of every other hub of
+/// the process ([`metrics::SEND_QUEUE`]). Counted then rather than on every push, which keeps the
+/// fan-out free of shared counters. One gauge for all hubs: a replica has one, but tests run
+/// several replicas in one process, and each setting the gauge would overwrite the others.
+pub(crate) fn observe_queues(hub: &Arc<Hub>) {
+    static HUBS: Mutex<Vec<Weak<Hub>>> = Mutex::new(Vec::new());
+    static REGISTER: Once = Once::new();
+    HUBS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Arc::downgrade(hub));
+    REGISTER.call_once(|| {
+        realchat_runtime::collectors::register(|| {
+            let hubs: Vec<Arc<Hub>> = {
+                let mut hubs = HUBS.lock().unwrap_or_else(|p| p.into_inner());
+                hubs.retain(|hub| hub.strong_count() > 0);
+                hubs.iter().filter_map(Weak::upgrade).collect()
+            };
+            let queued: usize = hubs.iter().map(|hub| hub.queued()).sum();
+            ::metrics::gauge!(metrics::SEND_QUEUE).set(queued as f64);
+        });
+    });
 }
 
 /// Conversations whose members the hub remembers, at most; past it the cache starts over.
@@ -189,7 +215,7 @@ impl Hub {
     }
 
     /// Hands each push to every session of its users on this replica, keeping the order of
-    /// `pushes` for each session; returns how many pushes were handed over.
+    /// `pushes` for each session; returns how many sessions each push was handed to.
     ///
     /// A user's pushes are queued back to back (user by user, not push by push), so a session
     /// woken by the first one finds the others already waiting and writes them to its socket
@@ -198,10 +224,10 @@ impl Hub {
     pub(crate) fn deliver_all<'a>(
         &self,
         pushes: impl IntoIterator<Item = (&'a [Uuid], &'a Push)>,
-    ) -> usize {
+    ) -> Vec<usize> {
         let pushes: Vec<(&[Uuid], &Push)> = pushes.into_iter().collect();
         if let [(users, push)] = pushes[..] {
-            return self.deliver(users, push);
+            return vec![self.deliver(users, push)];
         }
         // (user, push index) pairs; a stable sort groups them by user in push order.
         let mut pairs: Vec<(Uuid, usize)> = pushes
@@ -211,12 +237,12 @@ impl Hub {
             .collect();
         pairs.sort_by_key(|(user, _)| *user);
         let sessions = self.users.read().unwrap_or_else(|p| p.into_inner());
-        let mut delivered = 0;
+        let mut delivered = vec![0; pushes.len()];
         for run in pairs.chunk_by(|a, b| a.0 == b.0) {
             for handle in sessions.get(&run[0].0).into_iter().flatten() {
                 for (_, i) in run {
                     if Self::offer(handle, pushes[*i].1.clone()) {
-                        delivered += 1;
+                        delivered[*i] += 1;
                     }
                 }
             }
@@ -243,6 +269,18 @@ impl Hub {
             // The session is closing.
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Pushes waiting in the sessions' queues: handed over, not yet taken by their sessions.
+    fn queued(&self) -> usize {
+        let sessions = self.users.read().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .values()
+            .flatten()
+            // A queue's free slots come back as its session takes pushes (all of them when the
+            // session drops the queue), so the missing ones are the pushes waiting.
+            .map(|h| h.tx.max_capacity() - h.tx.capacity())
+            .sum()
     }
 
     /// Whether `user` has a session here.
@@ -411,10 +449,27 @@ mod tests {
 
         let handed = hub.deliver_all([(&both[..], &one), (&only_a[..], &two), (&both[..], &three)]);
 
-        assert_eq!(handed, 8);
+        assert_eq!(handed, [3, 2, 3]);
         assert_eq!(frames(&mut a1.rx), ["1", "2", "3"]);
         assert_eq!(frames(&mut a2.rx), ["1", "2", "3"]);
         assert_eq!(frames(&mut b1.rx), ["1", "3"]);
+    }
+
+    #[test]
+    fn queued_pushes_are_those_handed_over_and_not_yet_taken() {
+        let hub = Hub::new(8);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut a1 = hub.register(a);
+        let b1 = hub.register(b);
+        let push = Push::Frame(Utf8Bytes::from_static("{}"), "test");
+        hub.deliver([&a, &b], &push);
+        hub.deliver([&a], &push);
+        assert_eq!(hub.queued(), 3);
+        a1.rx.try_recv().unwrap();
+        assert_eq!(hub.queued(), 2);
+        // A session that ends takes its queue with it.
+        drop(b1);
+        assert_eq!(hub.queued(), 1);
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Service {
             background: realchat_runtime::shutdown::Background::new("delivery", BACKGROUND_TASKS),
             verifier,
         });
+        hub::observe_queues(&shared.hub);
         let public = realchat_runtime::net::bind("REALCHAT_DELIVERY_ADDR", options.addr).await?;
         let admin =
             realchat_runtime::net::bind("REALCHAT_DELIVERY_ADMIN_ADDR", options.admin_addr).await?;

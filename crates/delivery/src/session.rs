@@ -31,6 +31,7 @@ use realchat_runtime::{
     jwt::{Claims, Verifier},
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -92,6 +93,8 @@ struct Closing {
     code: Option<u16>,
     reason: &'static str,
     label: &'static str,
+    /// The code of the client's close frame, when the client closed.
+    received: Option<u16>,
 }
 
 impl Closing {
@@ -100,6 +103,7 @@ impl Closing {
             code: Some(code),
             reason,
             label,
+            received: None,
         }
     }
 
@@ -109,6 +113,27 @@ impl Closing {
             code: None,
             reason: "",
             label,
+            received: None,
+        }
+    }
+
+    /// The client closed; its close frame is answered by the socket itself. A frame without a
+    /// code counts as 1005, as RFC 6455 reports it.
+    fn by_client(frame: Option<CloseFrame>) -> Self {
+        Self {
+            received: Some(frame.map_or(1005, |frame| frame.code)),
+            ..Self::gone("client")
+        }
+    }
+
+    /// The `code` label of [`metrics::SOCKET_CLOSES`]: the code sent or received, `none` when
+    /// the connection ended without a close frame. Codes past the protocol's own (3000 to 4999
+    /// are the applications') are `other`: a client picks them, and must not grow the label set.
+    fn code_label(&self) -> ::metrics::SharedString {
+        match self.code.or(self.received) {
+            None => "none".into(),
+            Some(code @ 1000..=1015) => code.to_string().into(),
+            Some(_) => "other".into(),
         }
     }
 }
@@ -151,6 +176,7 @@ pub(crate) async fn run(socket: WebSocket, claims: Claims, shared: Arc<Shared>, 
         .serve(registration.rx, registration.first_here, token_expires_at)
         .await;
     ::metrics::counter!(metrics::SESSIONS_CLOSED, "reason" => closing.label).increment(1);
+    ::metrics::counter!(metrics::SOCKET_CLOSES, "code" => closing.code_label()).increment(1);
     tracing::debug!(user.id = %user, reason = closing.label, code = ?closing.code, "session closed");
     if let Some(code) = closing.code {
         let frame = CloseFrame {
@@ -281,7 +307,8 @@ impl Session {
                             self.refuse(&FrameError::invalid("frames are JSON text frames")).await
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                        Some(Ok(Message::Close(_))) | None => return Closing::gone("client"),
+                        Some(Ok(Message::Close(frame))) => return Closing::by_client(frame),
+                        None => return Closing::gone("client"),
                         Some(Err(error)) => return frame_error(error),
                     }
                 }
@@ -415,7 +442,22 @@ impl Session {
             // message starts the socket's view of the conversation.
             _ => {}
         }
-        self.send(delivered.frame.clone(), "message").await?;
+        // The end of the message's trace: its frame written to this socket. Only for a traced
+        // message: a span per frame is not free, and without a trace it would lead nowhere.
+        if delivered.trace.is_valid() {
+            let span = tracing::info_span!(
+                parent: None,
+                "socket_write",
+                user.id = %self.user,
+                message.seq = delivered.seq,
+            );
+            delivered.trace.adopt(&span);
+            self.send(delivered.frame.clone(), "message")
+                .instrument(span)
+                .await?;
+        } else {
+            self.send(delivered.frame.clone(), "message").await?;
+        }
         self.cursors.insert(conversation, delivered.seq);
         let delay_ms = (now_ms() - delivered.committed_at_ms).max(0);
         ::metrics::histogram!(metrics::COMMIT_TO_SOCKET_SECONDS).record(delay_ms as f64 / 1000.0);

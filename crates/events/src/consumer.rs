@@ -31,6 +31,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use realchat_proto::events::v1::Envelope;
+use realchat_runtime::telemetry::propagation;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -291,12 +292,18 @@ pub async fn run<H: Handler>(
                 abandoned = true;
                 break;
             }
+            // Handling an event continues the trace of the request that produced it.
             let span = tracing::info_span!(
+                parent: None,
                 "consume",
                 messaging.topic = message.topic(),
                 messaging.partition = message.partition(),
                 messaging.offset = message.offset(),
+                otel.kind = "consumer",
             );
+            if let Ok(event) = &event {
+                propagation::adopt_traceparent(&span, &event.envelope.traceparent);
+            }
             match looper.process(message, event).instrument(span).await {
                 Outcome::Done => store_offset(&consumer, message),
                 Outcome::Abandoned => {
@@ -402,11 +409,17 @@ impl<H: Handler> Loop<H> {
             return 0;
         }
         let span = tracing::info_span!(
+            parent: None,
             "consume_batch",
             messaging.topic = first.topic(),
             messaging.partition = first.partition(),
             messaging.offset = first.offset(),
             messaging.batch.message_count = events.len(),
+            otel.kind = "consumer",
+        );
+        propagation::adopt_batch(
+            &span,
+            events.iter().map(|e| e.envelope.traceparent.as_str()),
         );
         let started = std::time::Instant::now();
         let handled = self

@@ -436,6 +436,7 @@ fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::timeout))
         .layer(from_fn_with_state(state.clone(), middleware::shed))
         .layer(from_fn(middleware::record))
+        .layer(from_fn(middleware::trace))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");
             error::ApiError::internal().into_response()

@@ -8,6 +8,12 @@ pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 /// Requests let through because Redis could not be asked, by `scope`.
 pub const RATE_LIMIT_FAIL_OPEN: &str = "gateway_rate_limit_fail_open_total";
+/// 1 while the rate limiter's circuit breaker is open (limits are kept in the process and Redis
+/// is not asked), else 0; read at each scrape.
+pub const REDIS_BREAKER_OPEN: &str = "gateway_redis_breaker_open";
+/// Seconds each rate-limit call to Redis took, answered or failed (not those the breaker
+/// skipped).
+pub const REDIS_SECONDS: &str = "gateway_redis_seconds";
 /// Requests refused because `max_in_flight` were already in progress.
 pub const SHED: &str = "gateway_requests_shed_total";
 /// Access tokens refused, by `reason` (`missing`, `expired`, `invalid`).
@@ -25,6 +31,15 @@ pub fn describe() {
     metrics::describe_counter!(
         RATE_LIMIT_FAIL_OPEN,
         "Limit checks made by this process alone because Redis was unreachable"
+    );
+    metrics::describe_gauge!(
+        REDIS_BREAKER_OPEN,
+        "1 while the rate limiter skips Redis after a failure, else 0"
+    );
+    metrics::describe_histogram!(
+        REDIS_SECONDS,
+        metrics::Unit::Seconds,
+        "Rate-limit calls to Redis, answered or failed"
     );
     metrics::describe_counter!(
         SHED,

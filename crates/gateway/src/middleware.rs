@@ -1,4 +1,4 @@
-//! Request middleware: authentication, rate limits, timeouts and request metrics.
+//! Request middleware: authentication, rate limits, timeouts, request metrics, the request span.
 
 use std::{sync::Arc, time::Instant};
 
@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use realchat_runtime::{bearer::Token, jwt::VerifyError};
+use tracing::Instrument as _;
 
 use crate::{
     AppState,
@@ -164,6 +165,27 @@ pub(crate) async fn timeout(
         Ok(response) => response,
         Err(_) => ApiError::unavailable("the request took too long").into_response(),
     }
+}
+
+/// Runs the request in its span, which continues the caller's trace when it sent a
+/// `traceparent` and starts one otherwise. The gRPC calls the handler makes carry it on.
+pub(crate) async fn trace(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        parent: None,
+        "http",
+        http.request.method = %request.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.kind = "server",
+    );
+    realchat_runtime::telemetry::propagation::adopt(&span, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Counts and times requests by route template (never by raw path: ids would explode the labels).

@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Once, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -116,14 +116,16 @@ impl RateLimiter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
+        let limiter = Self {
             connection: Some(connection),
             script: Arc::new(redis::Script::new(GCRA)),
             prefix: prefix.into(),
             epoch: Instant::now(),
             breaker_until_ms: Arc::new(AtomicU64::new(0)),
             local: Arc::default(),
-        })
+        };
+        observe_breaker(limiter.epoch, &limiter.breaker_until_ms);
+        Ok(limiter)
     }
 
     /// A limiter that allows everything (limits switched off).
@@ -152,11 +154,13 @@ impl RateLimiter {
         let mut connection = connection.clone();
         let mut invocation = self.script.key(&bucket);
         invocation.arg(interval_ms).arg(limit.burst.max(1));
+        let started = Instant::now();
         let result = tokio::time::timeout(
             CHECK_TIMEOUT,
             invocation.invoke_async::<i64>(&mut connection),
         )
         .await;
+        ::metrics::histogram!(metrics::REDIS_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(wait_ms)) if wait_ms >= 0 => {
                 ::metrics::counter!(metrics::RATE_LIMITED, "scope" => scope.as_str()).increment(1);
@@ -221,6 +225,31 @@ impl RateLimiter {
             Ok(Ok(_))
         )
     }
+}
+
+/// Reports at each scrape whether a limiter's breaker is open ([`metrics::REDIS_BREAKER_OPEN`]),
+/// from the deadline it already keeps (`until_ms`, milliseconds since `epoch`). One gauge for all
+/// the limiters of the process, open if any is: a gateway has one, but tests run several gateways
+/// in one process, and each setting the gauge would overwrite the others.
+fn observe_breaker(epoch: Instant, until_ms: &Arc<AtomicU64>) {
+    static BREAKERS: Mutex<Vec<(Instant, Weak<AtomicU64>)>> = Mutex::new(Vec::new());
+    static REGISTER: Once = Once::new();
+    BREAKERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((epoch, Arc::downgrade(until_ms)));
+    REGISTER.call_once(|| {
+        realchat_runtime::collectors::register(|| {
+            let mut breakers = BREAKERS.lock().unwrap_or_else(|p| p.into_inner());
+            breakers.retain(|(_, until_ms)| until_ms.strong_count() > 0);
+            let open = breakers.iter().any(|(epoch, until_ms)| {
+                until_ms.upgrade().is_some_and(|until_ms| {
+                    (epoch.elapsed().as_millis() as u64) < until_ms.load(Ordering::Relaxed)
+                })
+            });
+            ::metrics::gauge!(metrics::REDIS_BREAKER_OPEN).set(if open { 1.0 } else { 0.0 });
+        });
+    });
 }
 
 /// GCRA buckets in this process: the same rule as the Lua script, for when Redis is away.

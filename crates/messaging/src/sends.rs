@@ -14,8 +14,10 @@
 
 use std::sync::Arc;
 
+use realchat_runtime::telemetry::propagation;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::{
     error::Error,
@@ -84,40 +86,53 @@ async fn write(pool: PgPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) -> anyhow::R
         ::metrics::histogram!(metrics::SEND_BATCH).record(batch.len() as f64);
         let (messages, replies): (Vec<NewMessage>, Vec<oneshot::Sender<Sent>>) =
             batch.drain(..).map(|job| (job.message, job.reply)).unzip();
-        match store::send_all(&pool, &messages).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // The caller may have gone (a cancelled request); the message stays stored and
-                    // a retry of its client_msg_id finds it.
-                    let _ = reply.send(outcome);
-                }
+        // The transaction belongs to every send's trace: a child of the first's, linked to the
+        // others' (a lone send, the usual case under light load, is simply its child).
+        let span = tracing::info_span!(
+            parent: None,
+            "send_batch",
+            messaging.batch.message_count = messages.len(),
+        );
+        propagation::adopt_batch(&span, messages.iter().map(|m| m.traceparent.as_str()));
+        commit(&pool, messages, replies).instrument(span).await;
+    }
+}
+
+/// Stores one batch and answers each of its sends.
+async fn commit(pool: &PgPool, messages: Vec<NewMessage>, replies: Vec<oneshot::Sender<Sent>>) {
+    match store::send_all(pool, &messages).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // The caller may have gone (a cancelled request); the message stays stored and
+                // a retry of its client_msg_id finds it.
+                let _ = reply.send(outcome);
             }
-            Err(Error::Unavailable(cause)) => {
-                // The database cannot be reached: every send of the batch fails now, as one send
-                // alone would, instead of each waiting its turn for a connection that will not
-                // come. The clients retry with the same client_msg_id.
-                tracing::debug!(error = %cause, sends = messages.len(), "a batch of sends could not reach the database");
-                let cause = cause.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(sqlx::Error::Io(
-                        std::io::Error::other(cause.clone()),
-                    ))));
-                }
+        }
+        Err(Error::Unavailable(cause)) => {
+            // The database cannot be reached: every send of the batch fails now, as one send
+            // alone would, instead of each waiting its turn for a connection that will not
+            // come. The clients retry with the same client_msg_id.
+            tracing::debug!(error = %cause, sends = messages.len(), "a batch of sends could not reach the database");
+            let cause = cause.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(sqlx::Error::Io(
+                    std::io::Error::other(cause.clone()),
+                ))));
             }
-            Err(error) if messages.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(error));
-                }
+        }
+        Err(error) if messages.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(error));
             }
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    sends = messages.len(),
-                    "a batch of sends failed; retrying them one at a time"
-                );
-                for (message, reply) in messages.into_iter().zip(replies) {
-                    let _ = reply.send(store::send(&pool, message).await);
-                }
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                sends = messages.len(),
+                "a batch of sends failed; retrying them one at a time"
+            );
+            for (message, reply) in messages.into_iter().zip(replies) {
+                let _ = reply.send(store::send(pool, message).await);
             }
         }
     }

@@ -61,6 +61,7 @@ use realchat_events::{
     kafka::{BrokerWatch, WatchedProducer},
     retry::{backoff, sleep_or_cancel},
 };
+use realchat_runtime::telemetry::propagation;
 
 use crate::{NOTIFY_CHANNEL, metrics};
 
@@ -304,6 +305,18 @@ impl Relay {
                 });
                 continue;
             }
+            // The event's publication, in the trace of the request that wrote it (its
+            // `traceparent`), from handing it to the producer until the broker acknowledged it.
+            let span = tracing::info_span!(
+                parent: None,
+                "produce",
+                messaging.topic = name.as_deref().unwrap_or(row.topic.as_str()),
+                event.id = %row.event_id,
+                event.type = %row.event_type,
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+            );
+            propagation::adopt_traceparent(&span, &row.traceparent);
             let outcome = match name {
                 Some(name) => Self::enqueue(producer, row, name, self.headers).await,
                 None => Err(Refusal::Permanent(format!(
@@ -311,8 +324,11 @@ impl Relay {
                     row.topic
                 ))),
             };
+            if outcome.is_err() {
+                span.record("otel.status_code", "error");
+            }
             pending.push(match outcome {
-                Ok(delivery) => Pending::Sent(delivery),
+                Ok(delivery) => Pending::Sent(delivery, span),
                 Err(Refusal::Transient) => {
                     // Its key's later rows must not overtake it: they wait for the next round.
                     refused.insert(row.key.as_str());
@@ -338,14 +354,20 @@ impl Relay {
         let mut held = 0;
         for (row, delivery) in rows.iter().zip(pending) {
             let outcome = match delivery {
-                Pending::Sent(future) => match tokio::time::timeout_at(deadline, future).await {
-                    Ok(result) => result
-                        .map_err(|_| KafkaError::Canceled)
-                        .and_then(|r| r.map_err(|(e, _)| e)),
-                    Err(_) => Err(KafkaError::MessageProduction(
-                        RDKafkaErrorCode::MessageTimedOut,
-                    )),
-                },
+                Pending::Sent(future, span) => {
+                    let outcome = match tokio::time::timeout_at(deadline, future).await {
+                        Ok(result) => result
+                            .map_err(|_| KafkaError::Canceled)
+                            .and_then(|r| r.map_err(|(e, _)| e)),
+                        Err(_) => Err(KafkaError::MessageProduction(
+                            RDKafkaErrorCode::MessageTimedOut,
+                        )),
+                    };
+                    if outcome.is_err() {
+                        span.record("otel.status_code", "error");
+                    }
+                    outcome
+                }
                 Pending::NotSent => Err(KafkaError::Canceled),
                 Pending::Held => {
                     held += 1;
@@ -459,7 +481,8 @@ impl Relay {
 
 /// What became of a row handed to the producer.
 enum Pending {
-    Sent(rdkafka::producer::DeliveryFuture),
+    /// Handed to the producer; the span of its publication ends with the acknowledgement.
+    Sent(rdkafka::producer::DeliveryFuture, tracing::Span),
     /// Refused for now (the producer is in a bad state): counted as failed, retried next round.
     NotSent,
     /// Refused for good, or behind such a row of its key.

@@ -21,6 +21,7 @@ mod app;
 mod db;
 pub mod kafka;
 mod kafka_server;
+pub mod otlp;
 mod redis_server;
 pub mod tls;
 pub mod ws;

@@ -255,6 +255,7 @@ async fn sigterm_closes_every_socket_with_1001_after_the_consumer_committed() {
 struct Replica {
     child: Child,
     addr: String,
+    admin: String,
 }
 
 impl Replica {
@@ -295,6 +296,7 @@ impl Replica {
         Self {
             child,
             addr: format!("127.0.0.1:{port}"),
+            admin: format!("127.0.0.1:{admin}"),
         }
     }
 
@@ -511,6 +513,19 @@ async fn a_killed_replica_loses_nothing_its_clients_resume_elsewhere_and_no_ghos
         })
         .await;
     }
+    // The survivor swept up after the dead replica: client 0, at least, went offline by it.
+    let survivor_metrics = app
+        .http
+        .get(format!("http://{}/metrics", survivor.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let swept = |name| test_support::counter_value(&survivor_metrics, name, "");
+    assert!(swept("delivery_presence_sweeps_total") >= 1.0);
+    assert!(swept("delivery_presence_swept_users_total") >= 1.0);
     // Presence is for contacts: the second of each pair asks about the pair.
     let pairs: Vec<(String, [String; 2])> = clients
         .chunks(2)

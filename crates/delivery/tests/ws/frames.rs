@@ -95,8 +95,20 @@ async fn a_frame_over_64_kib_closes_with_1009() {
     let user = app.signed_up().await;
     let mut socket = app.socket(&user).await;
     let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let before = socket_closes(&app, "1009").await;
     let _ = socket.send_raw(Message::text(big)).await;
     assert_eq!(socket.closed(SOON).await, 1009);
+    assert!(socket_closes(&app, "1009").await > before);
+}
+
+/// Sockets closed with `code` so far (in this process).
+async fn socket_closes(app: &TestApp, code: &str) -> f64 {
+    let metrics = app.metrics().await;
+    test_support::counter_value(
+        &metrics,
+        "delivery_socket_closes_total",
+        &format!("code=\"{code}\""),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +212,7 @@ async fn logging_out_closes_that_session_s_sockets_with_1008_and_no_other() {
     let mut first = Socket::connect(&url(0), &user.access_token).await;
     let mut second = Socket::connect(&url(1), &user.access_token).await;
     let mut kept = Socket::connect(&url(0), other_token).await;
+    let closes_before = socket_closes(&app, "1008").await;
 
     let logout = app
         .post(
@@ -212,6 +225,7 @@ async fn logging_out_closes_that_session_s_sockets_with_1008_and_no_other() {
     // Both replicas close the session's sockets, and refuse its token from then on.
     assert_eq!(first.closed(SOON).await, 1008);
     assert_eq!(second.closed(SOON).await, 1008);
+    assert!(socket_closes(&app, "1008").await >= closes_before + 2.0);
     let (status, body) = test_support::ws::refusal(
         Socket::try_connect(&url(1), Some(&user.access_token))
             .await

@@ -1,7 +1,7 @@
 //! Every message reaches every member's socket, in seq order, across replicas and reconnects.
 
 use serde_json::json;
-use test_support::TestApp;
+use test_support::{TestApp, counter_value};
 
 use crate::SOON;
 
@@ -12,6 +12,7 @@ async fn two_users_on_different_replicas_get_everything_in_seq_order() {
     let conversation = app.direct(&alice, &bob).await;
     let mut alice_socket = app.socket_to(0, &alice).await;
     let mut bob_socket = app.socket_to(1, &bob).await;
+    let before = app.metrics().await;
 
     for i in 1..=30 {
         let sender = if i % 3 == 0 { &bob } else { &alice };
@@ -23,6 +24,28 @@ async fn two_users_on_different_replicas_get_everything_in_seq_order() {
     let expected: Vec<i64> = (1..=30).collect();
     assert_eq!(to_bob, expected);
     assert_eq!(to_alice, expected, "the sender's own messages come too");
+
+    // Each message: one socket on the replica that consumed it, one on the replica it was
+    // forwarded to (labelled with the node id, not the process's replica id).
+    let after = app.metrics().await;
+    let grew = |name: &str, labels: &str| {
+        counter_value(&after, name, labels) - counter_value(&before, name, labels)
+    };
+    assert!(grew("delivery_frames_sent_total", r#"type="message""#) >= 60.0);
+    assert!(grew("delivery_fanout_sockets_count", "") >= 60.0);
+    assert!(grew("delivery_fanout_sockets_sum", "") >= 60.0);
+    assert!(grew("delivery_fanout_seconds_count", "") >= 60.0);
+    let forwarded = grew("delivery_forwards_total", r#"target="delivery-1""#)
+        + grew("delivery_forwards_total", r#"target="delivery-2""#);
+    assert!(forwarded >= 30.0, "{forwarded} forwards");
+    assert!(grew("delivery_redis_seconds_count", r#"op="routes""#) >= 1.0);
+    assert!(grew("delivery_redis_seconds_count", r#"op="forward""#) >= 1.0);
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("delivery_send_queue_frames ")),
+        "the send queue gauge is exported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,7 @@ async fn with_redis_stopped_the_gateway_keeps_the_limits_itself_until_redis_retu
         .spawn()
         .await;
     let session = app.signed_up().await;
+    let redis_calls_before = redis_calls(&app).await;
     assert_eq!(
         [
             me(&app, &session.access_token).await,
@@ -130,6 +131,8 @@ async fn with_redis_stopped_the_gateway_keeps_the_limits_itself_until_redis_retu
         ],
         [200, 200, 429]
     );
+    assert!(redis_calls(&app).await >= redis_calls_before + 3.0);
+    assert_eq!(breaker_open(&app).await, 0.0);
     let fail_open_before = counter_value(
         &app.metrics().await,
         "gateway_rate_limit_fail_open_total",
@@ -159,6 +162,16 @@ async fn with_redis_stopped_the_gateway_keeps_the_limits_itself_until_redis_retu
         fail_open_after >= fail_open_before + 6.0,
         "{fail_open_before} -> {fail_open_after}"
     );
+    // The breaker stays open for a second after each failed call: right after a request, it is.
+    eventually(
+        "the breaker to read open",
+        Duration::from_secs(5),
+        || async {
+            me(&app, &session.access_token).await;
+            (breaker_open(&app).await == 1.0).then_some(())
+        },
+    )
+    .await;
 
     // Redis comes back (empty): the limiter finds it again by itself.
     redis.resume().await;
@@ -171,6 +184,21 @@ async fn with_redis_stopped_the_gateway_keeps_the_limits_itself_until_redis_retu
         },
     )
     .await;
+    eventually(
+        "the breaker to read closed",
+        Duration::from_secs(5),
+        || async { (breaker_open(&app).await == 0.0).then_some(()) },
+    )
+    .await;
+}
+
+/// Rate-limit calls to Redis made so far (in this process).
+async fn redis_calls(app: &TestApp) -> f64 {
+    counter_value(&app.metrics().await, "gateway_redis_seconds_count", "")
+}
+
+async fn breaker_open(app: &TestApp) -> f64 {
+    counter_value(&app.metrics().await, "gateway_redis_breaker_open", "")
 }
 
 async fn me(app: &TestApp, token: &str) -> u16 {
