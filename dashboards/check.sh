@@ -3,8 +3,10 @@
 #
 #   dashboards/check.sh
 #       offline: the scripts' unit tests; dashboards up to date with their generator and well
-#       formed; every metric name they and the rules use declared in crates/*/src/metrics.rs;
-#       promtool check config, check rules, test rules (every alert fires and stays silent).
+#       formed; every metric name they and the rules use declared in crates/*/src, histograms
+#       queried through their buckets; every declared metric, and no other, in the Observability
+#       section of docs/ARCHITECTURE.md; promtool check config, check rules, test rules (every
+#       alert fires and stays silent).
 #   REALCHAT_METRICS_URLS=http://127.0.0.1:9180/metrics,... dashboards/check.sh
 #       also: every metric name used is in the scrape of that running topology
 #       (a URL may be written name=URL, e.g. delivery-3=http://127.0.0.1:9186/metrics).
@@ -96,6 +98,9 @@ echo "ok   grafana/dashboards/*.json are what scripts/build_dashboards.py writes
 
 step "metric names"
 "$python" checks.py names
+
+step "every metric in docs/ARCHITECTURE.md"
+"$python" checks.py architecture
 
 step "Prometheus config and rules ($("$promtool" --version 2>&1 | head -1))"
 quiet "$promtool" check config "$here/prometheus/prometheus.yml"

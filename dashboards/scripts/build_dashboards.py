@@ -7,10 +7,12 @@ panels stay uniform (data source variable, instance variable, units, layout). Ed
     python3 dashboards/scripts/build_dashboards.py          # rewrite the JSON files
     python3 dashboards/scripts/build_dashboards.py --check  # fail if they are not up to date
 
-Every histogram of the services is exported as a Prometheus *summary* today (quantile labels over
-the last minute in each process, plus _sum and _count): quantiles cannot be averaged across
-replicas, so panels show the worst replica (max) or one line per replica, and means come from
-rate(_sum) / rate(_count), which do add up.
+Every histogram of the services is exported as a Prometheus histogram with buckets (`_bucket`
+with `le`, `_sum`, `_count`; the bounds are in crates/runtime/src/telemetry.rs). Buckets are
+counters and add up across replicas, so `histogram_quantile(φ, sum by (le) (rate(x_bucket[...])))`
+is the fleet's quantile (`hq` below), `by (le, instance)` each replica's, and means are
+rate(_sum) / rate(_count). A quantile is interpolated within its bucket: read it to the bucket's
+precision, not to the millisecond.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ RATE = "$__rate_interval"
 SEND_ROUTE = 'route="/v1/conversations/{id}/messages", method="POST"'
 STATUS_5XX = 'status=~"5.."'
 STATUS_4XX = 'status=~"4.."'
+ROLE_CONSUMER = 'role="consumer"'
+IN_USE = 'state="in_use"'
+IDLE = 'state="idle"'
+NOT_OK = 'code!="Ok"'
+ROLE_PRODUCER = 'role="producer"'
+# gRPC status codes that are the server's trouble, not the caller's.
+GRPC_SERVER_ERRORS = "Unavailable|Internal|Unknown|DeadlineExceeded|DataLoss|Unimplemented"
 
 
 def q(expr: str, legend: str = "__auto") -> dict:
@@ -215,7 +224,191 @@ class Board:
         }
 
 
+# Queries shared by the panels.
+
+
+def hq(b: Board, metric: str, phi: str, by: str = "", extra: str = "") -> str:
+    """The φ-quantile of histogram `metric` over every series the board selects, per `by`.
+
+    Buckets are counters, so they add up across replicas: `sum by (le)` of their rates is the
+    fleet's histogram, and `by: "instance"` gives one quantile per replica."""
+    labels = ", ".join(["le"] + [label.strip() for label in by.split(",") if label.strip()])
+    return f"histogram_quantile({phi}, sum by ({labels}) (rate({metric}_bucket{b.sel(extra)}[{RATE}])))"
+
+
+def mean(b: Board, metric: str, by: str = "", extra: str = "") -> str:
+    grouping = f" by ({by})" if by else ""
+    return (
+        f"sum{grouping} (rate({metric}_sum{b.sel(extra)}[{RATE}])) / "
+        f"sum{grouping} (rate({metric}_count{b.sel(extra)}[{RATE}]))"
+    )
+
+
+def lag(b: Board, by: str = "group, topic") -> str:
+    """A consumer group's lag: each member reports every partition of the topic and 0 for those it
+    does not own, so the owner's figure is the max across replicas; then the sum over partitions."""
+    return (
+        f"sum by ({by}) (max by (job, group, topic, partition) "
+        f"(kafka_consumer_lag_messages{b.sel()}))"
+    )
+
+
 # Panels shared by the services that have them.
+
+
+def process_panels(b: Board) -> None:
+    b.row("Process")
+    b.graph(
+        "CPU",
+        "CPU time the process used per second, user and system (1 = one core busy).",
+        [q(f"sum by (instance) (rate(process_cpu_seconds_total{b.sel()}[{RATE}]))", "{{instance}}")],
+        w=8,
+    )
+    b.graph(
+        "Resident memory",
+        "Memory the process holds in RAM (VmRSS).",
+        [q(f"sum by (instance) (process_resident_memory_bytes{b.sel()})", "{{instance}}")],
+        unit="bytes",
+        w=8,
+    )
+    b.graph(
+        "File descriptors, of the limit",
+        "Open file descriptors (sockets, connections, files) as a share of the process's soft limit: at 100% "
+        "new sockets and connections are refused (alert FileDescriptorsNearLimit above 80% for 5 minutes).",
+        [
+            q(
+                f"sum by (instance) (process_open_fds{b.sel()}) / sum by (instance) (process_max_fds{b.sel()})",
+                "{{instance}}",
+            )
+        ],
+        unit="percentunit",
+        w=8,
+        threshold=0.8,
+    )
+    b.graph(
+        "Open file descriptors",
+        "File descriptors open, and the soft limit each process runs with.",
+        [
+            q(f"sum by (instance) (process_open_fds{b.sel()})", "open {{instance}}"),
+            q(f"max by (instance) (process_max_fds{b.sel()})", "limit {{instance}}"),
+        ],
+        w=8,
+    )
+    b.graph(
+        "Threads",
+        "Threads of the process (the async runtime's workers, its blocking pool, librdkafka's).",
+        [q(f"sum by (instance) (process_threads{b.sel()})", "{{instance}}")],
+        w=8,
+    )
+    b.graph(
+        "Uptime",
+        "Time since the process started: a drop to 0 is a restart.",
+        [q(f"time() - max by (instance) (process_start_time_seconds{b.sel()})", "{{instance}}")],
+        unit="s",
+        w=8,
+    )
+
+
+def grpc_panels(b: Board) -> None:
+    method = 'method!="/grpc.health.v1.Health/Check"'
+    b.row("gRPC server")
+    b.graph(
+        "Calls by method",
+        "Calls answered per second, by method (health checks of load balancers and probes included). "
+        "`other`: a path that is none of this server's methods.",
+        [q(f"sum by (method) (rate(grpc_server_requests_total{b.sel()}[{RATE}]))", "{{method}}")],
+        unit="reqps",
+        w=8,
+    )
+    b.graph(
+        "Calls not OK, by method and code",
+        "Calls answered with another status than OK. Unavailable: a dependency (PostgreSQL, auth) is down; "
+        "Internal or Unknown: a bug; NotFound, InvalidArgument, AlreadyExists, PermissionDenied: the caller's "
+        "request (the gateway maps them to 4xx).",
+        [
+            q(
+                f"sum by (method, code) (rate(grpc_server_requests_total{b.sel(NOT_OK)}[{RATE}]))",
+                "{{code}} {{method}}",
+            )
+        ],
+        unit="reqps",
+        w=8,
+    )
+    b.graph(
+        "Internal TLS handshakes refused",
+        "Connections refused in the mutual-TLS handshake: no certificate, another authority's, one that "
+        "does not name an allowed caller, or expired (alert InternalTlsHandshakesRefused).",
+        [
+            q(
+                f"sum by (instance) (increase(grpc_server_tls_handshake_failures_total{b.sel()}[{RATE}]))",
+                "{{instance}}",
+            )
+        ],
+        w=8,
+    )
+    b.graph(
+        "p99 by method",
+        "99th percentile of the time from a call's arrival to its response, per method, over every replica "
+        "(health checks left out).",
+        [q(hq(b, "grpc_server_request_duration_seconds", "0.99", "method", method), "{{method}}")],
+        unit="s",
+    )
+    b.graph(
+        "Mean by method",
+        "Mean time from a call's arrival to its response, per method, over every replica (health checks "
+        "left out).",
+        [q(mean(b, "grpc_server_request_duration_seconds", "method", method), "{{method}}")],
+        unit="s",
+    )
+
+
+def pool_panels(b: Board) -> None:
+    b.row("PostgreSQL pool")
+    b.graph(
+        "Pool connections",
+        "Connections of each replica's pool, in use and idle, and the most it opens "
+        "(REALCHAT_<SERVICE>_DATABASE_MAX_CONNECTIONS). Read at each scrape.",
+        [
+            q(f"sum by (instance, database) (db_pool_connections{b.sel(IN_USE)})", "in use {{instance}}"),
+            q(f"sum by (instance, database) (db_pool_connections{b.sel(IDLE)})", "idle {{instance}}"),
+            q(f"max by (instance, database) (db_pool_max_connections{b.sel()})", "max {{instance}}"),
+        ],
+    )
+    b.graph(
+        "Pool in use, of its maximum",
+        "Connections in use as a share of the pool's maximum. At 100% requests wait for a connection, and give up "
+        "after the acquire timeout (3 s: a 503). How many wait is not exported.",
+        [
+            q(
+                f"sum by (instance, database) (db_pool_connections{b.sel(IN_USE)}) / "
+                f"max by (instance, database) (db_pool_max_connections{b.sel()})",
+                "{{instance}} {{database}}",
+            )
+        ],
+        unit="percentunit",
+        threshold=0.9,
+    )
+
+
+def producer_panels(b: Board) -> None:
+    b.graph(
+        "Producer's brokers",
+        "1 while the relay's producer is connected to the broker (librdkafka's statistics, every 5 s). "
+        "0 during a broker outage; the relay also replaces its producer after one.",
+        [q(f"max by (instance, broker) (kafka_broker_up{b.sel(ROLE_PRODUCER)})", "{{instance}} {{broker}}")],
+        w=12,
+    )
+    b.graph(
+        "Producer: round trip and queue, p99",
+        "99th percentile over the last 5 s of the producer's request round trip to each broker, and of the time "
+        "records waited in its queue before being sent (librdkafka's own windows: per replica, not combinable).",
+        [
+            q(f"max by (instance, broker) (kafka_broker_rtt_p99_seconds{b.sel(ROLE_PRODUCER)})", "round trip {{instance}} {{broker}}"),
+            q(f"max by (instance, broker) (kafka_producer_queue_latency_p99_seconds{b.sel()})", "queue {{instance}} {{broker}}"),
+        ],
+        unit="s",
+        w=12,
+    )
 
 
 def outbox_panels(b: Board) -> None:
@@ -255,13 +448,15 @@ def outbox_panels(b: Board) -> None:
     )
     b.graph(
         "Commit to broker acknowledgement",
-        "Time from a row's commit to the broker's acknowledgement of its event, on the leading relay.",
+        "Time from a row's commit to the broker's acknowledgement of its event (only the leading relay publishes).",
         [
-            q(quantile(b, "outbox_publish_delay_seconds", "0.99"), "p99 {{instance}}"),
+            q(hq(b, "outbox_publish_delay_seconds", "0.99"), "p99"),
+            q(hq(b, "outbox_publish_delay_seconds", "0.5"), "p50"),
             q(mean(b, "outbox_publish_delay_seconds"), "mean"),
         ],
         unit="s",
     )
+    producer_panels(b)
 
 
 def consumer_panels(b: Board) -> None:
@@ -275,19 +470,39 @@ def consumer_panels(b: Board) -> None:
     )
     b.graph(
         "Handler time per event",
-        "Worst replica's p99 over the last minute, and the mean over all replicas.",
+        "99th percentile and mean over every replica, per topic.",
         [
-            q(quantile(b, "consumer_handle_seconds", "0.99", "topic"), "p99 {{topic}}"),
+            q(hq(b, "consumer_handle_seconds", "0.99", "topic"), "p99 {{topic}}"),
             q(mean(b, "consumer_handle_seconds", "topic"), "mean {{topic}}"),
         ],
         unit="s",
+    )
+    b.graph(
+        "Consumer lag",
+        "Messages of the topic the group has not handled yet (high watermark less the position reached), summed "
+        "over partitions; each partition's figure comes from the member that owns it. Rises while the handlers "
+        "fall behind or the group rebalances (alert ConsumerLagGrowing).",
+        [q(lag(b), "{{group}} {{topic}}")],
+        w=8,
+    )
+    b.graph(
+        "Lag by partition",
+        "The same, per partition: one partition far ahead of the others is one hot key or one slow member.",
+        [q(lag(b, "group, topic, partition"), "{{group}} {{topic}}[{{partition}}]")],
+        w=8,
     )
     b.graph(
         "Assigned partitions",
         "Partitions each member of the group holds (sampled every 5 s). The members' sum is the topic's partition "
         "count when healthy; all 0 during a broker outage (alert ConsumerGroupWithoutPartitions otherwise).",
         [q(f"sum by (instance, group) (consumer_assigned_partitions{b.sel()})", "{{instance}} {{group}}")],
+        w=8,
         stack=True,
+    )
+    b.graph(
+        "Rebalances",
+        "Rebalances of the group as each member saw them: a member joined, left or was replaced.",
+        [q(f"sum by (instance, group) (increase(kafka_consumer_rebalances_total{b.sel()}[{RATE}]))", "{{instance}} {{group}}")],
     )
     b.graph(
         "Consumer rebuilds",
@@ -296,18 +511,18 @@ def consumer_panels(b: Board) -> None:
         "replica's partitions are being moved.",
         [q(f"sum by (instance, reason) (increase(consumer_rebuilds_total{b.sel()}[{RATE}]))", "{{instance}} {{reason}}")],
     )
-
-
-def quantile(b: Board, metric: str, value: str, by: str = "instance", extra: str = "") -> str:
-    matcher = f'quantile="{value}"' + (f", {extra}" if extra else "")
-    return f"max by ({by}) ({metric}{b.sel(matcher)})"
-
-
-def mean(b: Board, metric: str, by: str = "", extra: str = "") -> str:
-    grouping = f" by ({by})" if by else ""
-    return (
-        f"sum{grouping} (rate({metric}_sum{b.sel(extra)}[{RATE}])) / "
-        f"sum{grouping} (rate({metric}_count{b.sel(extra)}[{RATE}]))"
+    b.graph(
+        "Consumer's brokers",
+        "1 while the consumer is connected to the broker (librdkafka's statistics, every 5 s).",
+        [q(f"max by (instance, broker) (kafka_broker_up{b.sel(ROLE_CONSUMER)})", "{{instance}} {{broker}}")],
+    )
+    b.graph(
+        "Fetch round trip, p99",
+        "99th percentile over the last 5 s of the consumer's request round trips (fetches, commits) to each broker "
+        "(librdkafka's own window: per replica, not combinable). A fetch waits up to REALCHAT_KAFKA_FETCH_WAIT_MS "
+        "when there is nothing to read, so idle topics show that wait.",
+        [q(f"max by (instance, broker) (kafka_broker_rtt_p99_seconds{b.sel(ROLE_CONSUMER)})", "{{instance}} {{broker}}")],
+        unit="s",
     )
 
 
@@ -349,6 +564,46 @@ def overview() -> Board:
         w=6,
         red_below=1,
     )
+    b.stat(
+        "Open sockets",
+        "WebSocket sessions open on all delivery replicas.",
+        [q('sum(delivery_sessions{instance=~"$instance"}) or vector(0)', "sockets")],
+        w=5,
+    )
+    b.stat(
+        "Consumer lag",
+        "Messages not yet handled, summed over every consumer group (alert ConsumerLagGrowing).",
+        [q(f"sum({lag(b)}) or vector(0)", "messages")],
+        w=5,
+        red_at=1000,
+    )
+    b.stat(
+        "Dead-lettered, last hour",
+        "Events consumers gave up on and wrote to a .dlq in the last hour (alert DeadLetteredEvents).",
+        [
+            q(
+                'sum(increase(consumer_events_total{outcome="dead_lettered", instance=~"$instance"}[1h])) or vector(0)',
+                "events",
+            )
+        ],
+        w=5,
+        red_at=1,
+    )
+    b.stat(
+        "Commit to socket, p99",
+        "99th percentile of the time from a message's commit to its frame on a socket, over every delivery replica.",
+        [q(hq(b, "delivery_commit_to_socket_seconds", "0.99"), "p99")],
+        unit="s",
+        w=5,
+        red_at=1,
+    )
+    b.stat(
+        "Redis breakers open",
+        "Gateways whose rate limiter skips Redis after a failure (limits kept per process; alert RedisBreakerOpen).",
+        [q('sum(gateway_redis_breaker_open{instance=~"$instance"}) or vector(0)', "open")],
+        w=4,
+        red_at=1,
+    )
 
     b.row("Messages")
     b.graph(
@@ -366,27 +621,23 @@ def overview() -> Board:
     b.graph(
         "End to end: commit to socket",
         "From a message's commit in messaging to its frame written to a socket: the latency a user sees. "
-        "Quantiles are the worst replica's over its last minute.",
+        "Quantiles over every delivery replica (their buckets add up).",
         [
-            q('max(delivery_commit_to_socket_seconds{quantile="0.99", instance=~"$instance"})', "p99"),
-            q('max(delivery_commit_to_socket_seconds{quantile="0.5", instance=~"$instance"})', "p50"),
-            q(
-                f'sum(rate(delivery_commit_to_socket_seconds_sum{{instance=~"$instance"}}[{RATE}])) / '
-                f'sum(rate(delivery_commit_to_socket_seconds_count{{instance=~"$instance"}}[{RATE}]))',
-                "mean",
-            ),
+            q(hq(b, "delivery_commit_to_socket_seconds", "0.99"), "p99"),
+            q(hq(b, "delivery_commit_to_socket_seconds", "0.5"), "p50"),
+            q(mean(b, "delivery_commit_to_socket_seconds"), "mean"),
         ],
         unit="s",
         w=8,
     )
     b.graph(
         "Send latency",
-        "POST /v1/conversations/{id}/messages at the gateway (alert SendLatencyP99High above 500 ms), and the part "
-        "spent in messaging from arrival to commit.",
+        "POST /v1/conversations/{id}/messages at the gateways (alert SendLatencyP99High above 500 ms), and the part "
+        "spent in messaging from arrival to commit; quantiles over every replica.",
         [
-            q(f'max(gateway_http_request_duration_seconds{{quantile="0.99", {SEND_ROUTE}, instance=~"$instance"}})', "gateway p99"),
-            q('max(messaging_send_seconds{quantile="0.99", instance=~"$instance"})', "messaging p99"),
-            q('max(messaging_send_seconds{quantile="0.5", instance=~"$instance"})', "messaging p50"),
+            q(hq(b, "gateway_http_request_duration_seconds", "0.99", extra=SEND_ROUTE), "gateway p99"),
+            q(hq(b, "messaging_send_seconds", "0.99"), "messaging p99"),
+            q(hq(b, "messaging_send_seconds", "0.5"), "messaging p50"),
         ],
         unit="s",
         w=8,
@@ -434,17 +685,17 @@ def overview() -> Board:
     )
     b.graph(
         "Redis trouble",
-        "Failed Redis operations in delivery (forwards, routes, presence pause) and requests the gateway let "
-        "through without a rate-limit check (alerts DeliveryRedisErrors, RateLimitsFailingOpen).",
+        "Failed Redis operations in delivery (forwards, routes, presence pause) and rate-limit checks a gateway "
+        "made alone, without Redis (alerts DeliveryRedisErrors, RateLimitsFailingOpen, RedisBreakerOpen).",
         [
             q(f'sum by (instance) (rate(delivery_redis_errors_total{{instance=~"$instance"}}[{RATE}]))', "{{instance}} errors"),
             q(
                 f'sum by (instance) (rate(gateway_rate_limit_fail_open_total{{instance=~"$instance"}}[{RATE}]))',
-                "{{instance}} fail-open",
+                "{{instance}} limits kept locally",
             ),
         ],
         unit="ops",
-        w=12,
+        w=8,
     )
     b.graph(
         "Outbox publish failures",
@@ -454,7 +705,24 @@ def overview() -> Board:
             q(f'sum by (job) (rate(outbox_refused_total{{instance=~"$instance"}}[{RATE}]))', "{{job}} refused"),
         ],
         unit="ops",
-        w=12,
+        w=8,
+    )
+    b.graph(
+        "Internal calls failing",
+        "gRPC calls answered Unavailable, Internal, Unknown or DeadlineExceeded, by service and code, and "
+        "connections refused in the mutual-TLS handshake (alert InternalTlsHandshakesRefused).",
+        [
+            q(
+                f'sum by (job, code) (rate(grpc_server_requests_total{{code=~"{GRPC_SERVER_ERRORS}", instance=~"$instance"}}[{RATE}]))',
+                "{{job}} {{code}}",
+            ),
+            q(
+                f'sum by (job) (rate(grpc_server_tls_handshake_failures_total{{instance=~"$instance"}}[{RATE}]))',
+                "{{job}} TLS handshakes refused",
+            ),
+        ],
+        unit="ops",
+        w=8,
     )
 
     b.row("Outbox")
@@ -478,32 +746,45 @@ def overview() -> Board:
         "Open sockets",
         "WebSocket sessions open on each delivery replica.",
         [q('sum by (instance) (delivery_sessions{instance=~"$instance"})', "{{instance}}")],
-        w=8,
+        w=12,
         stack=True,
+    )
+    b.graph(
+        "Consumer lag, by group",
+        "Messages each consumer group has not handled yet, over its partitions (alert ConsumerLagGrowing). "
+        "delivery: live messages not yet pushed; profile, messaging: registrations not yet applied.",
+        [q(lag(b, "group"), "{{group}}")],
+        w=12,
     )
     b.graph(
         "Assigned partitions, by group",
         "Partitions held by the members of each consumer group. 0 for a whole group while the broker is up means "
         "nothing of that group is consumed (alert ConsumerGroupWithoutPartitions).",
         [q('sum by (group) (consumer_assigned_partitions{instance=~"$instance"})', "{{group}}")],
-        w=8,
+        w=12,
     )
     b.graph(
-        "Consumer rebuilds",
-        "Members replaced by a new one, by group and reason (unassigned: alert ConsumerRebuiltUnassigned).",
+        "Consumer rebuilds and rebalances",
+        "Members replaced by a new one, by group and reason (unassigned: alert ConsumerRebuiltUnassigned), and "
+        "rebalances of each group.",
         [
             q(
                 f'sum by (group, reason) (increase(consumer_rebuilds_total{{instance=~"$instance"}}[{RATE}]))',
-                "{{group}} {{reason}}",
-            )
+                "rebuilt {{group}} {{reason}}",
+            ),
+            q(
+                f'max by (group) (increase(kafka_consumer_rebalances_total{{instance=~"$instance"}}[{RATE}]))',
+                "rebalanced {{group}}",
+            ),
         ],
-        w=8,
+        w=12,
     )
+    process_panels(b)
     return b
 
 
 def gateway() -> Board:
-    b = Board("realchat-gateway", "RealChat gateway", "The public HTTP API and WebSocket proxy: RED per route, rate limits, tokens.", "gateway")
+    b = Board("realchat-gateway", "RealChat gateway", "The public HTTP API and WebSocket proxy: RED per route, rate limits, Redis, tokens.", "gateway")
     b.row("Requests")
     b.graph(
         "Requests by route",
@@ -543,8 +824,8 @@ def gateway() -> Board:
     b.row("Latency")
     b.graph(
         "p99 by route",
-        "Worst replica's 99th percentile over its last minute, per route (WebSocket upgrades record 0).",
-        [q(quantile(b, "gateway_http_request_duration_seconds", "0.99", "method, route"), "{{method}} {{route}}")],
+        "99th percentile per route over every gateway replica (WebSocket upgrades record the upgrade only).",
+        [q(hq(b, "gateway_http_request_duration_seconds", "0.99", "method, route"), "{{method}} {{route}}")],
         unit="s",
     )
     b.graph(
@@ -555,12 +836,12 @@ def gateway() -> Board:
     )
     b.graph(
         "Sends",
-        "POST /v1/conversations/{id}/messages: p50, p99 and max per replica over its last minute "
+        "POST /v1/conversations/{id}/messages: p99 and p50 over every replica, and each replica's p99 "
         "(alert SendLatencyP99High above 500 ms).",
         [
-            q(quantile(b, "gateway_http_request_duration_seconds", "0.99", extra=SEND_ROUTE), "p99 {{instance}}"),
-            q(quantile(b, "gateway_http_request_duration_seconds", "0.5", extra=SEND_ROUTE), "p50 {{instance}}"),
-            q(quantile(b, "gateway_http_request_duration_seconds", "1", extra=SEND_ROUTE), "max {{instance}}"),
+            q(hq(b, "gateway_http_request_duration_seconds", "0.99", extra=SEND_ROUTE), "p99"),
+            q(hq(b, "gateway_http_request_duration_seconds", "0.5", extra=SEND_ROUTE), "p50"),
+            q(hq(b, "gateway_http_request_duration_seconds", "0.99", "instance", SEND_ROUTE), "p99 {{instance}}"),
         ],
         unit="s",
         w=24,
@@ -575,8 +856,9 @@ def gateway() -> Board:
         w=6,
     )
     b.graph(
-        "Rate limits failing open",
-        "Requests let through without a check because Redis did not answer (alert RateLimitsFailingOpen).",
+        "Rate limits kept per replica",
+        "Limit checks made by the replica alone because Redis did not answer or its breaker was open: each "
+        "replica enforces the limits on its own meanwhile (alert RateLimitsFailingOpen).",
         [q(f"sum by (scope) (rate(gateway_rate_limit_fail_open_total{b.sel()}[{RATE}]))", "{{scope}}")],
         unit="reqps",
         w=6,
@@ -590,20 +872,49 @@ def gateway() -> Board:
     )
     b.graph(
         "Access tokens refused",
-        "By reason: missing, expired, invalid.",
+        "By reason: missing, expired, invalid, revoked.",
         [q(f"sum by (reason) (rate(gateway_tokens_refused_total{b.sel()}[{RATE}]))", "{{reason}}")],
         unit="reqps",
         w=6,
     )
+    b.row("Redis")
+    b.graph(
+        "Redis circuit breaker",
+        "1 while a replica's rate limiter skips Redis after a failure and keeps limits in the process alone "
+        "(alert RedisBreakerOpen after a minute). Only with rate limits on.",
+        [q(f"max by (instance) (gateway_redis_breaker_open{b.sel()})", "{{instance}}")],
+        w=8,
+    )
+    b.graph(
+        "Redis time",
+        "Time of each rate-limit call to Redis, answered or failed (calls the breaker skipped are not counted): "
+        "p99 and p50 over every replica, each replica's p99. A call gives up after 1 s.",
+        [
+            q(hq(b, "gateway_redis_seconds", "0.99"), "p99"),
+            q(hq(b, "gateway_redis_seconds", "0.5"), "p50"),
+            q(hq(b, "gateway_redis_seconds", "0.99", "instance"), "p99 {{instance}}"),
+        ],
+        unit="s",
+        w=8,
+    )
+    b.graph(
+        "Background tasks refused",
+        "Best-effort tasks not started because the most allowed were running, by kind (gateway_handshakes: "
+        "WebSocket proxy handshakes to delivery).",
+        [q(f"sum by (kind) (rate(background_tasks_refused_total{b.sel()}[{RATE}]))", "{{kind}}")],
+        unit="ops",
+        w=8,
+    )
+    process_panels(b)
     return b
 
 
 def auth() -> Board:
-    b = Board("realchat-auth", "RealChat auth", "Registrations, logins, refresh tokens, password hashing and the users outbox.", "auth")
+    b = Board("realchat-auth", "RealChat auth", "Registrations, logins, refresh tokens, password hashing, gRPC, the pool and the users outbox.", "auth")
     b.row("Accounts")
     for metric, title, description in (
         ("auth_registrations_total", "Registrations", "By outcome: created, taken (username in use), invalid."),
-        ("auth_logins_total", "Logins", "By outcome: ok, invalid_credentials."),
+        ("auth_logins_total", "Logins", "By outcome: ok, invalid_credentials, throttled."),
         (
             "auth_refreshes_total",
             "Token refreshes",
@@ -620,10 +931,10 @@ def auth() -> Board:
     b.graph(
         "Password hashing",
         "Time to hash or verify one password (argon2id, 19 MiB each): the cost of every registration and login. "
-        "Grows when more run at once than REALCHAT_AUTH_HASH_CONCURRENCY.",
+        "Grows when more run at once than REALCHAT_AUTH_HASH_CONCURRENCY. Over every replica.",
         [
-            q(quantile(b, "auth_password_hash_seconds", "0.99"), "p99 {{instance}}"),
-            q(quantile(b, "auth_password_hash_seconds", "0.5"), "p50 {{instance}}"),
+            q(hq(b, "auth_password_hash_seconds", "0.99"), "p99"),
+            q(hq(b, "auth_password_hash_seconds", "0.5"), "p50"),
             q(mean(b, "auth_password_hash_seconds"), "mean"),
         ],
         unit="s",
@@ -636,7 +947,10 @@ def auth() -> Board:
         unit="ops",
         w=8,
     )
+    grpc_panels(b)
+    pool_panels(b)
     outbox_panels(b)
+    process_panels(b)
     return b
 
 
@@ -644,7 +958,7 @@ def messaging() -> Board:
     b = Board(
         "realchat-messaging",
         "RealChat messaging",
-        "Sends (group commit), conversations, the messages outbox and the users consumer.",
+        "Sends (group commit), conversations, gRPC, the pool, the messages outbox and the users consumer.",
         "messaging",
     )
     b.row("Sends")
@@ -657,12 +971,12 @@ def messaging() -> Board:
     )
     b.graph(
         "Send time",
-        "From a send's arrival at messaging to its commit, queueing for a writer included. Per replica over its "
-        "last minute; mean over all.",
+        "From a send's arrival at messaging to its commit, queueing for a writer included: p99 and p50 over every "
+        "replica, each replica's p99.",
         [
-            q(quantile(b, "messaging_send_seconds", "0.99"), "p99 {{instance}}"),
-            q(quantile(b, "messaging_send_seconds", "0.5"), "p50 {{instance}}"),
-            q(mean(b, "messaging_send_seconds"), "mean"),
+            q(hq(b, "messaging_send_seconds", "0.99"), "p99"),
+            q(hq(b, "messaging_send_seconds", "0.5"), "p50"),
+            q(hq(b, "messaging_send_seconds", "0.99", "instance"), "p99 {{instance}}"),
         ],
         unit="s",
         w=8,
@@ -672,7 +986,7 @@ def messaging() -> Board:
         "Sends committed together in one transaction: grows when sends queue for one of "
         "REALCHAT_MESSAGING_SEND_WRITERS writers.",
         [
-            q(quantile(b, "messaging_send_batch_size", "0.99"), "p99 {{instance}}"),
+            q(hq(b, "messaging_send_batch_size", "0.99"), "p99"),
             q(mean(b, "messaging_send_batch_size"), "mean"),
             q(f"sum(rate(messaging_send_batch_size_count{b.sel()}[{RATE}]))", "transactions/s"),
         ],
@@ -691,13 +1005,21 @@ def messaging() -> Board:
         [q(f"sum by (outcome) (rate(messaging_users_confirmed_with_auth_total{b.sel()}[{RATE}]))", "{{outcome}}")],
         unit="ops",
     )
+    grpc_panels(b)
+    pool_panels(b)
     outbox_panels(b)
     consumer_panels(b)
+    process_panels(b)
     return b
 
 
 def profile() -> Board:
-    b = Board("realchat-profile", "RealChat profile", "Profiles built from registration events, edits and the username directory.", "profile")
+    b = Board(
+        "realchat-profile",
+        "RealChat profile",
+        "Profiles built from registration events, edits, the username directory, gRPC, the pool and the users consumer.",
+        "profile",
+    )
     b.row("Profiles")
     b.graph(
         "Profiles",
@@ -712,10 +1034,10 @@ def profile() -> Board:
     )
     b.graph(
         "Directory search time",
-        "One prefix search of the username directory: p99 and p50 per replica over its last minute, mean over all.",
+        "One prefix search of the username directory: p99, p50 and mean over every replica.",
         [
-            q(quantile(b, "profile_search_seconds", "0.99"), "p99 {{instance}}"),
-            q(quantile(b, "profile_search_seconds", "0.5"), "p50 {{instance}}"),
+            q(hq(b, "profile_search_seconds", "0.99"), "p99"),
+            q(hq(b, "profile_search_seconds", "0.5"), "p50"),
             q(mean(b, "profile_search_seconds"), "mean"),
         ],
         unit="s",
@@ -728,7 +1050,10 @@ def profile() -> Board:
         unit="ops",
         w=8,
     )
+    grpc_panels(b)
+    pool_panels(b)
     consumer_panels(b)
+    process_panels(b)
     return b
 
 
@@ -736,7 +1061,8 @@ def delivery() -> Board:
     b = Board(
         "realchat-delivery",
         "RealChat delivery",
-        "WebSockets per replica, what is pushed and how fast, forwards between replicas, Redis, and the messages consumer.",
+        "WebSockets per replica, what is pushed and how fast, fan-out, forwards between replicas, Redis and "
+        "presence, and the messages consumer.",
         "delivery",
     )
     b.row("Sockets")
@@ -756,27 +1082,94 @@ def delivery() -> Board:
     )
     b.graph(
         "Sessions closed, by reason",
-        "client, idle, slow_reader (1013), token_expired (1008), frame_too_large (1009), shutdown (1001), error.",
+        "client, idle, slow_reader (1013), token_expired (1008), frame_too_large (1009), too_many_frames, "
+        "too_many_sockets, shutdown (1001), error.",
         [q(f"sum by (reason) (rate(delivery_sessions_closed_total{b.sel()}[{RATE}]))", "{{reason}}")],
+        unit="ops",
+        w=8,
+    )
+    b.graph(
+        "Sockets closed, by close code",
+        "The close code the server sent or the client did: 1000 normal, 1001 going away (shutdown), 1008 policy "
+        "(token expired), 1009 too large, 1013 try again later (slow reader); none: the connection ended without "
+        "a close frame; other: an application's own code.",
+        [q(f"sum by (code) (rate(delivery_socket_closes_total{b.sel()}[{RATE}]))", "{{code}}")],
+        unit="ops",
+        w=8,
+    )
+    b.graph(
+        "Upgrades refused",
+        "WebSocket upgrades refused because the user already has as many sockets as allowed, by where it was "
+        "counted (cluster: through Redis; replica: this replica alone, Redis being unusable).",
+        [q(f"sum by (where) (rate(delivery_sockets_refused_total{b.sel()}[{RATE}]))", "{{where}}")],
+        unit="ops",
+        w=8,
+    )
+    b.graph(
+        "Client frames refused",
+        "Frames from clients refused for the socket's frame budget, by reason (rate_limited, abusive, "
+        "resume_deferred).",
+        [q(f"sum by (reason) (rate(delivery_frames_refused_total{b.sel()}[{RATE}]))", "{{reason}}")],
         unit="ops",
         w=8,
     )
     b.row("Pushes")
     b.graph(
         "Commit to socket",
-        "From a message's commit in messaging to its frame written to a socket, per replica over its last minute.",
+        "From a message's commit in messaging to its frame written to a socket: p99 and p50 over every replica, "
+        "each replica's p99.",
         [
-            q(quantile(b, "delivery_commit_to_socket_seconds", "0.99"), "p99 {{instance}}"),
-            q(quantile(b, "delivery_commit_to_socket_seconds", "0.5"), "p50 {{instance}}"),
-            q(mean(b, "delivery_commit_to_socket_seconds", "instance"), "mean {{instance}}"),
+            q(hq(b, "delivery_commit_to_socket_seconds", "0.99"), "p99"),
+            q(hq(b, "delivery_commit_to_socket_seconds", "0.5"), "p50"),
+            q(hq(b, "delivery_commit_to_socket_seconds", "0.99", "instance"), "p99 {{instance}}"),
         ],
         unit="s",
+        w=8,
     )
     b.graph(
         "Frames written",
         "Frames written to sockets per second, by type.",
         [q(f"sum by (type) (rate(delivery_frames_sent_total{b.sel()}[{RATE}]))", "{{type}}")],
         unit="ops",
+        w=8,
+    )
+    b.graph(
+        "Send queue",
+        "Pushes queued for each replica's sockets and not yet taken by their sessions (read at each scrape). "
+        "Grows when sockets read slower than messages arrive; a socket whose own queue fills is closed as a "
+        "slow reader (1013).",
+        [q(f"sum by (instance) (delivery_send_queue_frames{b.sel()})", "{{instance}}")],
+        w=8,
+    )
+    b.graph(
+        "Fan-out size",
+        "Sockets of a replica one event was handed to (from the consumer, a forward, a typing notice or a "
+        "presence change): p99, p50 and mean over every replica, and events fanned out per second.",
+        [
+            q(hq(b, "delivery_fanout_sockets", "0.99"), "p99"),
+            q(hq(b, "delivery_fanout_sockets", "0.5"), "p50"),
+            q(mean(b, "delivery_fanout_sockets"), "mean"),
+        ],
+        w=8,
+    )
+    b.graph(
+        "Fan-out time",
+        "From receiving an event to handing it to the last of the replica's sockets: p99 and p50 over every "
+        "replica, each replica's p99.",
+        [
+            q(hq(b, "delivery_fanout_seconds", "0.99"), "p99"),
+            q(hq(b, "delivery_fanout_seconds", "0.5"), "p50"),
+            q(hq(b, "delivery_fanout_seconds", "0.99", "instance"), "p99 {{instance}}"),
+        ],
+        unit="s",
+        w=8,
+    )
+    b.graph(
+        "Events fanned out",
+        "Events handed to this replica's sockets per second.",
+        [q(f"sum by (instance) (rate(delivery_fanout_sockets_count{b.sel()}[{RATE}]))", "{{instance}}")],
+        unit="ops",
+        w=8,
     )
     b.graph(
         "Messages filled from history",
@@ -784,12 +1177,28 @@ def delivery() -> Board:
         "session was told to catch up after the forwarding channel came back.",
         [q(f"sum by (reason) (rate(delivery_gap_filled_messages_total{b.sel()}[{RATE}]))", "{{reason}}")],
         unit="ops",
+        w=12,
+    )
+    b.graph(
+        "Membership checks",
+        "Members of a conversation asked of messaging for a client frame (typing, resuming a conversation the "
+        "socket did not know), by answer: member, not_member, unavailable (messaging did not answer).",
+        [q(f"sum by (answer) (rate(delivery_membership_checks_total{b.sel()}[{RATE}]))", "{{answer}}")],
+        unit="ops",
+        w=12,
+    )
+    b.row("Forwards between replicas")
+    b.graph(
+        "Forwards, by outcome",
+        "sent; no_listener: the target replica was not subscribed; failed: Redis did not take it.",
+        [q(f"sum by (outcome) (rate(delivery_forwards_total{b.sel()}[{RATE}]))", "{{outcome}}")],
+        unit="ops",
         w=8,
     )
     b.graph(
-        "Forwards to other replicas",
-        "sent; no_listener: the target replica was not subscribed; failed: Redis did not take it.",
-        [q(f"sum by (outcome) (rate(delivery_forwards_total{b.sel()}[{RATE}]))", "{{outcome}}")],
+        "Forwards, by target",
+        "Forwards published to each other replica (its node id, REALCHAT_DELIVERY_NODE_ID), by outcome.",
+        [q(f"sum by (target, outcome) (rate(delivery_forwards_total{b.sel()}[{RATE}]))", "{{target}} {{outcome}}")],
         unit="ops",
         w=8,
     )
@@ -800,21 +1209,53 @@ def delivery() -> Board:
         unit="ops",
         w=8,
     )
-    b.row("Redis")
+    b.row("Redis and presence")
     b.graph(
         "Redis errors, by operation",
         "Failed or timed-out Redis operations (alert DeliveryRedisErrors): routes, claims, heartbeats, forwards, "
         "presence sweeps.",
         [q(f"sum by (op) (rate(delivery_redis_errors_total{b.sel()}[{RATE}]))", "{{op}}")],
         unit="ops",
+        w=8,
+    )
+    b.graph(
+        "Redis time, p99 by operation",
+        "99th percentile of each Redis round trip, answered or failed, over every replica, by operation "
+        "(calls the breaker skipped are not counted).",
+        [q(hq(b, "delivery_redis_seconds", "0.99", "op"), "{{op}}")],
+        unit="s",
+        w=8,
     )
     b.graph(
         "Resyncs",
         "Times every session of a replica was told to resync: its forwarding channel came back, or another "
         "replica had skipped forwards to it.",
         [q(f"sum by (instance) (increase(delivery_resyncs_total{b.sel()}[{RATE}]))", "{{instance}}")],
+        w=8,
+    )
+    b.graph(
+        "Presence sweeps",
+        "Sweeps for replicas whose heartbeat expired (one per heartbeat), and users a sweep found held only by "
+        "dead replicas and marked offline (after a replica's crash).",
+        [
+            q(f"sum by (instance) (rate(delivery_presence_sweeps_total{b.sel()}[{RATE}]))", "sweeps/s {{instance}}"),
+            q(
+                f"sum by (instance) (increase(delivery_presence_swept_users_total{b.sel()}[{RATE}]))",
+                "users marked offline {{instance}}",
+            ),
+        ],
+        w=12,
+    )
+    b.graph(
+        "Background tasks refused",
+        "Best-effort tasks (presence announcements, typing notices) not started because the most allowed were "
+        "running, by kind.",
+        [q(f"sum by (kind) (rate(background_tasks_refused_total{b.sel()}[{RATE}]))", "{{kind}}")],
+        unit="ops",
+        w=12,
     )
     consumer_panels(b)
+    process_panels(b)
     return b
 
 

@@ -2,7 +2,9 @@
 """The checks behind dashboards/check.sh (see there and dashboards/README.md).
 
     checks.py dashboards                    dashboard JSON and provisioning files are well formed
-    checks.py names                         every metric name used is one the services declare
+    checks.py names                         every metric name used is one the services declare, and
+                                            a histogram is queried through its buckets
+    checks.py architecture                  docs/ARCHITECTURE.md lists every declared metric, and no other
     checks.py rule-tests                    every alert has a test that fires and one that stays silent
     checks.py scrape URL[,URL...]           ... and is in the scrape of a running topology
     checks.py render-config OUT URL[,...]   Prometheus config for those targets, rules included
@@ -28,7 +30,14 @@ from pathlib import Path
 
 import yaml
 
-from promql_names import label_values_query, metric_names, selectors, substitute_grafana_variables
+from promql_names import (
+    aggregations,
+    histogram_quantile_arguments,
+    label_values_query,
+    metric_names,
+    selectors,
+    substitute_grafana_variables,
+)
 
 ROOT = Path(__file__).resolve().parent.parent  # dashboards/
 REPO = ROOT.parent
@@ -36,6 +45,8 @@ DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 PROMETHEUS = ROOT / "prometheus"
 ON_EVENT = ROOT / "metrics-recorded-on-event.txt"
+ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
+ARCHITECTURE_SECTION = "## Observability"
 
 # Series Prometheus makes itself: never in a service's scrape.
 SYNTHETIC = frozenset(
@@ -214,13 +225,67 @@ def check_dashboards() -> None:
 # names
 
 
+# A string constant: `pub const SENDS: &str = "messaging_sends_total";` (any visibility).
+_CONST = re.compile(
+    r'(?:pub(?:\([^)]*\))?\s+)?const\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]*)"\s*;'
+)
+# The name given to a metric macro of the `metrics` crate: a constant (maybe through a path) or a
+# literal. `describe_histogram!(X, ...)`, `metrics::counter!(metrics::SENDS, "a" => b)`.
+_MACRO = re.compile(
+    r'\b(describe_)?(counter|gauge|histogram)!\s*\(\s*'
+    r'(?:(?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Z][A-Z0-9_]*)|"([A-Za-z_:][A-Za-z0-9_:]*)")\s*[,)]'
+)
+_METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+@dataclass
+class Declared:
+    path: str  # where the name is declared, e.g. crates/outbox/src/metrics.rs
+    kind: str  # counter, gauge or histogram (what the code records), "" when it records none
+
+
+def rust_sources() -> list[Path]:
+    return sorted(p for p in REPO.glob("crates/*/src/**/*.rs") if p.is_file())
+
+
+def declared_metrics() -> dict[str, Declared]:
+    """Every metric name the services declare: the string constants of crates/*/src/**/*.rs given to
+    a metric macro of the `metrics` crate (counter!, gauge!, histogram! and their describe_), every
+    constant of a `metrics.rs`, and names given to those macros as literals; with the kind of
+    metric the code records under each."""
+    constants: dict[str, list[tuple[str, str]]] = {}  # identifier -> [(value, path)]
+    in_metrics_rs: set[tuple[str, str]] = set()
+    uses: dict[str, set[str]] = {}  # identifier or literal name -> kinds
+    literals: dict[str, str] = {}
+    for path in rust_sources():
+        text = path.read_text()
+        rel = str(path.relative_to(REPO))
+        for ident, value in _CONST.findall(text):
+            constants.setdefault(ident, []).append((value, rel))
+            if path.name == "metrics.rs":
+                in_metrics_rs.add((ident, value))
+        for match in _MACRO.finditer(text):
+            kind, ident, literal = match.group(2), match.group(3), match.group(4)
+            key = ident or literal
+            uses.setdefault(key, set()).add(kind)
+            if literal:
+                literals.setdefault(literal, rel)
+    declared: dict[str, Declared] = {}
+    for ident, values in constants.items():
+        for value, rel in values:
+            if not _METRIC_NAME.fullmatch(value):
+                continue
+            if ident in uses or (ident, value) in in_metrics_rs:
+                kinds = uses.get(ident, set())
+                declared[value] = Declared(rel, "/".join(sorted(kinds)))
+    for literal, rel in literals.items():
+        declared.setdefault(literal, Declared(rel, "/".join(sorted(uses[literal]))))
+    return dict(sorted(declared.items()))
+
+
 def declared_names() -> dict[str, str]:
-    """Metric names declared as constants in crates/*/src/metrics.rs, and where."""
-    declared: dict[str, str] = {}
-    for path in sorted(REPO.glob("crates/*/src/metrics.rs")):
-        for name in re.findall(r'pub const \w+: &str = "([A-Za-z_:][A-Za-z0-9_:]*)";', path.read_text()):
-            declared[name] = str(path.relative_to(REPO))
-    return declared
+    """Metric names declared in the code (see declared_metrics), and where."""
+    return {name: d.path for name, d in declared_metrics().items()}
 
 
 def base_name(name: str, known: set[str] | dict[str, str]) -> str | None:
@@ -242,23 +307,106 @@ def on_event_names() -> dict[str, str]:
     return listed
 
 
+def histogram_problems(queries: list[Query], declared: dict[str, Declared]) -> list[str]:
+    """A histogram is queried through its series: `_bucket` (in histogram_quantile, aggregated
+    by `le`), `_sum` and `_count`; never by its bare name, and never with a `quantile` matcher
+    (a summary's label, which a histogram does not have)."""
+    histograms = {name for name, d in declared.items() if d.kind == "histogram"}
+    problems: list[str] = []
+    for query in queries:
+        for sel in selectors(query.expr):
+            family = base_name(sel.name, histograms)
+            if family is None:
+                continue
+            if "quantile" in sel.labels:
+                problems.append(f"{query.where}: a quantile matcher on {sel.name}, but {family} is a histogram, "
+                                f"not a summary: use histogram_quantile(φ, sum by (le) (rate({family}_bucket[...])))")
+            elif sel.name == family:
+                problems.append(f"{query.where}: {sel.name} is a histogram: select {sel.name}_bucket "
+                                "(in histogram_quantile), _sum or _count")
+        for argument in histogram_quantile_arguments(query.expr):
+            names = metric_names(argument)
+            if not names or any(not n.endswith("_bucket") for n in names):
+                problems.append(f"{query.where}: histogram_quantile over {' '.join(sorted(names)) or 'nothing'}, "
+                                "not over _bucket series")
+            if not _keeps_le(argument):
+                problems.append(f"{query.where}: histogram_quantile over an aggregation that drops `le`: "
+                                "write sum by (le, ...)")
+    return problems
+
+
+def _keeps_le(argument: str) -> bool:
+    """Whether every aggregation in a histogram_quantile argument keeps the `le` label (there is at
+    least one: the buckets of all series, replicas included, are summed)."""
+    found = aggregations(argument)
+    return bool(found) and all(a.keeps("le") for a in found)
+
+
 def check_names() -> dict[str, list[str]]:
     queries = collect_queries()
     used = names_used(queries)
-    declared = declared_names()
+    declared_all = declared_metrics()
+    declared = {name: d.path for name, d in declared_all.items()}
     if not declared:
-        raise CheckFailed("found no metric constants in crates/*/src/metrics.rs")
+        raise CheckFailed("found no metric names declared in crates/*/src")
     unknown = [n for n in used if n not in SYNTHETIC and base_name(n, declared) is None]
     listed = on_event_names()
     stale = [n for n in listed if n not in declared]
-    problems = [f"{n}: used by {', '.join(used[n][:3])}, declared in no crates/*/src/metrics.rs" for n in unknown]
-    problems += [f"{ON_EVENT.name}: {n} is declared in no crates/*/src/metrics.rs" for n in stale]
+    problems = [f"{n}: used by {', '.join(used[n][:3])}, declared nowhere in crates/*/src" for n in unknown]
+    problems += [f"{ON_EVENT.name}: {n} is declared nowhere in crates/*/src" for n in stale]
+    problems += histogram_problems(queries, declared_all)
     if problems:
         raise CheckFailed("metric names:\n  " + "\n  ".join(problems))
+    histograms = sorted(n for n, d in declared_all.items() if d.kind == "histogram")
     say(f"ok   {len(queries)} queries ({sum(q.kind == 'rule' for q in queries)} alert rules) use "
-        f"{len(used)} metric names, each declared in crates/*/src/metrics.rs or made by Prometheus:")
+        f"{len(used)} metric names, each declared in crates/*/src or made by Prometheus; the "
+        f"{len(histograms)} histograms only through _bucket (histogram_quantile by le), _sum and _count:")
     say("       " + " ".join(used))
     return used
+
+
+# architecture
+
+
+def architecture_rows() -> tuple[dict[str, list[str]], list[str]]:
+    """The metric rows of docs/ARCHITECTURE.md's Observability section: a table row whose first
+    cell is one metric name in backticks, mapped to its cells; and the names listed twice."""
+    lines = ARCHITECTURE.read_text().splitlines()
+    try:
+        start = lines.index(ARCHITECTURE_SECTION)
+    except ValueError as error:
+        raise CheckFailed(f"{ARCHITECTURE.relative_to(REPO)} has no {ARCHITECTURE_SECTION!r} section") from error
+    rows: dict[str, list[str]] = {}
+    twice: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`([A-Za-z_:][A-Za-z0-9_:]*)`", cells[0])
+        if match:
+            if match.group(1) in rows:
+                twice.append(match.group(1))
+            rows[match.group(1)] = cells[1:]
+    return rows, twice
+
+
+def check_architecture() -> None:
+    declared = declared_metrics()
+    rows, twice = architecture_rows()
+    where = f"{ARCHITECTURE.relative_to(REPO)} {ARCHITECTURE_SECTION!r}"
+    problems = [f"{n} ({d.path}) has no row in {where}" for n, d in declared.items() if n not in rows]
+    problems += [f"{where} lists {n}, which no code in crates/*/src declares" for n in rows if n not in declared]
+    problems += [f"{where} lists {n} twice" for n in twice]
+    for name, cells in rows.items():
+        kind = declared.get(name, Declared("", "")).kind
+        if kind and (not cells or not cells[0].startswith(kind)):
+            problems.append(f"{where}: {name} is a {kind} in the code, the table says {cells[0] if cells else 'nothing'!r}")
+    if problems:
+        raise CheckFailed("metrics in the architecture document:\n  " + "\n  ".join(problems))
+    say(f"ok   {where} has a row for each of the {len(declared)} metrics declared in crates/*/src, "
+        "of the kind the code records, and no other")
 
 
 # rule-tests
@@ -518,6 +666,7 @@ def main(argv: list[str]) -> int:
     commands = {
         "dashboards": (0, lambda: check_dashboards()),
         "names": (0, lambda: check_names()),
+        "architecture": (0, lambda: check_architecture()),
         "rule-tests": (0, lambda: check_rule_tests()),
         "scrape": (1, lambda: check_scrape(argv[2])),
         "render-config": (2, lambda: render_config(argv[2], argv[3])),

@@ -150,6 +150,71 @@ def selectors(expr: str) -> list[Selector]:
     return found
 
 
+@dataclass
+class Aggregation:
+    """One aggregation: its operator, `by`, `without` or None, and the labels of that clause."""
+
+    op: str
+    mode: str | None
+    labels: frozenset[str] = field(default_factory=frozenset)
+
+    def keeps(self, label: str) -> bool:
+        """Whether `label` survives the aggregation."""
+        if self.mode == "by":
+            return label in self.labels
+        if self.mode == "without":
+            return label not in self.labels
+        return False
+
+
+_AGGREGATION = re.compile(
+    r"\b(sum|avg|min|max|count|group|stddev|stdvar|topk|bottomk|quantile|count_values|limitk|limit_ratio)"
+    r"\s*(?:(by|without)\s*\(([^()]*)\)\s*)?\(",
+    re.IGNORECASE,
+)
+_CLAUSE_AFTER = re.compile(r"\s*(by|without)\s*\(([^()]*)\)", re.IGNORECASE)
+
+
+def _clean(expr: str) -> str:
+    """`expr` without variables, comments or string contents."""
+    return _STRING.sub('""', _COMMENT.sub("", substitute_grafana_variables(expr)))
+
+
+def aggregations(expr: str) -> list[Aggregation]:
+    """The aggregations of `expr`, in order, with their grouping clause (before or after the
+    argument)."""
+    expr = _clean(expr)
+    found: list[Aggregation] = []
+    for match in _AGGREGATION.finditer(expr):
+        mode, labels = match.group(2), match.group(3)
+        if mode is None:
+            after = _CLAUSE_AFTER.match(expr, _matching(expr, match.end() - 1, "(", ")"))
+            if after:
+                mode, labels = after.group(1), after.group(2)
+        names = frozenset(label.strip() for label in (labels or "").split(",") if label.strip())
+        found.append(Aggregation(match.group(1).lower(), mode.lower() if mode else None, names))
+    return found
+
+
+def histogram_quantile_arguments(expr: str) -> list[str]:
+    """The second argument (the buckets) of every `histogram_quantile(φ, buckets)` in `expr`."""
+    expr = _clean(expr)
+    arguments: list[str] = []
+    for match in re.finditer(r"\bhistogram_quantile\s*\(", expr):
+        end = _matching(expr, match.end() - 1, "(", ")")
+        inner = expr[match.end() : end - 1]
+        depth = 0
+        for i, char in enumerate(inner):
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+            elif char == "," and depth == 0:
+                arguments.append(inner[i + 1 :].strip())
+                break
+    return arguments
+
+
 def metric_names(expr: str) -> set[str]:
     """Every metric name `expr` selects."""
     return {s.name for s in selectors(expr)}

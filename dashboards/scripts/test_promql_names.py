@@ -4,6 +4,8 @@
 import unittest
 
 from promql_names import (
+    aggregations,
+    histogram_quantile_arguments,
     label_values_query,
     metric_names,
     selectors,
@@ -72,6 +74,34 @@ class MetricNames(unittest.TestCase):
         self.assertEqual([s.name for s in found], ["x_seconds", "y"])
         self.assertEqual(found[0].labels, frozenset({"quantile", "instance"}))
         self.assertEqual(found[1].labels, frozenset())
+
+    def test_histogram_quantile_arguments(self):
+        expr = (
+            'histogram_quantile(0.99, sum by (le, route) (rate(x_seconds_bucket{route="/a,b"}[5m]))) '
+            "> 0.5 and histogram_quantile(0.5, rate(y_bucket[1m]))"
+        )
+        self.assertEqual(
+            histogram_quantile_arguments(expr),
+            ['sum by (le, route) (rate(x_seconds_bucket{route=""}[5m]))', "rate(y_bucket[1m])"],
+        )
+        self.assertEqual(histogram_quantile_arguments("sum(rate(x_bucket[5m]))"), [])
+
+    def test_aggregations_and_their_clauses(self):
+        found = aggregations(
+            "sum by (le, job) (rate(a_bucket[5m])) / sum(rate(b[5m])) without (instance) "
+            "+ max(c) + max_over_time(d[5m]) + count(e) BY (le)"
+        )
+        self.assertEqual([(a.op, a.mode, a.labels) for a in found], [
+            ("sum", "by", frozenset({"le", "job"})),
+            ("sum", "without", frozenset({"instance"})),
+            ("max", None, frozenset()),
+            ("count", "by", frozenset({"le"})),
+        ])
+        self.assertTrue(found[0].keeps("le"))
+        self.assertTrue(found[1].keeps("le"))
+        self.assertFalse(found[2].keeps("le"))
+        # A summary's quantile matcher is not the quantile aggregation.
+        self.assertEqual(aggregations('x{quantile="0.99"}'), [])
 
     def test_unbalanced(self):
         with self.assertRaises(ValueError):
